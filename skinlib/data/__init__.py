@@ -1,0 +1,24 @@
+"""Data layer: dataset indexes, integrity checks, splits, transforms and the decoded-image cache."""
+
+from skinlib.data.cache import cached_images, decode_images
+from skinlib.data.index import load_ham10000, load_isic2018_test
+from skinlib.data.info import CLASS_NAMES, CLASSES, NUM_CLASSES
+from skinlib.data.paths import resolve_data_dir
+from skinlib.data.split import (
+    leakage_summary,
+    load_split,
+    make_split,
+    save_split,
+    shared_lesions,
+    split_parts,
+    subsample,
+)
+from skinlib.data.transforms import CachedImageDataset, EvalPreset, TrainPreset
+from skinlib.data.verify import VerifyReport, verify
+
+__all__ = [
+    "CLASSES", "CLASS_NAMES", "NUM_CLASSES", "CachedImageDataset", "EvalPreset", "TrainPreset",
+    "VerifyReport", "cached_images", "decode_images", "leakage_summary", "load_ham10000",
+    "load_isic2018_test", "load_split", "make_split", "resolve_data_dir", "save_split",
+    "shared_lesions", "split_parts", "subsample", "verify",
+]

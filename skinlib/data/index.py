@@ -1,0 +1,242 @@
+"""Dataset indexes: one DataFrame row per image, with its label and file path.
+
+Images are found by ``image_id`` anywhere under the data directory, so the
+layouts users actually have all work: the Dataverse / Kaggle download
+(``HAM10000_images_part_1/``, ``HAM10000_images_part_2/``, metadata ``.csv``
+or Dataverse ``.tab``) and a flat ``images/`` folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from skinlib.data.info import CLASS_TO_LABEL, CLASSES, HAM10000_METADATA_COLUMNS, IMAGE_SUFFIXES
+from skinlib.data.paths import ISIC_TEST_ENV, resolve_data_dir
+
+log = logging.getLogger(__name__)
+
+HAM_METADATA_NAMES = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata")
+ISIC_TEST_GT_NAME = "ISIC2018_Task3_Test_GroundTruth.csv"
+_SHOWN = 10  # offenders listed by name per kind of problem
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset: its kind, the offending item and a detail."""
+
+    kind: str
+    item: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.item}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class Problems:
+    """Problems found in an index, grouped by kind, printable as a report."""
+
+    items: list[Problem] = field(default_factory=list)
+
+    def add(self, kind: str, item: str, detail: str = "") -> None:
+        self.items.append(Problem(kind, item, detail))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def by_kind(self) -> dict[str, list[Problem]]:
+        out: dict[str, list[Problem]] = {}
+        for p in self.items:
+            out.setdefault(p.kind, []).append(p)
+        return out
+
+    def summary(self) -> str:
+        lines = []
+        for kind, probs in self.by_kind().items():
+            lines.append(f"{len(probs)} x {kind}:")
+            lines += [f"  - {p.item}" + (f" ({p.detail})" if p.detail else "") for p in probs[:_SHOWN]]
+            if len(probs) > _SHOWN:
+                lines.append(f"  ... and {len(probs) - _SHOWN} more")
+        return "\n".join(lines)
+
+
+def find_images(root: Path) -> dict[str, Path]:
+    """Map every image file stem under ``root`` to its path (first in sorted order wins)."""
+    found: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            stem, suffix = os.path.splitext(name)
+            if suffix.lower() in IMAGE_SUFFIXES and stem not in found:
+                found[stem] = Path(dirpath) / name
+    return found
+
+
+def _find_file(root: Path, names: tuple[str, ...], what: str, fix: str) -> Path:
+    for name in names:
+        direct = root / name
+        if direct.is_file():
+            return direct
+    for name in names:
+        hits = sorted(root.rglob(name))
+        if hits:
+            return hits[0]
+    raise FileNotFoundError(f"no {what} ({' or '.join(names)}) found under {root}; {fix}")
+
+
+def find_ham10000_metadata(root: Path) -> Path:
+    """The HAM10000 metadata file under ``root`` (``.csv`` or Dataverse ``.tab``)."""
+    return _find_file(
+        root, HAM_METADATA_NAMES, "HAM10000 metadata file",
+        "point the data directory at the folder holding the HAM10000 download",
+    )
+
+
+def read_metadata(path: Path) -> pd.DataFrame:
+    """Read a metadata table, comma- or tab-separated, with string ids."""
+    sep = "\t" if path.suffix.lower() == ".tab" else None
+    meta = pd.read_csv(path, sep=sep, engine="python", dtype={"lesion_id": str, "image_id": str, "dx": str})
+    meta.columns = [str(c).strip().strip('"') for c in meta.columns]
+    return meta
+
+
+def check_index(meta: pd.DataFrame, images: dict[str, Path], source: Path) -> Problems:
+    """Find row-level problems of a metadata table: unknown dx, duplicate ids, missing files.
+
+    Missing columns are not a row problem; they raise ``ValueError`` at once.
+    """
+    missing_cols = [c for c in HAM10000_METADATA_COLUMNS if c not in meta.columns]
+    if missing_cols:
+        raise ValueError(
+            f"metadata file {source} lacks column(s) {missing_cols}; it has {list(meta.columns)}. "
+            f"HAM10000 metadata needs {list(HAM10000_METADATA_COLUMNS)}."
+        )
+    problems = Problems()
+    for _, row in meta[~meta["dx"].isin(CLASSES)].iterrows():
+        problems.add("unknown dx", str(row["image_id"]), f"dx={row['dx']!r}, valid: {', '.join(CLASSES)}")
+    for image_id in meta.loc[meta["image_id"].duplicated(), "image_id"]:
+        problems.add("duplicate image_id", str(image_id))
+    for image_id in meta.loc[meta["lesion_id"].isna() | (meta["lesion_id"] == ""), "image_id"]:
+        problems.add("missing lesion_id", str(image_id))
+    for image_id in meta["image_id"]:
+        if image_id not in images:
+            problems.add("missing image file", str(image_id), f"no {image_id}.jpg under {source.parent}")
+    return problems
+
+
+def _apply_problems(raw: RawIndex, skip_bad: bool) -> pd.DataFrame:
+    meta, problems, source = raw.meta, raw.problems, raw.source
+    if not problems:
+        return meta
+    if not skip_bad:
+        raise ValueError(
+            f"{len(problems.items)} problem(s) in {source}:\n{problems.summary()}\n"
+            "Fix the data, or pass skip_bad=True (CLI: --skip-bad) to drop these rows."
+        )
+    bad = {p.item for p in problems.items}
+    log.warning(
+        "DROPPING %d bad row(s) of %s because skip_bad=True:\n%s", len(bad), source, problems.summary()
+    )
+    # keep the first of duplicated ids when that row is otherwise fine
+    dup = {p.item for p in problems.items if p.kind == "duplicate image_id"}
+    other = bad - dup
+    keep = ~meta["image_id"].isin(other) & ~(meta["image_id"].isin(dup) & meta["image_id"].duplicated())
+    return meta[keep]
+
+
+def _finish(meta: pd.DataFrame, images: dict[str, Path]) -> pd.DataFrame:
+    out = meta.copy()
+    out["label"] = out["dx"].map(CLASS_TO_LABEL).astype("int64")
+    out["path"] = out["image_id"].map(lambda i: str(images[i]))
+    first = ["image_id", "lesion_id", "dx", "label", "path"]
+    rest = [c for c in out.columns if c not in first]
+    return out[first + rest].reset_index(drop=True)
+
+
+@dataclass
+class RawIndex:
+    """A metadata table before bad rows are handled, with the images found and the problems."""
+
+    meta: pd.DataFrame
+    images: dict[str, Path]
+    source: Path
+    problems: Problems
+
+
+def raw_ham10000(data_dir: str | os.PathLike | None = None) -> RawIndex:
+    """Read HAM10000 metadata, find its images and list the row problems (nothing dropped)."""
+    root = resolve_data_dir(data_dir)
+    source = find_ham10000_metadata(root)
+    meta = read_metadata(source)
+    images = find_images(source.parent if _has_images(source.parent) else root)
+    return RawIndex(meta, images, source, check_index(meta, images, source))
+
+
+def load_ham10000(data_dir: str | os.PathLike | None = None, *, skip_bad: bool = False) -> pd.DataFrame:
+    """Index HAM10000: ``image_id, lesion_id, dx, label, path`` plus the other metadata columns.
+
+    Raises ``ValueError`` naming every offending row (unknown ``dx``, duplicate ids,
+    missing image files) unless ``skip_bad`` is set, which drops them with a warning.
+    Image decodability is checked by :func:`skinlib.data.verify`, not here.
+    """
+    raw = raw_ham10000(data_dir)
+    index = _finish(_apply_problems(raw, skip_bad), raw.images)
+    log.info("HAM10000 index: %d images, %d lesions from %s", len(index), index["lesion_id"].nunique(), raw.source)
+    return index
+
+
+def _has_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("ISIC_*"))
+
+
+def find_isic2018_test_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder holding the ISIC 2018 Task 3 test ground truth.
+
+    Order: explicit argument, ``SKINLIB_ISIC2018_TEST_DIR``, then a search under
+    the data directory and under its parent (so a data directory that points at
+    ``.../ham10000`` still finds its sibling ``isic2018_task3_test``).
+    """
+    if data_dir is None and os.environ.get(ISIC_TEST_ENV):
+        data_dir = os.environ[ISIC_TEST_ENV]
+    root = resolve_data_dir(data_dir)
+    for base in (root, root.parent):
+        hits = sorted(base.rglob(ISIC_TEST_GT_NAME)) if base.is_dir() else []
+        if hits:
+            return hits[0].parent
+    raise FileNotFoundError(
+        f"no {ISIC_TEST_GT_NAME} under {root} or {root.parent}; download the ISIC 2018 Task 3 "
+        f"test images and ground truth from https://challenge.isic-archive.com/data/#2018 and set "
+        f"{ISIC_TEST_ENV} to their folder"
+    )
+
+
+def raw_isic2018_test(data_dir: str | os.PathLike | None = None) -> RawIndex:
+    """Read the ISIC 2018 Task 3 one-hot ground truth into HAM10000-style rows (nothing dropped).
+
+    Lesion ids are not published for this set, so ``lesion_id`` is the image id.
+    """
+    folder = find_isic2018_test_dir(data_dir)
+    source = folder / ISIC_TEST_GT_NAME
+    gt = pd.read_csv(source, dtype={"image": str})
+    onehot = [c.upper() for c in CLASSES]
+    missing = [c for c in ["image", *onehot] if c not in gt.columns]
+    if missing:
+        raise ValueError(f"{source} lacks column(s) {missing}; expected image,{','.join(onehot)}")
+    values = gt[onehot].to_numpy()
+    meta = pd.DataFrame({"image_id": gt["image"], "lesion_id": gt["image"]})
+    meta["dx"] = [CLASSES[i] for i in values.argmax(axis=1)]
+    bad_rows = (values.sum(axis=1) != 1) | ~((values == 0) | (values == 1)).all(axis=1)
+    meta.loc[bad_rows, "dx"] = "not one-hot"
+    images = find_images(folder)
+    return RawIndex(meta, images, source, check_index(meta, images, source))
+
+
+def load_isic2018_test(data_dir: str | os.PathLike | None = None, *, skip_bad: bool = False) -> pd.DataFrame:
+    """Index the official ISIC 2018 Task 3 test set (1,512 images), same columns as HAM10000."""
+    raw = raw_isic2018_test(data_dir)
+    return _finish(_apply_problems(raw, skip_bad), raw.images)

@@ -1,0 +1,49 @@
+"""Model registry and factory: every model of the project is built by one call."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+Builder = Callable[..., nn.Module]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder(num_classes=..., **kwargs) -> nn.Module`` under ``name``."""
+
+    def wrap(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = builder
+        return builder
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, num_classes: int = 7, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
+    """Build a registered model with a ``num_classes`` head.
+
+    ``pretrained`` is ``False`` (random initialisation), ``True`` (ImageNet
+    weights from the torchvision / timm cache) or a path to a local state dict.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    model = _REGISTRY[name](num_classes=num_classes, **kwargs)
+    if pretrained:
+        from skinlib.models.weights import load_pretrained
+
+        load_pretrained(model, name, pretrained, **kwargs)
+    return model

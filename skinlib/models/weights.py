@@ -1,0 +1,142 @@
+"""ImageNet weights, offline first.
+
+``pretrained=True`` reads the file torchvision (or, for timm models, skinlib)
+keeps in its cache; ``pretrained="/path/file.pth"`` reads a local file. Tensors
+are copied where name and shape match; the rest keep their initialisation and
+the counts are logged and returned. With no file, the error names the file, the
+folder and the command that fetches it on a connected machine. Training never
+silently falls back to random initialisation when weights were asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_ENV = "SKINLIB_WEIGHTS_DIR"
+
+# model name -> ("torchvision", weights enum name) or ("timm", pretrained tag)
+SOURCES: dict[str, tuple[str, str]] = {
+    "mobilenet_v3_small": ("torchvision", "MobileNet_V3_Small_Weights.IMAGENET1K_V1"),
+    "resnet18": ("torchvision", "ResNet18_Weights.IMAGENET1K_V1"),
+    "shufflenet_v2_x2_0": ("torchvision", "ShuffleNet_V2_X2_0_Weights.IMAGENET1K_V1"),
+    "efficientnet_b0": ("torchvision", "EfficientNet_B0_Weights.IMAGENET1K_V1"),
+    "ghostnetv2_100": ("timm", "ghostnetv2_100.in1k"),
+}
+
+
+@dataclass
+class LoadReport:
+    """What a pretrained load did: tensors loaded, skipped (in the file only) and new (model only)."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f"{len(self.loaded)} tensors loaded, {len(self.skipped)} skipped, "
+                f"{len(self.new)} newly initialised, from {self.source}")
+
+
+def weights_dir() -> Path:
+    """Folder for weights skinlib stores itself (timm models): ``$SKINLIB_WEIGHTS_DIR`` or ``~/.cache/skinlib/weights``."""
+    env = os.environ.get(WEIGHTS_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "skinlib" / "weights"
+
+
+def weights_base(name: str) -> str:
+    """The model whose ImageNet weights a registered model starts from (variants share their backbone's)."""
+    for base in sorted(SOURCES, key=len, reverse=True):
+        if name == base or name.startswith(base + "_"):
+            return base
+    raise ValueError(f"no ImageNet weights are known for {name!r}; known: {', '.join(sorted(SOURCES))}")
+
+
+def expected_weights_file(name: str) -> Path:
+    """Where the ImageNet weights of ``name`` are looked for."""
+    base = weights_base(name)
+    kind, ident = SOURCES[base]
+    if kind == "torchvision":
+        import torchvision
+
+        enum_name, member = ident.split(".")
+        url = getattr(torchvision.models, enum_name)[member].url
+        return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    return weights_dir() / f"{ident}.pth"
+
+
+def fetch_weights(name: str) -> Path:
+    """Download the ImageNet weights of ``name`` into the expected file (needs a network)."""
+    base = weights_base(name)
+    kind, ident = SOURCES[base]
+    target = expected_weights_file(base)
+    if kind == "torchvision":
+        import torchvision
+
+        enum_name, member = ident.split(".")
+        getattr(torchvision.models, enum_name)[member].get_state_dict(progress=True)
+    else:
+        import timm
+
+        from skinlib.io import atomic_write
+
+        model = timm.create_model(ident, pretrained=True)
+        atomic_write(target, lambda tmp: torch.save(model.state_dict(), tmp))
+    log.info("weights of %s stored in %s", base, target)
+    return target
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.pth``/``.pt`` (or a checkpoint with a ``model`` entry) or ``.safetensors``."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def load_pretrained(model: nn.Module, name: str, pretrained: bool | str | os.PathLike, **_: Any) -> LoadReport:
+    """Copy matching tensors from ImageNet weights (or a local file) into ``model``; see module doc."""
+    if pretrained is True:
+        path = expected_weights_file(name)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"ImageNet weights for {name} not found: expected file {path.name} in folder {path.parent}. "
+                f"On a machine with internet run `skinlib weights fetch {weights_base(name)}` and copy "
+                f"{path} here, or pass pretrained='/path/to/file.pth'."
+            )
+    else:
+        path = Path(pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights file {path} does not exist")
+    source = read_state_dict(path)
+    target = model.state_dict()
+    report = LoadReport(str(path))
+    matched = {}
+    for key, tensor in source.items():
+        if key in target and target[key].shape == tensor.shape:
+            matched[key] = tensor
+            report.loaded.append(key)
+        else:
+            report.skipped.append(key)
+    report.new = [k for k in target if k not in matched]
+    if not report.loaded:
+        raise ValueError(f"no tensor of {path} matches {name} by name and shape; is it the right file?")
+    model.load_state_dict(matched, strict=False)
+    log.info("pretrained %s: %s", name, report)
+    model.pretrained_report = report  # type: ignore[assignment]
+    return report
