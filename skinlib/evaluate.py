@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import confusion_matrix
 
 from skinlib.data.info import CLASSES
@@ -62,7 +63,7 @@ def classification_metrics(
     sens, spec = per_class_rates(cm)
     present = cm.sum(axis=1) > 0
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan"),
         "bacc": float(np.mean(sens[present])),
         "bacc_paper": float(np.mean(((sens + spec) / 2)[present])),
@@ -72,3 +73,17 @@ def classification_metrics(
         "confusion_matrix": cm.tolist(),
         "classes": list(classes),
     }
+
+
+def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Per-class support, sensitivity, specificity and their mean (the paper's per-class BACC), in %."""
+
+
+    classes = metrics["classes"]
+    table = pd.DataFrame({
+        "support": [metrics["support"][c] for c in classes],
+        "sensitivity %": [100 * metrics["sensitivity"][c] for c in classes],
+        "specificity %": [100 * metrics["specificity"][c] for c in classes],
+    }, index=pd.Index(classes, name="class"))
+    table["(sens + spec) / 2 %"] = (table["sensitivity %"] + table["specificity %"]) / 2
+    return table.round(2)

@@ -88,10 +88,14 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def load_data(
-    config: RunConfig, *, data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
+    config: RunConfig,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    skip_bad: bool = False,
 ) -> tuple[Data, pd.DataFrame]:
     """Index, subset, split and cache the images; return the loaders and the split table."""
-    full = load_ham10000(data_dir)
+    full = load_ham10000(data_dir, skip_bad=skip_bad)
     index = subsample(full, fraction=config.subset, seed=config.split_seed) if config.subset else full
     split = make_split(index, scheme=config.split, fractions=config.fractions, seed=config.split_seed)
     parts = split_parts(index, split)
@@ -243,11 +247,13 @@ def fit(
     runs_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     force: bool = False,
+    skip_bad: bool = False,
 ) -> Run:
     """Train ``config`` (or reuse its finished run) and return the :class:`Run`.
 
     An unfinished run folder with a ``last.pt`` is resumed from its last epoch;
-    ``force=True`` deletes the folder and trains from scratch.
+    ``force=True`` deletes the folder and trains from scratch; ``skip_bad`` drops
+    bad metadata rows (with a warning) instead of failing.
     """
     run = Run.for_config(config, runs_dir)
     if run.finished and not force:
@@ -260,7 +266,7 @@ def fit(
 
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    data, split = load_data(config, data_dir=data_dir, cache_dir=cache_dir)
+    data, split = load_data(config, data_dir=data_dir, cache_dir=cache_dir, skip_bad=skip_bad)
     save_split(split, run.file("split.csv"))
 
     model = create_model(config.model, num_classes=len(CLASSES), pretrained=config.pretrained, **config.model_kwargs)

@@ -1,6 +1,7 @@
 """Data layer: dataset indexes, integrity checks, splits, transforms and the decoded-image cache."""
 
 from skinlib.data.cache import cached_images, decode_images
+from skinlib.data.describe import class_table, leakage_table, split_table
 from skinlib.data.index import load_ham10000, load_isic2018_test
 from skinlib.data.info import CLASS_NAMES, CLASSES, NUM_CLASSES
 from skinlib.data.paths import resolve_data_dir
@@ -17,8 +18,27 @@ from skinlib.data.transforms import CachedImageDataset, EvalPreset, TrainPreset
 from skinlib.data.verify import VerifyReport, verify
 
 __all__ = [
-    "CLASSES", "CLASS_NAMES", "NUM_CLASSES", "CachedImageDataset", "EvalPreset", "TrainPreset",
-    "VerifyReport", "cached_images", "decode_images", "leakage_summary", "load_ham10000",
-    "load_isic2018_test", "load_split", "make_split", "resolve_data_dir", "save_split",
-    "shared_lesions", "split_parts", "subsample", "verify",
+    "CLASSES",
+    "CLASS_NAMES",
+    "NUM_CLASSES",
+    "CachedImageDataset",
+    "EvalPreset",
+    "TrainPreset",
+    "VerifyReport",
+    "cached_images",
+    "class_table",
+    "decode_images",
+    "leakage_summary",
+    "leakage_table",
+    "load_ham10000",
+    "load_isic2018_test",
+    "load_split",
+    "make_split",
+    "resolve_data_dir",
+    "save_split",
+    "shared_lesions",
+    "split_parts",
+    "split_table",
+    "subsample",
+    "verify",
 ]

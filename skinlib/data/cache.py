@@ -10,7 +10,6 @@ it instead of decoding again.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence

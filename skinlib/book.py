@@ -1,0 +1,174 @@
+"""Build the book: execute every chapter notebook with papermill for a profile, then Jupyter Book.
+
+Notebooks run in order into ``book/executed/``; each output is written to a
+temporary file and renamed only when the notebook succeeded. A failing
+notebook stops the build with its name and cell, leaves its partial output
+beside as ``<name>.failed.ipynb``, and removes the previous HTML so no stale
+book is presented as fresh.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skinlib.data.paths import project_root, resolve_data_dir
+from skinlib.io import atomic_write_json
+from skinlib.profiles import comparable_with_paper, get_profile
+from skinlib.runs import runs_root
+
+log = logging.getLogger(__name__)
+
+CHAPTERS: tuple[str, ...] = ("01_data", "02_baseline")
+PROFILE_FILE = ".profile.json"
+
+
+class BookError(RuntimeError):
+    """A chapter or the book build failed."""
+
+
+@dataclass
+class BookResult:
+    """What a book build did: chapters executed with their seconds, and where the HTML is."""
+
+    html: Path
+    executed: dict[str, float] = field(default_factory=dict)
+    build_seconds: float = 0.0
+
+
+def book_root(root: str | os.PathLike | None = None) -> Path:
+    """The repository root holding ``_config.yml`` and ``notebooks/``."""
+    path = Path(root) if root is not None else (project_root() or Path.cwd())
+    if not (path / "_config.yml").is_file() or not (path / "notebooks").is_dir():
+        raise BookError(f"{path} is not the skinlib repository root (needs _config.yml and notebooks/)")
+    return path.resolve()
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """The names and defaults a notebook declares in its ``parameters`` cell."""
+    import papermill
+
+    return papermill.inspect_notebook(str(path))
+
+
+def chapter_parameters(path: Path, profile: dict[str, Any]) -> dict[str, Any]:
+    """The profile values this notebook declares (papermill warns on unknown ones, so filter)."""
+    declared = notebook_parameters(path)
+    return {k: v for k, v in profile.items() if k in declared}
+
+
+def profile_note(profile: str) -> Any:
+    """A visible admonition for every page built from a non-paper profile (IPython Markdown)."""
+    from IPython.display import Markdown
+
+    if comparable_with_paper(profile):
+        return Markdown(
+            f":::{{note}}\nBuilt with the `{profile}` profile: full data, the paper's scale.\n:::")
+    return Markdown(
+        f":::{{warning}}\nBuilt with the **`{profile}` profile**: a small subset, small images and a few "
+        "epochs on a CPU, so that the whole book runs in minutes. **These numbers are not comparable "
+        "with the paper's.** Run `skinlib book --profile paper` on a GPU for those.\n:::")
+
+
+def execute_chapter(name: str, params: dict[str, Any], *, root: Path) -> float:
+    """Execute ``notebooks/<name>.ipynb`` into ``book/executed/<name>.ipynb``; return seconds."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source = root / "notebooks" / f"{name}.ipynb"
+    if not source.is_file():
+        raise BookError(f"chapter notebook {source} is missing; chapters: {', '.join(CHAPTERS)}")
+    out_dir = root / "book" / "executed"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{name}.ipynb"
+    tmp = out_dir / f".{name}.running.ipynb"
+    failed = out_dir / f"{name}.failed.ipynb"
+    used = chapter_parameters(source, params)
+    log.info("executing %s with %s", name, used)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(source), str(tmp), parameters=used, kernel_name="python3", cwd=str(out_dir),
+            progress_bar=False, request_save_on_cell_execute=False,
+        )
+    except PapermillExecutionError as exc:
+        os.replace(tmp, failed)
+        target.unlink(missing_ok=True)
+        raise BookError(
+            f"notebook {name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
+            f"{exc.ename}: {exc.evalue}\npartial output kept in {failed}"
+        ) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
+    failed.unlink(missing_ok=True)
+    return time.perf_counter() - start
+
+
+def build_html(root: Path) -> Path:
+    """Run Jupyter Book on the repository root, failing on any warning (a missing glue key included)."""
+    html = root / "_build" / "html"
+    exe = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(exe) if exe.is_file() else "jupyter-book", "build", str(root), "--all", "--warningiserror", "--keep-going"]
+    log.info("building the book: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        shutil.rmtree(html, ignore_errors=True)
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        raise BookError(f"jupyter-book build failed (exit {proc.returncode}):\n{tail}")
+    return html
+
+
+def build_book(
+    profile: str = "smoke",
+    *,
+    data_dir: str | os.PathLike | None = None,
+    params: dict[str, Any] | None = None,
+    only: list[str] | None = None,
+    root: str | os.PathLike | None = None,
+    runs_dir: str | os.PathLike | None = None,
+) -> BookResult:
+    """Execute the chapters for ``profile`` (all, or ``only`` some) and build the HTML book."""
+    root_path = book_root(root)
+    values = get_profile(profile, **(params or {}))
+    values["data_dir"] = str(resolve_data_dir(data_dir))
+    values["runs_dir"] = str(runs_root(runs_dir))
+    chapters = list(CHAPTERS)
+    if only:
+        unknown = [c for c in only if c not in CHAPTERS]
+        if unknown:
+            raise ValueError(f"unknown chapter(s) {unknown}; valid: {', '.join(CHAPTERS)}")
+        chapters = [c for c in CHAPTERS if c in only]
+    executed_dir = root_path / "book" / "executed"
+    stamp_file = executed_dir / PROFILE_FILE
+    if only:
+        previous = json.loads(stamp_file.read_text()) if stamp_file.is_file() else None
+        others = [c for c in CHAPTERS if c not in chapters]
+        missing = [c for c in others if not (executed_dir / f"{c}.ipynb").is_file()]
+        if missing or previous != values:
+            raise BookError(
+                f"--only needs the other chapters executed with the same parameters first "
+                f"(missing: {missing or 'none'}; previous parameters {'differ' if previous else 'unknown'}); "
+                f"run `skinlib book --profile {profile}` without --only")
+    html = root_path / "_build" / "html"
+    shutil.rmtree(html, ignore_errors=True)  # never leave a stale book behind a failed run
+    stamp_file.unlink(missing_ok=True)
+    result = BookResult(html)
+    for name in chapters:
+        result.executed[name] = execute_chapter(name, values, root=root_path)
+    atomic_write_json(stamp_file, values)
+    start = time.perf_counter()
+    build_html(root_path)
+    result.build_seconds = time.perf_counter() - start
+    log.info("book built in %s", html)
+    return result

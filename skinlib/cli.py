@@ -1,0 +1,179 @@
+"""Command line: ``skinlib ...`` / ``python -m skinlib ...``, thin wrappers over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+import yaml
+
+
+def _data_verify(args: argparse.Namespace) -> int:
+    from skinlib.data.verify import verify
+
+    report = verify(args.data_dir, dataset=args.dataset, decode=not args.no_decode)
+    print(report.to_text())
+    return 0 if report.ok else 1
+
+
+def _data_split(args: argparse.Namespace) -> int:
+    from skinlib.data import leakage_summary, load_ham10000, make_split, save_split, subsample
+
+    index = load_ham10000(args.data_dir, skip_bad=args.skip_bad)
+    if args.subset:
+        index = subsample(index, fraction=args.subset, seed=args.seed)
+    split = make_split(index, scheme=args.scheme, seed=args.seed, fractions=tuple(args.fractions))
+    save_split(split, args.out)
+    print(f"wrote {args.out}: {split['split'].value_counts().to_dict()}, leakage {leakage_summary(split)}")
+    return 0
+
+
+def _data_cache(args: argparse.Namespace) -> int:
+    from skinlib.data import cached_images, load_ham10000
+
+    index = load_ham10000(args.data_dir, skip_bad=args.skip_bad)
+    images = cached_images(index["path"].tolist(), args.size, cache_dir=args.cache_dir)
+    print(f"cached {tuple(images.shape)} uint8 images")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from skinlib.runs import RunConfig
+    from skinlib.train import fit
+
+    values: dict[str, Any] = {}
+    if args.config:
+        with open(args.config) as fh:
+            values.update(yaml.safe_load(fh) or {})
+    for key in ("name", "model", "image_size", "epochs", "batch_size", "lr", "seed", "split", "subset", "device",
+                "optimizer", "loss", "patience", "num_workers"):
+        value = getattr(args, key)
+        if value is not None:
+            values[key] = value
+    if args.pretrained:
+        values["pretrained"] = True
+    run = fit(RunConfig.from_dict(values), data_dir=args.data_dir, runs_dir=args.runs_dir, force=args.force,
+              skip_bad=args.skip_bad)
+    test = run.metrics()["test"]
+    print(f"{'trained' if run.trained else 'reused'} {run.path}")
+    print(json.dumps({k: test[k] for k in ("accuracy", "bacc", "bacc_paper")}, indent=2))
+    return 0
+
+
+def _book(args: argparse.Namespace) -> int:
+    from skinlib.book import build_book
+
+    params = {name: yaml.safe_load(value) for name, value in args.param or []}
+    result = build_book(args.profile, data_dir=args.data_dir, params=params, only=args.only, runs_dir=args.runs_dir)
+    for name, seconds in result.executed.items():
+        print(f"executed {name} in {seconds:.0f} s")
+    print(f"book built in {result.build_seconds:.0f} s: {result.html / 'index.html'}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from skinlib.models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from skinlib.models.weights import expected_weights_file, fetch_weights
+
+    if args.action == "where":
+        path = expected_weights_file(args.model)
+        print(f"{path} ({'present' if path.is_file() else 'absent'})")
+    else:
+        print(fetch_weights(args.model))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skinlib", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="dataset checks, splits and cache").add_subparsers(dest="action", required=True)
+    p = data.add_parser("verify", help="check a data folder; non-zero exit when anything is wrong")
+    p.add_argument("--data-dir")
+    p.add_argument("--dataset", default="ham10000", choices=["ham10000", "isic2018_test"])
+    p.add_argument("--no-decode", action="store_true", help="skip decoding every image (faster)")
+    p.set_defaults(func=_data_verify)
+    p = data.add_parser("split", help="write a train/val/test split as CSV")
+    p.add_argument("--data-dir")
+    p.add_argument("--scheme", default="lesion", choices=["lesion", "image"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.1, 0.2])
+    p.add_argument("--subset", type=float)
+    p.add_argument("--skip-bad", action="store_true", help="drop bad metadata rows (loudly) instead of failing")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_data_split)
+    p = data.add_parser("cache", help="decode and resize every image once into the cache")
+    p.add_argument("--data-dir")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--cache-dir")
+    p.add_argument("--skip-bad", action="store_true")
+    p.set_defaults(func=_data_cache)
+
+    p = sub.add_parser("train", help="train one configuration (or reuse its finished run)")
+    p.add_argument("--config", help="YAML file of RunConfig fields; flags override it")
+    p.add_argument("--name")
+    p.add_argument("--model")
+    p.add_argument("--pretrained", action="store_true")
+    p.add_argument("--image-size", dest="image_size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--split", choices=["lesion", "image"])
+    p.add_argument("--subset", type=float)
+    p.add_argument("--device")
+    p.add_argument("--optimizer")
+    p.add_argument("--loss")
+    p.add_argument("--patience", type=int)
+    p.add_argument("--num-workers", dest="num_workers", type=int)
+    p.add_argument("--data-dir")
+    p.add_argument("--runs-dir")
+    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--force", action="store_true", help="delete and retrain a finished run")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("book", help="execute every chapter for a profile and build the HTML book")
+    p.add_argument("--profile", default="smoke", choices=["smoke", "paper"])
+    p.add_argument("--data-dir")
+    p.add_argument("--runs-dir")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="override a notebook parameter (value parsed as YAML)")
+    p.add_argument("--only", nargs="+", help="re-execute only these chapters")
+    p.set_defaults(func=_book)
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.set_defaults(func=_models)
+
+    p = sub.add_parser("weights", help="where ImageNet weights are looked for, or fetch them (needs internet)")
+    p.add_argument("action", choices=["where", "fetch"])
+    p.add_argument("model")
+    p.set_defaults(func=_weights)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # BookError and training failures
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
