@@ -119,7 +119,8 @@ def build_html(root: Path) -> Path:
     """Run Jupyter Book on the repository root, failing on any warning (a missing glue key included)."""
     html = root / "_build" / "html"
     exe = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(exe) if exe.is_file() else "jupyter-book", "build", str(root), "--all", "--warningiserror", "--keep-going"]
+    cmd = [str(exe) if exe.is_file() else "jupyter-book", "build", str(root),
+           "--all", "--warningiserror", "--keep-going"]
     log.info("building the book: %s", " ".join(cmd))
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:

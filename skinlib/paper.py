@@ -42,7 +42,8 @@ def beside_paper(paper: dict[str, float], ours: dict[str, Any]) -> pd.DataFrame:
         })
     if "bacc" in ours:
         rows.append({"metric": "bacc % (ISIC mean recall)", "paper": None, "ours": ours["bacc"], "ours - paper": None})
-    return pd.DataFrame(rows).set_index("metric")
+    table = pd.DataFrame(rows).set_index("metric").astype(object)
+    return table.where(table.notna(), "–")
 
 
 def ours_from_metrics(metrics: dict[str, Any]) -> dict[str, float]:

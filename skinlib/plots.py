@@ -85,7 +85,9 @@ def training_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
     return fig
 
 
-def confusion_matrix(cm: Sequence[Sequence[int]], *, classes: Sequence[str] = CLASSES, normalize: bool = True) -> Figure:
+def confusion_matrix(
+    cm: Sequence[Sequence[int]], *, classes: Sequence[str] = CLASSES, normalize: bool = True
+) -> Figure:
     """Confusion matrix heat map; rows are the truth. ``normalize`` shows row fractions (recall)."""
     style()
     cm = np.asarray(cm, dtype=float)

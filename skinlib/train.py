@@ -188,7 +188,8 @@ def train_one_epoch(
             logits = model(x)
             loss = loss_fn(logits.float(), y)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()}; lower the learning rate (now {scheduler.get_last_lr()[0]:.2e})")
+            raise FloatingPointError(
+                f"training loss became {loss.item()}; lower the learning rate (now {scheduler.get_last_lr()[0]:.2e})")
         optimizer.zero_grad(set_to_none=True)
         precision.scaler.scale(loss).backward()
         precision.scaler.step(optimizer)
@@ -234,7 +235,8 @@ def _save(obj: Any, path: Any) -> None:
 
 
 def _environment(device: torch.device) -> dict[str, str]:
-    env = {"skinlib": __version__, "torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
+    env = {"skinlib": __version__, "torch": torch.__version__, "python": platform.python_version(),
+           "device": str(device)}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env

@@ -48,7 +48,10 @@ class LoadReport:
 
 
 def weights_dir() -> Path:
-    """Folder for weights skinlib stores itself (timm models): ``$SKINLIB_WEIGHTS_DIR`` or ``~/.cache/skinlib/weights``."""
+    """Folder for weights skinlib stores itself (timm models).
+
+    ``$SKINLIB_WEIGHTS_DIR``, else ``~/.cache/skinlib/weights``.
+    """
     env = os.environ.get(WEIGHTS_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "skinlib" / "weights"
 

@@ -1,0 +1,64 @@
+"""Source notebooks: one parameters cell, no outputs, and they run under papermill (smoke, tiny)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from skinlib.book import CHAPTERS, BookError, execute_chapter
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# smaller than the smoke profile so that the test run stays short
+TINY = {"profile": "smoke", "image_size": 32, "epochs": 1, "subset": 0.03, "bn_momentum": 0.1, "device": "cpu"}
+
+
+def test_every_chapter_has_a_notebook():
+    assert [p.stem for p in NOTEBOOKS] == list(CHAPTERS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_clean_with_one_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    headings = [c["source"] for c in nb["cells"] if c["cell_type"] == "markdown"]
+    text = "\n".join(headings)
+    for section in ("## Overview", "## Prerequisites", "## Imports", "## Summary", "### Exercises", "## References"):
+        assert section in text, f"{path.name} lacks {section}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_under_papermill(path, tmp_path, data_dir):
+    declared = papermill.inspect_notebook(str(path))
+    params = {k: v for k, v in {**TINY, "data_dir": str(data_dir), "runs_dir": str(tmp_path / "runs")}.items()
+              if k in declared}
+    out = tmp_path / path.name
+    papermill.execute_notebook(str(path), str(out), parameters=params, kernel_name="python3",
+                               cwd=str(tmp_path), progress_bar=False)
+    nb = nbformat.read(out, as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    glued = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if "application/papermill.record/text/plain" in o.get("data", {})]
+    assert glued, "the chapter glues its numbers for the book"
+
+
+def test_failing_chapter_is_named_and_leaves_no_output(tmp_path):
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("raise ValueError('broken on purpose')"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, root / "notebooks" / "01_data.ipynb")
+    with pytest.raises(BookError, match=r"notebook 01_data failed in cell 1 .*ValueError: broken on purpose"):
+        execute_chapter("01_data", {}, root=root)
+    executed = root / "book" / "executed"
+    assert not (executed / "01_data.ipynb").exists()
+    assert (executed / "01_data.failed.ipynb").exists()

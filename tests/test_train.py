@@ -1,0 +1,82 @@
+"""Training end to end on a tiny subset of the real data, on the CPU."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import skinlib.train as train
+from skinlib.runs import Run, RunConfig
+from skinlib.train import fit, resolve_device
+
+TINY = dict(name="tiny", image_size=32, epochs=1, batch_size=16, subset=0.03, device="cpu", progress=False,
+            model_kwargs={"bn_momentum": 0.1})
+RUN_FILES = {"config.yaml", "split.csv", "history.csv", "best.pt", "last.pt", "predictions.csv", "metrics.json"}
+
+
+def test_one_epoch_writes_a_complete_run_and_is_reused(tmp_path, caplog):
+    config = RunConfig(**TINY)
+    run = fit(config, runs_dir=tmp_path)
+    assert run.trained and run.finished
+    assert run.path == tmp_path / config.run_id
+    assert {p.name for p in run.path.iterdir()} == RUN_FILES
+    history = run.history()
+    assert list(history["epoch"]) == [1]
+    assert {"train_loss", "val_loss", "val_accuracy", "val_bacc", "lr", "seconds", "images_per_s"} <= set(history)
+    metrics = run.metrics()
+    assert {"accuracy", "bacc", "bacc_paper", "sensitivity", "specificity", "confusion_matrix"} <= set(metrics["test"])
+    preds = run.predictions()
+    assert len(preds) == metrics["images"]["test"] == metrics["test"]["n"]
+    assert set(preds["image_id"]).isdisjoint(run.split().query("split == 'train'")["image_id"])
+
+    mtime = run.file("metrics.json").stat().st_mtime_ns
+    again = fit(config.replace(device="auto", num_workers=0), runs_dir=tmp_path)
+    assert not again.trained and again.path == run.path
+    assert run.file("metrics.json").stat().st_mtime_ns == mtime
+    assert Run.open(run.path).config == config
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    config = RunConfig(**{**TINY, "epochs": 2, "name": "resume"})
+    straight = fit(config, runs_dir=tmp_path / "a")
+
+    real = train.train_one_epoch
+    calls = {"n": 0}
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, runs_dir=tmp_path / "b")
+    interrupted = Run.for_config(config, tmp_path / "b")
+    assert not interrupted.finished and len(interrupted.history()) == 1
+    monkeypatch.setattr(train, "train_one_epoch", real)
+    resumed = fit(config, runs_dir=tmp_path / "b")
+    assert resumed.finished
+    cols = ["train_loss", "val_loss", "val_bacc"]
+    pd.testing.assert_frame_equal(resumed.history()[cols], straight.history()[cols])
+    assert resumed.metrics()["test"]["confusion_matrix"] == straight.metrics()["test"]["confusion_matrix"]
+
+
+def test_config_hash_ignores_runtime_fields_only():
+    base = RunConfig(**TINY)
+    assert base.config_hash() == base.replace(device="cuda", num_workers=4).config_hash()
+    assert base.config_hash() != base.replace(seed=1).config_hash()
+    with pytest.raises(ValueError, match="unknown RunConfig field"):
+        RunConfig.from_dict({"modle": "resnet18"})
+
+
+def test_device_and_option_errors():
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="valid: auto, cpu, cuda, mps"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="valid: adamw, sgd"):
+        train.make_optimizer(RunConfig(optimizer="lamb"), torch.nn.Linear(2, 2))
