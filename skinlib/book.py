@@ -125,8 +125,10 @@ def build_html(root: Path) -> Path:
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
         shutil.rmtree(html, ignore_errors=True)
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
-        raise BookError(f"jupyter-book build failed (exit {proc.returncode}):\n{tail}")
+        lines = (proc.stdout + proc.stderr).splitlines()
+        problems = [ln for ln in lines if "WARNING" in ln or "ERROR" in ln or "Error" in ln]
+        shown = "\n".join(problems[:30] or lines[-40:])
+        raise BookError(f"jupyter-book build failed (exit {proc.returncode}); the book was removed:\n{shown}")
     return html
 
 

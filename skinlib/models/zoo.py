@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torchvision
 from torch import nn
+from torchvision.models.mobilenetv3 import InvertedResidual
+from torchvision.ops.misc import SqueezeExcitation
 
+from skinlib.models.attention import ATTENTIONS, create_attention
 from skinlib.models.registry import register_model
 
 
@@ -25,10 +28,50 @@ def set_bn_momentum(model: nn.Module, momentum: float | None) -> nn.Module:
     return model
 
 
+def _init_like_torchvision(module: nn.Module) -> None:
+    """The initialisation torchvision's MobileNetV3 gives its own layers, for inserted ones."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Conv1d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def set_attention(model: nn.Module, kind: str) -> int:
+    """Put attention ``kind`` into every SE slot of a torchvision MobileNetV3; return the slot count."""
+    if kind not in ATTENTIONS:
+        raise ValueError(f"unknown attention {kind!r}; valid: {', '.join(ATTENTIONS)}")
+    slots = 0
+    for block in model.modules():
+        if not isinstance(block, InvertedResidual):
+            continue
+        for i, layer in enumerate(block.block):
+            if isinstance(layer, SqueezeExcitation):
+                slots += 1
+                if kind != "se":
+                    new = create_attention(kind, layer.fc1.in_channels, squeeze_channels=layer.fc1.out_channels)
+                    _init_like_torchvision(new)
+                    block.block[i] = new
+    return slots
+
+
 @register_model("mobilenet_v3_small")
-def mobilenet_v3_small(*, num_classes: int = 7, bn_momentum: float | None = None) -> nn.Module:
-    """torchvision MobileNetV3-Small (SE in 9 bottlenecks), ``num_classes`` head."""
-    return set_bn_momentum(torchvision.models.mobilenet_v3_small(num_classes=num_classes), bn_momentum)
+def mobilenet_v3_small(
+    *, num_classes: int = 7, attention: str = "se", bn_momentum: float | None = None
+) -> nn.Module:
+    """torchvision MobileNetV3-Small with ``attention`` in its 9 SE slots (``se`` is the original)."""
+    model = torchvision.models.mobilenet_v3_small(num_classes=num_classes)
+    set_attention(model, attention)
+    return set_bn_momentum(model, bn_momentum)
+
+
+@register_model("mobilenet_v3_small_caco")
+def mobilenet_v3_small_caco(*, num_classes: int = 7, bn_momentum: float | None = None) -> nn.Module:
+    """MobileNetV3-CaCo: SE followed by coordinate attention in the 9 slots (our reading of the paper)."""
+    return mobilenet_v3_small(num_classes=num_classes, attention="caco", bn_momentum=bn_momentum)
 
 
 @register_model("resnet18")

@@ -1,0 +1,69 @@
+"""Model cost: parameters, FLOPs, and the parameter audit against the paper's counts."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from skinlib.models import create_model
+from skinlib.paper import CACO, TABLE3
+
+# the paper's model names -> our registered models
+PAPER_MODELS: dict[str, str] = {
+    "ResNet18": "resnet18",
+    "ShuffleNetV2": "shufflenet_v2_x2_0",
+    "GhostNetV2": "ghostnetv2_100",
+    "EfficientNetB0": "efficientnet_b0",
+    "MobileNetV3-Small": "mobilenet_v3_small",
+    "MobileNetV3-CaCo": "mobilenet_v3_small_caco",
+}
+
+
+def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_flops(model: nn.Module, *, image_size: int = 224, batch: int = 1) -> int:
+    """FLOPs of one forward pass (``torch.utils.flop_counter``; a multiply-add counts as 2)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(batch, 3, image_size, image_size))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def _paper_params_m(name: str) -> float:
+    return CACO["params_m"] if name == "mobilenet_v3_small_caco" else TABLE3[name]["params_m"]
+
+
+def parameter_audit(*, image_size: int = 224, flops: bool = True) -> pd.DataFrame:
+    """For every paper model: our count with a 7-class and a 1000-class head, the paper's, which matches.
+
+    A count "matches" when it rounds to the paper's figure at two decimals (in millions).
+    """
+    rows = []
+    for paper_name, name in PAPER_MODELS.items():
+        m7 = create_model(name, num_classes=7)
+        p7 = count_parameters(m7)
+        p1000 = count_parameters(create_model(name, num_classes=1000))
+        paper = _paper_params_m(name)
+        match = [label for label, p in (("7-class head", p7), ("1000-class head", p1000))
+                 if round(p / 1e6, 2) == paper]
+        row = {
+            "paper model": paper_name,
+            "ours": name,
+            "paper (M)": paper,
+            "7-class head (M)": round(p7 / 1e6, 3),
+            "1000-class head (M)": round(p1000 / 1e6, 3),
+            "matches": match[0] if match else "neither",
+        }
+        if flops:
+            row[f"GFLOPs at {image_size} px"] = round(count_flops(m7, image_size=image_size) / 1e9, 3)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("paper model")
