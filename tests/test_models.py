@@ -31,7 +31,7 @@ EXACT_PARAMS = {
 
 def test_registry_lists_the_paper_models_and_refuses_unknown_names():
     assert set(PAPER_MODELS) <= set(list_models())
-    with pytest.raises(ValueError, match="valid: .*mobilenet_v3_small"):
+    with pytest.raises(ValueError, match=r"valid: .*mobilenet_v3_small"):
         create_model("mobilenetv3")
     with pytest.raises(ValueError, match="valid: none, se, ca, eca, cbam, caco"):
         create_model("mobilenet_v3_small", attention="sk")
@@ -152,7 +152,7 @@ def test_pretrained_true_reads_the_torchvision_cache(tmp_path, monkeypatch):
 def test_wrong_weights_file_is_refused(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"foo.weight": torch.zeros(3)}, path)
-    with pytest.raises(ValueError, match="no tensor of .*other.pth matches"):
+    with pytest.raises(ValueError, match=r"no tensor of .*other\.pth matches"):
         create_model("resnet18", pretrained=str(path))
 
 
