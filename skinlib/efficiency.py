@@ -67,3 +67,35 @@ def parameter_audit(*, image_size: int = 224, flops: bool = True) -> pd.DataFram
             row[f"GFLOPs at {image_size} px"] = round(count_flops(m7, image_size=image_size) / 1e9, 3)
         rows.append(row)
     return pd.DataFrame(rows).set_index("paper model")
+
+
+def measure_latency(
+    model: nn.Module, *, image_size: int = 224, batch: int = 1, runs: int = 50, warmup: int = 10,
+    threads: int | None = None,
+) -> dict[str, float]:
+    """CPU inference latency of ``model`` in milliseconds: median and 90th percentile over ``runs``.
+
+    ``threads`` sets ``torch.set_num_threads`` for the measurement (restored after).
+    """
+    import time
+
+    import numpy as np
+
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0, got {runs}, {warmup}")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model = model.eval()
+    x = torch.randn(batch, 3, image_size, image_size)
+    times = []
+    try:
+        with torch.inference_mode():
+            for i in range(warmup + runs):
+                start = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(previous)
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "runs": runs}

@@ -46,7 +46,7 @@ def decode_image(path: str | os.PathLike, size: int) -> np.ndarray:
         ) from exc
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), RESAMPLE, reducing_gap=3.0)
-    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+    return np.array(rgb, dtype=np.uint8).transpose(2, 0, 1)
 
 
 def cache_key(paths: Sequence[str | os.PathLike], size: int) -> str:
