@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -49,15 +50,18 @@ def _train(args: argparse.Namespace) -> int:
         with open(args.config) as fh:
             values.update(yaml.safe_load(fh) or {})
     for key in ("name", "model", "image_size", "epochs", "batch_size", "lr", "seed", "split", "subset", "device",
-                "optimizer", "loss", "patience", "num_workers"):
+                "optimizer", "loss", "sampler", "patience", "num_workers"):
         value = getattr(args, key)
         if value is not None:
             values[key] = value
-    if args.pretrained:
-        values["pretrained"] = True
+    for flag in ("pretrained", "deterministic", "compile"):
+        if getattr(args, flag):
+            values[flag] = True
     run = fit(RunConfig.from_dict(values), data_dir=args.data_dir, runs_dir=args.runs_dir, force=args.force,
               skip_bad=args.skip_bad)
     test = run.metrics()["test"]
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(f"{'trained' if run.trained else 'reused'} {run.path}")
     print(json.dumps({k: test[k] for k in ("accuracy", "bacc", "bacc_paper")}, indent=2))
     return 0
@@ -133,8 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", type=float)
     p.add_argument("--device")
     p.add_argument("--optimizer")
-    p.add_argument("--loss")
-    p.add_argument("--patience", type=int)
+    p.add_argument("--loss", help="a loss or joint loss spec, e.g. ce, cb+focal, '0.7*focal(gamma=1)+0.3*ls'")
+    p.add_argument("--sampler", choices=["random", "balanced"])
+    p.add_argument("--patience", type=int, help="early stopping: epochs without a validation bacc gain")
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--num-workers", dest="num_workers", type=int)
     p.add_argument("--data-dir")
     p.add_argument("--runs-dir")

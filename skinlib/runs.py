@@ -24,7 +24,7 @@ from skinlib.data.paths import project_root
 RUNS_ENV = "SKINLIB_RUNS_DIR"
 
 # fields that change where and how fast a run executes, not its result
-RUNTIME_FIELDS = frozenset({"device", "num_workers", "progress"})
+RUNTIME_FIELDS = frozenset({"device", "num_workers", "progress", "compile"})
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ class RunConfig:
     weight_decay: float = 0.01
     optimizer: str = "adamw"
     warmup_epochs: int = 1
-    loss: str = "ce"
+    loss: str | list = "ce"
+    sampler: str = "random"
     patience: int | None = None
     seed: int = 0
     split: str = "lesion"
@@ -51,6 +52,8 @@ class RunConfig:
     device: str = "auto"
     num_workers: int = 0
     progress: bool = True
+    deterministic: bool = False
+    compile: bool = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

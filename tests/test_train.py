@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
+import torch
 
 import skinlib.train as train
 from skinlib.runs import Run, RunConfig
@@ -36,8 +41,12 @@ def test_one_epoch_writes_a_complete_run_and_is_reused(tmp_path, caplog):
     assert Run.open(run.path).config == config
 
 
+def _weights(run: Run, name: str = "last.pt") -> dict:
+    return torch.load(run.file(name), map_location="cpu", weights_only=False)["model"]
+
+
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    config = RunConfig(**{**TINY, "epochs": 2, "name": "resume"})
+    config = RunConfig(**{**TINY, "epochs": 3, "name": "resume", "deterministic": True})
     straight = fit(config, runs_dir=tmp_path / "a")
 
     real = train.train_one_epoch
@@ -56,10 +65,40 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     assert not interrupted.finished and len(interrupted.history()) == 1
     monkeypatch.setattr(train, "train_one_epoch", real)
     resumed = fit(config, runs_dir=tmp_path / "b")
-    assert resumed.finished
+    assert resumed.finished and len(resumed.history()) == 3
     cols = ["train_loss", "val_loss", "val_bacc"]
     pd.testing.assert_frame_equal(resumed.history()[cols], straight.history()[cols])
-    assert resumed.metrics()["test"]["confusion_matrix"] == straight.metrics()["test"]["confusion_matrix"]
+    assert resumed.metrics()["test"] == straight.metrics()["test"]
+    for key, value in _weights(straight).items():
+        assert torch.equal(value, _weights(resumed)[key]), key
+
+
+def test_same_seed_same_metrics_other_seed_other_weights(tmp_path):
+    config = RunConfig(**{**TINY, "name": "seeds", "loss": "cb+focal", "sampler": "balanced"})
+    a = fit(config, runs_dir=tmp_path / "a")
+    b = fit(config, runs_dir=tmp_path / "b")
+    assert a.metrics()["test"] == b.metrics()["test"]
+    assert all(torch.equal(v, _weights(b)[k]) for k, v in _weights(a).items())
+    c = fit(config.replace(seed=1), runs_dir=tmp_path / "c")
+    assert any(not torch.equal(v, _weights(c)[k]) for k, v in _weights(a).items() if v.is_floating_point())
+
+
+def test_two_gloo_processes_under_torchrun(tmp_path, data_dir):
+    """The documented multi-GPU command, on the CPU: torchrun with 2 processes trains one epoch."""
+    env = {**os.environ, "SKINLIB_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "skinlib", "train", "--name", "ddp", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
+           "--subset", "0.03", "--device", "cpu", "--runs-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [folder] = [p for p in tmp_path.iterdir() if p.name.startswith("ddp-")]
+    run = Run.open(folder)
+    metrics = run.metrics()
+    assert metrics["environment"]["processes"] == 2
+    n_train = metrics["images"]["train"]
+    # each process takes half of the images and half of the global batch of 16, dropping the last partial batch
+    assert run.history()["steps"].tolist() == [(n_train // 2) // 8]
+    assert run.history()["images_per_s"].iloc[0] > 0
 
 
 def test_config_hash_ignores_runtime_fields_only():

@@ -14,7 +14,7 @@ from skinlib.data.split import (
     split_parts,
     subsample,
 )
-from skinlib.data.transforms import CachedImageDataset, EvalPreset, TrainPreset
+from skinlib.data.transforms import EvalPreset, TrainPreset
 from skinlib.data.verify import VerifyReport, verify
 
 __all__ = [

@@ -1,0 +1,173 @@
+"""Losses against class imbalance, chosen by name, and a joint loss built from them.
+
+Names (class counts are always passed in explicitly, in label order):
+
+- ``ce``: cross-entropy;
+- ``wce``: cross-entropy weighted by inverse class frequency, ``w_c = N / (C n_c)``;
+- ``cb``: class-balanced cross-entropy (Cui et al., 2019), ``w_c ∝ (1 - β) / (1 - β^{n_c})``
+  normalised to sum to C; option ``beta`` (0.999);
+- ``focal``: focal loss (Lin et al., 2017), ``-α_t (1 - p_t)^γ log p_t``; options ``gamma`` (2)
+  and ``alpha`` (none, ``"cb"`` or ``"inverse"`` for the weights above);
+- ``ls``: cross-entropy with label smoothing; option ``smoothing`` (0.1).
+
+Weighted cross-entropies use PyTorch's weighted mean (``Σ w_i l_i / Σ w_i``); focal
+loss is a plain mean over samples. A **joint loss** is a weighted sum of these,
+written ``"cb+focal"``, ``"0.7*focal(gamma=1)+0.3*ls"`` or given as a list of
+``(weight, name, options)``; a term without a coefficient has weight 1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOSSES: tuple[str, ...] = ("ce", "wce", "cb", "focal", "ls")
+
+DEFAULT_JOINT = "cb+focal"
+"""Default joint loss until the loss ablation picks one on validation ``bacc``: class-balanced
+cross-entropy reweights the rare classes, focal loss down-weights the many easy ``nv`` images;
+the two act on different axes of the imbalance, which is what the paper's joint loss is for."""
+
+_TERM = re.compile(r"^\s*(?:(?P<w>[0-9.eE+-]+)\s*\*)?\s*(?P<name>[a-z_]+)\s*(?:\((?P<opts>[^)]*)\))?\s*$")
+
+
+def inverse_frequency_weights(class_counts: Sequence[int]) -> torch.Tensor:
+    """``N / (C n_c)``: 1 for every class when balanced; absent classes get weight 0."""
+    n = torch.as_tensor(class_counts, dtype=torch.float64)
+    w = torch.where(n > 0, n.sum() / (len(n) * n.clamp(min=1)), torch.zeros_like(n))
+    return w.float()
+
+
+def class_balanced_weights(class_counts: Sequence[int], beta: float = 0.999) -> torch.Tensor:
+    """Cui et al. (2019): ``(1 - β) / (1 - β^{n_c})``, normalised to sum to the number of classes."""
+    if not 0 <= beta < 1:
+        raise ValueError(f"beta must be in [0, 1), got {beta}")
+    n = torch.as_tensor(class_counts, dtype=torch.float64)
+    w = torch.where(n > 0, (1 - beta) / (1 - beta ** n.clamp(min=1)), torch.zeros_like(n))
+    return (w * len(n) / w.sum()).float()
+
+
+class WeightedCE(nn.Module):
+    """Cross-entropy with fixed class weights (and optional label smoothing)."""
+
+    def __init__(self, weight: torch.Tensor | None = None, smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight if weight is not None else None)
+        self.smoothing = smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, weight=self.weight, label_smoothing=self.smoothing)
+
+
+class FocalLoss(nn.Module):
+    """Focal loss ``-α_t (1 - p_t)^γ log p_t``, mean over samples; γ = 0 without α is cross-entropy."""
+
+    def __init__(self, gamma: float = 2.0, alpha: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        self.gamma = gamma
+        self.register_buffer("alpha", alpha if alpha is not None else None)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logp_t = F.log_softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
+        loss = -((1 - logp_t.exp()) ** self.gamma) * logp_t
+        if self.alpha is not None:
+            loss = loss * self.alpha[target]
+        return loss.mean()
+
+
+class JointLoss(nn.Module):
+    """A weighted sum of losses: ``Σ w_k L_k``; ``parts`` returns each term's value."""
+
+    def __init__(self, terms: Sequence[tuple[float, str, nn.Module]]) -> None:
+        super().__init__()
+        self.weights = [float(w) for w, _, _ in terms]
+        self.names = [n for _, n, _ in terms]
+        self.terms = nn.ModuleList([m for _, _, m in terms])
+
+    def parts(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {n: term(logits, target) for n, term in zip(self.names, self.terms)}
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(w * term(logits, target) for w, term in zip(self.weights, self.terms))
+
+
+def _alpha(alpha: Any, class_counts: Sequence[int]) -> torch.Tensor | None:
+    if alpha is None or alpha == "none":
+        return None
+    if alpha == "cb":
+        return class_balanced_weights(class_counts)
+    if alpha == "inverse":
+        return inverse_frequency_weights(class_counts)
+    if isinstance(alpha, list | tuple):
+        if len(alpha) != len(class_counts):
+            raise ValueError(f"alpha has {len(alpha)} values for {len(class_counts)} classes")
+        return torch.tensor(alpha, dtype=torch.float32)
+    raise ValueError(f"focal alpha must be none, cb, inverse or a list of class weights, got {alpha!r}")
+
+
+def build_loss(name: str, class_counts: Sequence[int], **options: Any) -> nn.Module:
+    """One loss by name (see module doc) with its options."""
+    allowed = {"ce": set(), "wce": set(), "cb": {"beta"}, "focal": {"gamma", "alpha"}, "ls": {"smoothing"}}
+    if name not in allowed:
+        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+    extra = set(options) - allowed[name]
+    if extra:
+        raise ValueError(f"loss {name!r} takes options {sorted(allowed[name]) or 'none'}, got {sorted(extra)}")
+    if name == "ce":
+        return WeightedCE()
+    if name == "wce":
+        return WeightedCE(inverse_frequency_weights(class_counts))
+    if name == "cb":
+        return WeightedCE(class_balanced_weights(class_counts, float(options.get("beta", 0.999))))
+    if name == "focal":
+        return FocalLoss(float(options.get("gamma", 2.0)), _alpha(options.get("alpha"), class_counts))
+    return WeightedCE(smoothing=float(options.get("smoothing", 0.1)))
+
+
+def _literal(text: str) -> Any:
+    text = text.strip()
+    try:
+        return float(text) if any(ch in text for ch in ".eE") or text.lstrip("-").isdigit() else text
+    except ValueError:
+        return text
+
+
+def parse_loss_spec(spec: str | Sequence[Any]) -> list[tuple[float, str, dict[str, Any]]]:
+    """``"0.5*focal(gamma=1)+ls"`` or ``[(w, name, options), ...]`` -> a list of terms."""
+    if isinstance(spec, str):
+        terms = []
+        for part in spec.split("+"):
+            m = _TERM.match(part)
+            if not m:
+                raise ValueError(f"cannot read loss term {part!r} of {spec!r}; write e.g. '0.5*focal(gamma=2)+ls'")
+            opts = {}
+            for item in filter(None, (m.group("opts") or "").split(",")):
+                if "=" not in item:
+                    raise ValueError(f"loss option {item!r} in {spec!r} must be name=value")
+                key, value = item.split("=", 1)
+                opts[key.strip()] = _literal(value)
+            terms.append((float(m.group("w") or 1.0), m.group("name"), opts))
+        return terms
+    out = []
+    for term in spec:
+        weight, name, *rest = term
+        out.append((float(weight), str(name), dict(rest[0]) if rest else {}))
+    return out
+
+
+def make_loss(spec: str | Sequence[Any], class_counts: Sequence[int]) -> nn.Module:
+    """A single loss, or a :class:`JointLoss` when the spec has several terms or a coefficient."""
+    terms = parse_loss_spec(spec)
+    if not terms:
+        raise ValueError("empty loss spec")
+    built = [(w, n, build_loss(n, class_counts, **o)) for w, n, o in terms]
+    if len(built) == 1 and built[0][0] == 1.0:
+        return built[0][2]
+    return JointLoss(built)
