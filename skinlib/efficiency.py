@@ -99,3 +99,27 @@ def measure_latency(
     finally:
         torch.set_num_threads(previous)
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "runs": runs}
+
+
+def onnx_parity(model: nn.Module, path: str, *, image_size: int = 224, batch: int = 4, atol: float = 1e-4
+                ) -> dict[str, float]:
+    """Export ``model`` to ONNX at ``path`` and compare onnxruntime's probabilities with PyTorch's.
+
+    Needs the optional extras (``pip install skinlib[extras]``: onnx, onnxruntime).
+    Returns the largest absolute probability difference and whether it is within ``atol``.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ImportError("ONNX parity needs onnxruntime: pip install 'skinlib[extras]'") from exc
+    model = model.eval().cpu()
+    x = torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    torch.onnx.export(model, (x,), path, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        expected = torch.softmax(model(x), 1).numpy()
+    got = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    diff = float(abs(got - expected).max())
+    return {"max_abs_diff": diff, "within_tolerance": diff <= atol, "atol": atol}

@@ -1,4 +1,4 @@
-"""Predictions -> metrics.
+"""Predictions -> metrics, with uncertainty.
 
 Two balanced accuracies are reported and never confused:
 
@@ -7,32 +7,43 @@ Two balanced accuracies are reported and never confused:
 - ``bacc_paper``: the paper's eq. 8-11, ``(sensitivity + specificity) / 2``
   per class (one-vs-rest), averaged over classes. On 7 classes it runs much
   higher than ``bacc`` because specificity is high for every rare class.
+
+Uncertainty: percentile bootstrap intervals that resample *lesions* (all images
+of a lesion together) when lesion ids are known, a paired bootstrap for the
+difference between two models on the same test images, and mean ± sd over seeds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix
+from scipy.stats import rankdata
 
 from skinlib.data.info import CLASSES
 
-
-def _check(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> None:
-    if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise ValueError(f"labels {y_true.shape} and predictions {y_pred.shape} must be equal-length 1-D arrays")
-    for name, y in (("labels", y_true), ("predictions", y_pred)):
-        if len(y) and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"{name} must lie in 0..{num_classes - 1}, got {y.min()}..{y.max()}")
+SCALARS: tuple[str, ...] = ("accuracy", "bacc", "bacc_paper", "macro_f1", "macro_auc", "ece", "brier")
+ECE_BINS = 15
 
 
-def per_class_rates(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One-vs-rest sensitivity and specificity per class from a confusion matrix (rows = truth).
+def _check(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> None:
+    if probs.ndim != 2 or probs.shape[1] != num_classes:
+        raise ValueError(f"probs must have shape (n, {num_classes}), got {probs.shape}")
+    if y_true.ndim != 1 or len(y_true) != len(probs):
+        raise ValueError(f"labels {y_true.shape} and probs {probs.shape} must have the same length")
+    if len(y_true) and (y_true.min() < 0 or y_true.max() >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {y_true.min()}..{y_true.max()}")
 
-    A class absent from the truth has undefined sensitivity (NaN).
-    """
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Confusion matrix, rows = truth, columns = prediction."""
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class_rates(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """One-vs-rest sensitivity, specificity, precision and F1 per class (NaN where undefined)."""
     cm = np.asarray(cm, dtype=float)
     tp = np.diag(cm)
     fn = cm.sum(axis=1) - tp
@@ -41,44 +52,90 @@ def per_class_rates(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         sens = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
         spec = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
-    return sens, spec
+        prec = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+    return {"sensitivity": sens, "specificity": spec, "precision": prec, "f1": f1}
+
+
+def ovr_auc(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """One-vs-rest ROC AUC per class (Mann-Whitney rank statistic; NaN when a class is absent or alone)."""
+    n, k = probs.shape
+    out = np.full(k, np.nan)
+    for c in range(k):
+        pos = y_true == c
+        n_pos = int(pos.sum())
+        if 0 < n_pos < n:
+            ranks = rankdata(probs[:, c])
+            out[c] = (ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos))
+    return out
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE of the top-class confidence over ``bins`` equal-width bins: ``Σ_b (n_b / N) |acc_b - conf_b|``."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    n = np.bincount(which, minlength=bins)
+    acc = np.bincount(which, weights=correct, minlength=bins)
+    cs = np.bincount(which, weights=conf, minlength=bins)
+    return float(np.abs(acc - cs).sum() / max(1, len(y_true)))
+
+
+def brier(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Multi-class Brier score: mean over samples of ``Σ_k (p_k - 1[y = k])^2``."""
+    onehot = np.eye(probs.shape[1])[y_true]
+    return float(((probs - onehot) ** 2).sum(axis=1).mean())
+
+
+def scalar_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """The scalar metrics of :data:`SCALARS` (class averages over the classes present in ``y_true``)."""
+    k = probs.shape[1]
+    cm = confusion(y_true, probs.argmax(axis=1), k)
+    rates = per_class_rates(cm)
+    present = cm.sum(axis=1) > 0
+    auc = ovr_auc(y_true, probs)
+    with np.errstate(invalid="ignore"):
+        return {
+            "accuracy": float(np.trace(cm) / max(1, cm.sum())),
+            "bacc": float(np.mean(rates["sensitivity"][present])),
+            "bacc_paper": float(np.mean(((rates["sensitivity"] + rates["specificity"]) / 2)[present])),
+            "macro_f1": float(np.mean(np.nan_to_num(rates["f1"][present]))),
+            "macro_auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan"),
+            "ece": expected_calibration_error(y_true, probs),
+            "brier": brier(y_true, probs),
+        }
 
 
 def classification_metrics(
     y_true: np.ndarray, probs: np.ndarray, *, classes: tuple[str, ...] = CLASSES
 ) -> dict[str, Any]:
-    """Accuracy, ``bacc``, ``bacc_paper``, per-class sensitivity/specificity and the confusion matrix.
+    """Every metric of one prediction set: the scalars, per-class rates, AUCs and confusion matrices.
 
-    ``probs`` has one row of class probabilities (or scores) per sample; the
-    prediction is its arg-max. Classes absent from ``y_true`` are left out of the
-    class averages (and reported as NaN).
+    ``probs`` has one row of class probabilities per sample; the prediction is its
+    arg-max. Classes absent from ``y_true`` are left out of the class averages and
+    reported as NaN. Macro F1 counts an undefined F1 (never predicted, absent) as 0,
+    as scikit-learn does.
     """
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=float)
-    if probs.ndim != 2 or probs.shape[1] != len(classes):
-        raise ValueError(f"probs must have shape (n, {len(classes)}), got {probs.shape}")
-    y_pred = probs.argmax(axis=1)
-    _check(y_true, y_pred, len(classes))
-    cm = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
-    sens, spec = per_class_rates(cm)
-    present = cm.sum(axis=1) > 0
-    return {
-        "n": len(y_true),
-        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan"),
-        "bacc": float(np.mean(sens[present])),
-        "bacc_paper": float(np.mean(((sens + spec) / 2)[present])),
-        "sensitivity": {c: float(v) for c, v in zip(classes, sens)},
-        "specificity": {c: float(v) for c, v in zip(classes, spec)},
-        "support": {c: int(v) for c, v in zip(classes, cm.sum(axis=1))},
-        "confusion_matrix": cm.tolist(),
-        "classes": list(classes),
-    }
+    _check(y_true, probs, len(classes))
+    cm = confusion(y_true, probs.argmax(axis=1), len(classes))
+    rates = per_class_rates(cm)
+    auc = ovr_auc(y_true, probs)
+    rows = cm.sum(axis=1, keepdims=True)
+    out: dict[str, Any] = {"n": len(y_true), **scalar_metrics(y_true, probs)}
+    for name, values in (*rates.items(), ("auc", auc)):
+        out[name] = {c: float(v) for c, v in zip(classes, values)}
+    out["support"] = {c: int(v) for c, v in zip(classes, cm.sum(axis=1))}
+    out["confusion_matrix"] = cm.tolist()
+    out["confusion_matrix_normalized"] = np.where(rows > 0, cm / np.maximum(rows, 1), 0.0).round(6).tolist()
+    out["classes"] = list(classes)
+    return out
 
 
 def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """Per-class support, sensitivity, specificity and their mean (the paper's per-class BACC), in %."""
-
-
+    """Per-class support, sensitivity, specificity, their mean (the paper's per-class BACC), precision,
+    F1 and AUC, in %."""
     classes = metrics["classes"]
     table = pd.DataFrame({
         "support": [metrics["support"][c] for c in classes],
@@ -86,4 +143,122 @@ def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
         "specificity %": [100 * metrics["specificity"][c] for c in classes],
     }, index=pd.Index(classes, name="class"))
     table["(sens + spec) / 2 %"] = (table["sensitivity %"] + table["specificity %"]) / 2
+    for key, label in (("precision", "precision %"), ("f1", "F1 %"), ("auc", "AUC %")):
+        if key in metrics:
+            table[label] = [100 * metrics[key][c] for c in classes]
     return table.round(2)
+
+
+# ---------------------------------------------------------------- uncertainty
+
+def _group_indices(groups: Sequence[Any] | None, n: int) -> list[np.ndarray]:
+    if groups is None:
+        return [np.array([i]) for i in range(n)]
+    codes, uniques = pd.factorize(pd.Series(list(groups)))
+    order = np.argsort(codes, kind="stable")
+    bounds = np.cumsum(np.bincount(codes, minlength=len(uniques)))[:-1]
+    return np.split(order, bounds)
+
+
+def bootstrap_indices(groups: Sequence[Any] | None, n: int, n_boot: int, seed: int) -> list[np.ndarray]:
+    """``n_boot`` resamples of row indices, drawing whole groups (lesions) with replacement."""
+    members = _group_indices(groups, n)
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+            for _ in range(n_boot)]
+
+
+def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def bootstrap_ci(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    *,
+    groups: Sequence[Any] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]] = scalar_metrics,
+) -> pd.DataFrame:
+    """Point estimate and percentile bootstrap interval of every scalar metric.
+
+    ``groups`` (lesion ids) makes the bootstrap resample lesions, keeping all
+    images of a lesion together; without it, images are resampled.
+    Returns a frame indexed by metric with ``estimate, low, high``.
+    """
+    y_true, probs = np.asarray(y_true, dtype=int), np.asarray(probs, dtype=float)
+    point = metrics(y_true, probs)
+    draws = [metrics(y_true[i], probs[i]) for i in bootstrap_indices(groups, len(y_true), n_boot, seed)]
+    rows = {}
+    for key, value in point.items():
+        low, high = _interval(np.array([d[key] for d in draws]), level)
+        rows[key] = {"estimate": value, "low": low, "high": high}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.attrs.update(n_boot=n_boot, level=level, resampled="lesions" if groups is not None else "images")
+    return table
+
+
+def paired_bootstrap(
+    y_true: np.ndarray,
+    probs_a: np.ndarray,
+    probs_b: np.ndarray,
+    *,
+    groups: Sequence[Any] | None = None,
+    metric: str = "bacc",
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """Difference ``metric(a) - metric(b)`` on the same test images, with a paired bootstrap interval.
+
+    Both models are scored on the same resampled images (lesions) in every draw,
+    so the interval reflects the difference, not the two spreads. ``p_not_better``
+    is the share of draws where a does not beat b.
+    """
+    y_true = np.asarray(y_true, dtype=int)
+    probs_a, probs_b = np.asarray(probs_a, dtype=float), np.asarray(probs_b, dtype=float)
+    if probs_a.shape != probs_b.shape or len(y_true) != len(probs_a):
+        raise ValueError(f"paired comparison needs predictions on the same images: {probs_a.shape} vs "
+                         f"{probs_b.shape} for {len(y_true)} labels")
+    diff = scalar_metrics(y_true, probs_a)[metric] - scalar_metrics(y_true, probs_b)[metric]
+    draws = np.array([scalar_metrics(y_true[i], probs_a[i])[metric] - scalar_metrics(y_true[i], probs_b[i])[metric]
+                      for i in bootstrap_indices(groups, len(y_true), n_boot, seed)])
+    low, high = _interval(draws, level)
+    return {"metric": metric, "difference": float(diff), "low": low, "high": high,
+            "p_not_better": float(np.mean(draws <= 0)), "n_boot": n_boot}
+
+
+def summarize_seeds(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (ddof=1; 0 for one seed) and count over seeds."""
+    v = np.asarray(list(values), dtype=float)
+    if not len(v):
+        raise ValueError("no values to summarise")
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+
+
+def format_ci(estimate: float, low: float, high: float, *, scale: float = 100, digits: int = 1) -> str:
+    """``"62.3 [58.1, 66.0]"``: a point estimate with its interval, in percent by default."""
+    return f"{estimate * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+
+
+def format_mean_sd(summary: dict[str, float], *, scale: float = 100, digits: int = 1) -> str:
+    """``"62.3 ± 1.2 (n=3)"`` from :func:`summarize_seeds`."""
+    return f"{summary['mean'] * scale:.{digits}f} ± {summary['sd'] * scale:.{digits}f} (n={summary['n']})"
+
+
+def leakage_gap(lesion: dict[str, Any], image: dict[str, Any], *,
+                keys: tuple[str, ...] = ("accuracy", "bacc", "bacc_paper")) -> pd.DataFrame:
+    """Test metrics of the same model trained and tested on a lesion-level and an image-level split.
+
+    ``lesion`` and ``image`` are the ``test`` metrics of the two runs; the gap is
+    image minus lesion, in percent points: how much a leaky split inflates the result.
+    """
+    rows = {k: {"lesion split %": 100 * lesion[k], "image split %": 100 * image[k],
+                "inflation (points)": 100 * (image[k] - lesion[k])} for k in keys}
+    return pd.DataFrame.from_dict(rows, orient="index").round(2)

@@ -98,3 +98,104 @@ def confusion_matrix(
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix" + (" (row-normalised)" if normalize else ""))
     fig.tight_layout()
     return fig
+
+
+def roc_curves(y_true: np.ndarray, probs: np.ndarray, *, classes: Sequence[str] = CLASSES) -> Figure:
+    """One-vs-rest ROC curve per class (classes absent from ``y_true`` are skipped), with the chance line."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    style()
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    colours = sns.color_palette(PALETTE, len(classes))
+    y_true = np.asarray(y_true)
+    for k, (c, colour) in enumerate(zip(classes, colours)):
+        positive = y_true == k
+        if 0 < positive.sum() < len(y_true):
+            fpr, tpr, _ = roc_curve(positive, probs[:, k])
+            ax.plot(fpr, tpr, color=colour, label=f"{c} (AUC {roc_auc_score(positive, probs[:, k]):.2f})")
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate (sensitivity)", title="ROC, one vs rest",
+           xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(y_true: np.ndarray, probs: np.ndarray, *, bins: int = 15) -> Figure:
+    """Accuracy per confidence bin against the diagonal (top-class confidence), with bin counts."""
+    style()
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y_true)
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    n = np.bincount(which, minlength=bins)
+    acc = np.divide(np.bincount(which, weights=correct, minlength=bins), n, out=np.zeros(bins), where=n > 0)
+    centres = (np.arange(bins) + 0.5) / bins
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    ax.bar(centres[n > 0], acc[n > 0], width=1 / bins, edgecolor="black", alpha=0.8, label="accuracy")
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", label="perfect calibration")
+    ax.set(xlabel="confidence", ylabel="accuracy", title="Reliability diagram", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def ablation_bars(table: pd.DataFrame, *, value: str, low: str | None = None, high: str | None = None,
+                  sd: str | None = None, ylabel: str = "", title: str = "") -> Figure:
+    """Bars of ``table[value]`` per row (index = variant), with CI (``low``/``high``) or ± ``sd`` error bars."""
+    style()
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.4))
+    x = np.arange(len(table))
+    y = table[value].to_numpy(dtype=float)
+    if low is not None and high is not None:
+        err = np.vstack([y - table[low].to_numpy(dtype=float), table[high].to_numpy(dtype=float) - y])
+    elif sd is not None:
+        err = table[sd].to_numpy(dtype=float)
+    else:
+        err = None
+    ax.bar(x, y, yerr=err, capsize=4, color=sns.color_palette(PALETTE, len(table)))
+    ax.set_xticks(x, [str(i) for i in table.index], rotation=20 if len(table) > 5 else 0)
+    ax.set(ylabel=ylabel or value, title=title)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_params(table: pd.DataFrame, *, x: str = "params_m", y: str = "bacc", label: str | None = None,
+                       paper: pd.DataFrame | None = None) -> Figure:
+    """Scatter of a metric against parameters (M), one labelled point per model; optional paper points."""
+    style()
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.8))
+    ax.scatter(table[x], table[y], s=50, color=sns.color_palette(PALETTE)[0], label="ours", zorder=3)
+    for name, row in table.iterrows():
+        ax.annotate(str(row[label]) if label else str(name), (row[x], row[y]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    if paper is not None:
+        ax.scatter(paper[x], paper[y], s=50, marker="x", color=sns.color_palette(PALETTE)[3], label="paper")
+    ax.set(xlabel="parameters (M)", ylabel=y, xscale="log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def gradcam_grid(images: np.ndarray, masks: np.ndarray, cams: np.ndarray, titles: Sequence[str]) -> Figure:
+    """One row per example: the image, its lesion mask outline on the image, the Grad-CAM overlay."""
+    style()
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(3 * 1.9, n * 1.9), squeeze=False)
+    for i in range(n):
+        img = np.asarray(images[i]).transpose(1, 2, 0)
+        h, w = img.shape[:2]
+        for j, ax in enumerate(axes[i]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            ax.imshow(img)
+            if j == 1:
+                ax.contour(np.asarray(masks[i], dtype=float), levels=[0.5], colors="yellow", linewidths=1,
+                           extent=(0, w, h, 0) if masks[i].shape != (h, w) else None)
+            if j == 2:
+                ax.imshow(cams[i], cmap="jet", alpha=0.45, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        axes[i, 0].set_ylabel(titles[i], fontsize=8)
+    for j, name in enumerate(("image", "lesion mask", "Grad-CAM")):
+        axes[0, j].set_title(name, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
@@ -48,3 +49,76 @@ def test_bad_shapes_are_refused():
         classification_metrics(np.array([0, 1]), np.ones((2, 3)))
     with pytest.raises(ValueError, match=r"must lie in 0\.\.6"):
         classification_metrics(np.array([0, 9]), one_hot(np.array([0, 1])))
+
+
+def test_full_metrics_match_sklearn():
+    from sklearn.metrics import brier_score_loss, f1_score, precision_score, roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 7, 400)
+    probs = rng.dirichlet(np.ones(7), 400)
+    m = classification_metrics(y, probs)
+    pred = probs.argmax(1)
+    assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    prec = precision_score(y, pred, average=None, labels=list(range(7)))
+    assert [m["precision"][c] for c in m["classes"]] == pytest.approx(list(prec))
+    auc = [roc_auc_score(y == k, probs[:, k]) for k in range(7)]
+    assert [m["auc"][c] for c in m["classes"]] == pytest.approx(auc)
+    assert m["macro_auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    assert m["brier"] == pytest.approx(brier_score_loss(y, probs, labels=list(range(7))))
+    assert np.allclose(np.sum(m["confusion_matrix_normalized"], axis=1), 1)
+
+
+def test_ece_perfect_and_by_hand():
+    from skinlib.evaluate import expected_calibration_error
+
+    # perfectly calibrated: confidence 1.0 and always right
+    y = np.array([0, 1, 2, 3])
+    assert expected_calibration_error(y, one_hot(y)) == 0.0
+    # 4 samples at confidence 0.8 (bin 12 of 15), 3 right -> |0.75 - 0.8| * 4/4 ... plus nothing else
+    probs = np.full((4, 7), 0.2 / 6)
+    probs[:, 0] = 0.8
+    y = np.array([0, 0, 0, 1])
+    assert expected_calibration_error(y, probs) == pytest.approx(0.05)
+    # two bins: 2 samples at 0.9 both right (gap 0.1), 2 at 0.6 one right (gap 0.1) -> 0.1
+    probs = np.full((4, 7), 0.0)
+    probs[0, 0] = probs[1, 0] = 0.9
+    probs[2, 0] = probs[3, 0] = 0.6
+    probs[:, 1] = 1 - probs[:, 0]
+    y = np.array([0, 0, 0, 1])
+    assert expected_calibration_error(y, probs) == pytest.approx(0.1)
+
+
+def test_bootstrap_contains_estimate_is_seeded_and_keeps_lesions_together():
+    from skinlib.evaluate import bootstrap_ci, bootstrap_indices
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 7, 300)
+    probs = 0.5 * one_hot(y) + 0.5 * rng.dirichlet(np.ones(7), 300)
+    probs[::3] = rng.dirichlet(np.ones(7), 100)
+    groups = [f"L{i // 3}" for i in range(300)]  # lesions of three images
+    ci = bootstrap_ci(y, probs, groups=groups, n_boot=200, seed=0)
+    assert ((ci["low"] <= ci["estimate"]) & (ci["estimate"] <= ci["high"])).all()
+    assert ci.attrs["resampled"] == "lesions"
+    pd.testing.assert_frame_equal(ci, bootstrap_ci(y, probs, groups=groups, n_boot=200, seed=0))
+    assert not ci.equals(bootstrap_ci(y, probs, groups=groups, n_boot=200, seed=1))
+    for idx in bootstrap_indices(groups, 300, 20, 0):
+        drawn = pd.Series(np.array(groups)[idx]).value_counts()
+        assert (drawn % 3 == 0).all(), "every drawn lesion brings all three of its images"
+
+
+def test_paired_bootstrap_and_seed_summary():
+    from skinlib.evaluate import format_ci, format_mean_sd, paired_bootstrap, summarize_seeds
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 7, 300)
+    good = 0.7 * one_hot(y) + 0.3 * rng.dirichlet(np.ones(7), 300)
+    bad = rng.dirichlet(np.ones(7), 300)
+    res = paired_bootstrap(y, good, bad, n_boot=200)
+    assert res["low"] <= res["difference"] <= res["high"] and res["low"] > 0 and res["p_not_better"] == 0
+    with pytest.raises(ValueError, match="same images"):
+        paired_bootstrap(y, good, bad[:10])
+    s = summarize_seeds([0.5, 0.6, 0.7])
+    assert s["mean"] == pytest.approx(0.6) and s["sd"] == pytest.approx(0.1) and s["n"] == 3
+    assert format_mean_sd(s) == "60.0 ± 10.0 (n=3)"
+    assert format_ci(0.5, 0.4, 0.6) == "50.0 [40.0, 60.0]"

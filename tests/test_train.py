@@ -40,6 +40,14 @@ def test_one_epoch_writes_a_complete_run_and_is_reused(tmp_path, caplog):
     assert run.file("metrics.json").stat().st_mtime_ns == mtime
     assert Run.open(run.path).config == config
 
+    from skinlib.inference import evaluate_external, external_predictions
+
+    external = evaluate_external(run)
+    assert external["n"] == 1512 and external["dataset"] == "ISIC 2018 Task 3 test"
+    assert len(external_predictions(run)) == 1512
+    stamp = run.file("isic2018_metrics.json").stat().st_mtime_ns
+    assert evaluate_external(run) == external and run.file("isic2018_metrics.json").stat().st_mtime_ns == stamp
+
 
 def _weights(run: Run, name: str = "last.pt") -> dict:
     return torch.load(run.file(name), map_location="cpu", weights_only=False)["model"]

@@ -1,0 +1,97 @@
+"""A finished run's model applied to new images: predictions and the external ISIC 2018 test.
+
+The external test uses exactly the run's preprocessing (the same decoded-image
+cache at the run's image size, the same normalisation) and writes its
+predictions and metrics into the run folder, beside the internal test's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from skinlib.data import CLASSES, cached_images, load_isic2018_test
+from skinlib.data.augment import Normalize
+from skinlib.data.pipeline import BatchIterator
+from skinlib.evaluate import classification_metrics
+from skinlib.io import atomic_write_json, atomic_write_text
+from skinlib.models import create_model
+from skinlib.runs import Run
+from skinlib.train import Precision, predict, resolve_device
+
+log = logging.getLogger(__name__)
+
+EXTERNAL = {"isic2018": "ISIC 2018 Task 3 test"}
+
+
+def load_model(run: Run, *, device: str | torch.device = "cpu") -> nn.Module:
+    """The run's best weights in a fresh model, in evaluation mode."""
+    if not run.file("best.pt").is_file():
+        raise FileNotFoundError(f"run {run.path} has no best.pt; train it first (skinlib train / fit)")
+    cfg = run.config
+    model = create_model(cfg.model, num_classes=len(CLASSES), **cfg.model_kwargs)
+    state = torch.load(run.file("best.pt"), map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    return model.to(device).eval()
+
+
+def predict_images(model: nn.Module, images: torch.Tensor, *, image_size: int, batch_size: int = 128) -> np.ndarray:
+    """Class probabilities for a uint8 image tensor ``(N, 3, H, W)``."""
+    device = next(model.parameters()).device
+    batches = BatchIterator(images, torch.zeros(len(images), dtype=torch.long), batch_size=batch_size,
+                            transform=Normalize(size=image_size), device=device)
+    _, probs, _ = predict(model, batches, nn.CrossEntropyLoss(), Precision(device))
+    return probs
+
+
+def predictions_frame(index: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
+    """``image_id, lesion_id, dx, label, pred, p_<class>...`` (the layout of a run's predictions.csv)."""
+    out = index[["image_id", "lesion_id", "dx", "label"]].copy().reset_index(drop=True)
+    out["pred"] = probs.argmax(1)
+    for i, c in enumerate(CLASSES):
+        out[f"p_{c}"] = probs[:, i]
+    return out
+
+
+def arrays(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, probabilities and lesion ids from a predictions frame."""
+    probs = predictions[[f"p_{c}" for c in CLASSES]].to_numpy()
+    return predictions["label"].to_numpy(), probs, predictions["lesion_id"].to_numpy()
+
+
+def evaluate_external(
+    run: Run,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    force: bool = False,
+) -> dict[str, Any]:
+    """Metrics of a finished run on the ISIC 2018 Task 3 test set (cached in the run folder)."""
+    if not run.finished:
+        raise ValueError(f"run {run.path} is not finished; external evaluation needs its best weights")
+    metrics_file, preds_file = run.file("isic2018_metrics.json"), run.file("isic2018_predictions.csv")
+    if metrics_file.is_file() and preds_file.is_file() and not force:
+        import json
+
+        return json.loads(metrics_file.read_text())
+    index = load_isic2018_test(data_dir)
+    images = cached_images(index["path"].tolist(), run.config.image_size, cache_dir=cache_dir)
+    probs = predict_images(load_model(run, device=device), images, image_size=run.config.image_size)
+    atomic_write_text(preds_file, predictions_frame(index, probs).to_csv(index=False))
+    metrics = {"dataset": EXTERNAL["isic2018"], **classification_metrics(index["label"].to_numpy(), probs)}
+    atomic_write_json(metrics_file, metrics)
+    log.info("run %s on ISIC 2018 test: accuracy %.4f bacc %.4f", run.path.name, metrics["accuracy"], metrics["bacc"])
+    return metrics
+
+
+def external_predictions(run: Run) -> pd.DataFrame:
+    """The ISIC 2018 test predictions written by :func:`evaluate_external`."""
+    return pd.read_csv(run.file("isic2018_predictions.csv"), dtype={"image_id": str, "lesion_id": str})

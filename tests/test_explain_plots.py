@@ -1,0 +1,82 @@
+"""Grad-CAM mask score, ONNX parity, external evaluation helpers and the figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from skinlib import plots
+from skinlib.explain import cam_mask_score, gradcam, target_layer
+from skinlib.models import create_model
+
+
+def test_cam_mask_score_extremes():
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[2:6, 3:8] = True
+    assert cam_mask_score(mask.astype(float), mask) == pytest.approx(1.0)
+    assert cam_mask_score(np.ones((10, 10)), mask) == pytest.approx(mask.mean())
+    batch = cam_mask_score(np.stack([mask.astype(float), np.ones((10, 10))]), np.stack([mask, mask]))
+    assert batch == pytest.approx([1.0, 0.2])
+    assert np.isnan(cam_mask_score(np.zeros((10, 10)), mask))
+    with pytest.raises(ValueError, match="same shape"):
+        cam_mask_score(np.ones((5, 5)), mask)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small_caco", "resnet18", "efficientnet_b0", "shufflenet_v2_x2_0",
+                                  "ghostnetv2_100"])
+def test_gradcam_runs_for_the_zoo(name):
+    model = create_model(name)
+    assert isinstance(target_layer(model), torch.nn.Module)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    cams = gradcam(model, images, image_size=64, targets=[0, 3])
+    assert cams.shape == (2, 64, 64) and cams.min() >= 0 and cams.max() <= 1 + 1e-6
+
+
+def test_onnx_parity_caco(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (pip install skinlib[extras])")
+    from skinlib.efficiency import onnx_parity
+
+    result = onnx_parity(create_model("mobilenet_v3_small_caco"), str(tmp_path / "caco.onnx"), image_size=64)
+    assert result["within_tolerance"], result
+
+
+def _history(epochs: int) -> pd.DataFrame:
+    return pd.DataFrame({"epoch": range(1, epochs + 1), "train_loss": np.linspace(2, 1, epochs),
+                         "val_loss": np.linspace(2.1, 1.2, epochs), "train_accuracy": np.linspace(.5, .8, epochs),
+                         "val_accuracy": np.linspace(.4, .7, epochs)})
+
+
+def test_figures_have_the_expected_parts():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 200)
+    probs = rng.dirichlet(np.ones(7), 200)
+    fig = plots.training_curves({"a": _history(1), "b": _history(5)})
+    assert isinstance(fig, Figure) and len(fig.axes) == 2 and len(fig.axes[0].lines) == 4
+    fig = plots.roc_curves(y, probs)
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 8  # 7 classes + chance
+    fig = plots.reliability_diagram(y, probs)
+    assert len(fig.axes[0].patches) == np.unique(np.clip(np.ceil(probs.max(1) * 15) - 1, 0, 14)).size
+    table = pd.DataFrame({"bacc": [0.5, 0.6, 0.55], "low": [0.4, 0.5, 0.5], "high": [0.6, 0.7, 0.6]},
+                         index=["se", "ca", "caco"])
+    fig = plots.ablation_bars(table, value="bacc", low="low", high="high")
+    assert len(fig.axes[0].patches) == 3
+    scatter = pd.DataFrame({"params_m": [1.5, 11.2], "bacc": [0.6, 0.65]}, index=["mnv3", "resnet18"])
+    fig = plots.accuracy_vs_params(scatter, paper=scatter)
+    assert len(fig.axes[0].collections) == 2
+    fig = plots.confusion_matrix(np.eye(7, dtype=int) * 3)
+    assert len(fig.axes) == 1
+    images = rng.integers(0, 255, (2, 3, 32, 32), dtype=np.uint8)
+    fig = plots.gradcam_grid(images, np.ones((2, 32, 32), bool), rng.random((2, 32, 32)), ["a", "b"])
+    assert len(fig.axes) == 6
+
+
+def test_masks_of_the_real_data(ham_index, data_dir):
+    from skinlib.data.masks import find_masks, load_masks
+
+    sample = ham_index.head(5)
+    masks = load_masks(find_masks(sample, data_dir).tolist(), 32)
+    assert masks.shape == (5, 32, 32) and masks.dtype == bool
+    assert 0.01 < masks.mean() < 0.99
