@@ -75,7 +75,6 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == y_true
     which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
-    n = np.bincount(which, minlength=bins)
     acc = np.bincount(which, weights=correct, minlength=bins)
     cs = np.bincount(which, weights=conf, minlength=bins)
     return float(np.abs(acc - cs).sum() / max(1, len(y_true)))
