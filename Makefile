@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= smoke
 
-.PHONY: book test test-slow lint env clean
+.PHONY: book test test-book lint env clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,8 @@ book: $(STAMP)  ## execute every notebook with the smoke profile and build the H
 test: $(STAMP)  ## the default test run (slow tests excluded)
 	$(BIN)/python -m pytest -x -q
 
-test-slow: $(STAMP)  ## the slow tests only
-	$(BIN)/python -m pytest -x -q -m slow
+test-book: $(STAMP)  ## read the built book in headless Chromium (builds it when absent)
+	$(BIN)/python -m pytest -x -q -m book
 
 lint: $(STAMP)
 	$(BIN)/ruff check skinlib tests benchmarks

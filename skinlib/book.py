@@ -27,7 +27,10 @@ from skinlib.runs import runs_root
 
 log = logging.getLogger(__name__)
 
-CHAPTERS: tuple[str, ...] = ("01_data", "02_baseline")
+CHAPTERS: tuple[str, ...] = (
+    "01_data", "02_baselines", "03_pretraining", "04_attention", "05_losses", "06_final_model", "07_efficiency",
+    "08_reproduction",
+)
 PROFILE_FILE = ".profile.json"
 
 
@@ -37,11 +40,20 @@ class BookError(RuntimeError):
 
 @dataclass
 class BookResult:
-    """What a book build did: chapters executed with their seconds, and where the HTML is."""
+    """What a book build did: chapters executed with their seconds, runs trained, where the HTML is."""
 
     html: Path
     executed: dict[str, float] = field(default_factory=dict)
     build_seconds: float = 0.0
+    trained: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+
+def finished_runs(runs_dir: Path) -> dict[str, int]:
+    """Finished runs of a run store with the modification time of their ``metrics.json``."""
+    if not runs_dir.is_dir():
+        return {}
+    return {p.parent.name: p.stat().st_mtime_ns for p in runs_dir.glob("*/metrics.json")}
 
 
 def book_root(root: str | os.PathLike | None = None) -> Path:
@@ -76,6 +88,21 @@ def profile_note(profile: str) -> Any:
         f":::{{warning}}\nBuilt with the **`{profile}` profile**: a small subset, small images and a few "
         "epochs on a CPU, so that the whole book runs in minutes. **These numbers are not comparable "
         "with the paper's.** Run `skinlib book --profile paper` on a GPU for those.\n:::")
+
+
+def glue_text(**values: Any) -> None:
+    """Glue each value, formatted as a string, for ``{glue:text}`` references in the chapter's prose."""
+    from myst_nb import glue
+
+    for key, value in values.items():
+        glue(key, str(value), display=False)
+
+
+def admonition(kind: str, title: str, text: str) -> Any:
+    """A MyST admonition (``note``, ``warning``, ...) as notebook output."""
+    from IPython.display import Markdown
+
+    return Markdown(f":::{{{kind}}} {title}\n{text}\n:::")
 
 
 def execute_chapter(name: str, params: dict[str, Any], *, root: Path) -> float:
@@ -167,8 +194,13 @@ def build_book(
     shutil.rmtree(html, ignore_errors=True)  # never leave a stale book behind a failed run
     stamp_file.unlink(missing_ok=True)
     result = BookResult(html)
+    before = finished_runs(Path(values["runs_dir"]))
     for name in chapters:
         result.executed[name] = execute_chapter(name, values, root=root_path)
+    after = finished_runs(Path(values["runs_dir"]))
+    result.trained = sorted(k for k, t in after.items() if before.get(k) != t)
+    result.reused = sorted(k for k in after if k in before and before[k] == after[k])
+    log.info("runs trained by this build: %d (%s)", len(result.trained), ", ".join(result.trained) or "none")
     atomic_write_json(stamp_file, values)
     start = time.perf_counter()
     build_html(root_path)

@@ -74,6 +74,7 @@ def _book(args: argparse.Namespace) -> int:
     result = build_book(args.profile, data_dir=args.data_dir, params=params, only=args.only, runs_dir=args.runs_dir)
     for name, seconds in result.executed.items():
         print(f"executed {name} in {seconds:.0f} s")
+    print(f"runs trained: {len(result.trained)}; finished runs in the store untouched: {len(result.reused)}")
     print(f"book built in {result.build_seconds:.0f} s: {result.html / 'index.html'}")
     return 0
 

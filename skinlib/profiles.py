@@ -5,16 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # any 2-core CPU, minutes: a lesion-grouped 15 % subset at 64 px, a few epochs
+    # any 2-core CPU, minutes: a lesion-grouped 10 % subset at 64 px, a few epochs, one seed
     "smoke": {
         "profile": "smoke",
         "image_size": 64,
         "epochs": 8,
         "batch_size": 32,
         "lr": 3e-3,
-        "subset": 0.15,
+        "subset": 0.1,
         "bn_momentum": 0.1,
         "seed": 0,
+        "seeds": [0],
+        "n_boot": 200,
+        "pretrained": True,
         "device": "auto",
     },
     # one CUDA GPU: full data, 224 px, the paper's ~100 epochs
@@ -27,6 +30,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "subset": 1.0,
         "bn_momentum": None,
         "seed": 0,
+        "seeds": [0, 1, 2],
+        "n_boot": 1000,
+        "pretrained": True,
         "device": "auto",
     },
 }

@@ -77,6 +77,14 @@ def expected_weights_file(name: str) -> Path:
     return weights_dir() / f"{ident}.pth"
 
 
+def weights_available(name: str) -> bool:
+    """Whether the ImageNet weights of ``name`` are on this machine (no network is tried)."""
+    try:
+        return expected_weights_file(name).is_file()
+    except ValueError:
+        return False
+
+
 def fetch_weights(name: str) -> Path:
     """Download the ImageNet weights of ``name`` into the expected file (needs a network)."""
     base = weights_base(name)

@@ -68,6 +68,18 @@ def mobilenet_v3_small(
     return set_bn_momentum(model, bn_momentum)
 
 
+def _register_attention_variant(kind: str) -> None:
+    @register_model(f"mobilenet_v3_small_{kind}")
+    def build(*, num_classes: int = 7, bn_momentum: float | None = None) -> nn.Module:
+        return mobilenet_v3_small(num_classes=num_classes, attention=kind, bn_momentum=bn_momentum)
+
+    build.__doc__ = f"MobileNetV3-Small with ``{kind}`` attention in its 9 SE slots (the attention ablation)."
+
+
+for _kind in ("none", "ca", "eca", "cbam"):
+    _register_attention_variant(_kind)
+
+
 @register_model("mobilenet_v3_small_caco")
 def mobilenet_v3_small_caco(*, num_classes: int = 7, bn_momentum: float | None = None) -> nn.Module:
     """MobileNetV3-CaCo: SE followed by coordinate attention in the 9 slots (our reading of the paper)."""

@@ -1,0 +1,238 @@
+"""The book's experiments as small functions: configurations from notebook parameters,
+training a set of variants over seeds through the run store, and result tables.
+
+Notebooks call these so that they stay thin; every table cell is computed here
+from finished runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skinlib.evaluate import bootstrap_ci, format_ci, format_mean_sd, paired_bootstrap, scalar_metrics, summarize_seeds
+from skinlib.inference import arrays
+from skinlib.runs import Run, RunConfig
+from skinlib.train import fit
+
+log = logging.getLogger(__name__)
+
+CONFIG_PARAMS = ("image_size", "epochs", "batch_size", "lr", "device")
+
+
+def base_config(*, subset: float, bn_momentum: float | None, **params: Any) -> RunConfig:
+    """A :class:`RunConfig` from notebook parameters (subset 1.0 = all data; None keeps BatchNorm defaults)."""
+    values = {k: params[k] for k in CONFIG_PARAMS if k in params}
+    kwargs = {} if bn_momentum is None else {"bn_momentum": bn_momentum}
+    return RunConfig(subset=None if subset >= 1 else subset, progress=False, model_kwargs=kwargs, **values)
+
+
+def run_name(config: RunConfig) -> str:
+    """A readable, canonical run name: the model, then what differs from the plain recipe.
+
+    Chapters that ask for the same configuration get the same name, hence the same
+    run folder: the MobileNetV3 trained in one chapter is reused by the next.
+    """
+    parts = [config.model]
+    if config.pretrained:
+        parts.append("pre")
+    if config.loss != "ce":
+        parts.append("loss_" + "".join(ch if ch.isalnum() else "_" for ch in str(config.loss)).strip("_"))
+    if config.sampler != "random":
+        parts.append(config.sampler)
+    if config.split != "lesion":
+        parts.append(f"{config.split}_split")
+    return "-".join(parts)
+
+
+def variant(config: RunConfig, **changes: Any) -> RunConfig:
+    """``config`` with ``changes``, canonically named. BatchNorm options apply to MobileNets only."""
+    config = config.replace(**changes)
+    if not config.model.startswith("mobilenet"):
+        config = config.replace(model_kwargs={k: v for k, v in config.model_kwargs.items() if k != "bn_momentum"})
+    return config.replace(name=run_name(config))
+
+
+# the paper's names -> registered models
+TABLE3_MODELS: dict[str, str] = {
+    "ResNet18": "resnet18",
+    "ShuffleNetV2": "shufflenet_v2_x2_0",
+    "GhostNetV2": "ghostnetv2_100",
+    "EfficientNetB0": "efficientnet_b0",
+    "MobileNetV3-Small": "mobilenet_v3_small",
+}
+ATTENTION_MODELS: dict[str, str] = {
+    "none": "mobilenet_v3_small_none",
+    "se": "mobilenet_v3_small",
+    "ca": "mobilenet_v3_small_ca",
+    "eca": "mobilenet_v3_small_eca",
+    "cbam": "mobilenet_v3_small_cbam",
+    "caco": "mobilenet_v3_small_caco",
+}
+LOSS_VARIANTS: dict[str, str] = {
+    "CE": "ce",
+    "weighted CE": "wce",
+    "class-balanced CE": "cb",
+    "focal": "focal",
+    "label smoothing": "ls",
+    "CB + focal (joint)": "cb+focal",
+    "focal + LS (joint)": "focal+ls",
+    "CB + LS (joint)": "cb+ls",
+}
+
+
+JOINT_LOSSES: list[str] = [label for label in LOSS_VARIANTS if "joint" in label]
+
+
+def choose_joint_loss(study: Study) -> str:
+    """The joint loss of a loss study with the best mean validation ``bacc`` (never the test set)."""
+    joint = Study({k: study.configs[k] for k in JOINT_LOSSES}, study.seeds)
+    joint.runs = {k: study.runs[k] for k in JOINT_LOSSES}
+    return best_by_validation(joint)
+
+
+def table2_bars(paper: Mapping[str, Mapping[str, float]], study: Study, *, labels: Mapping[str, str]
+                ) -> pd.DataFrame:
+    """Accuracy (%) per row of a paper table: the paper's, and ours (mean over seeds) where trained."""
+    rows = {f"paper: {k}": v["accuracy"] for k, v in paper.items()}
+    rows.update({f"ours: {k}": 100 * float(np.mean(study.metrics(labels[k], "accuracy")))
+                 for k in paper if labels[k] in study.runs})
+    return pd.DataFrame({"accuracy %": rows})
+
+
+def held_out_index(run: Run, data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The HAM10000 index rows of a run's test part, in the order of its predictions."""
+    from skinlib.data import load_ham10000
+
+    ids = run.predictions()["image_id"]
+    index = load_ham10000(data_dir).set_index("image_id")
+    return index.loc[ids].reset_index()
+
+
+def baseline_study(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = False) -> Study:
+    """Table 3: the five lightweight baselines."""
+    return Study({label: variant(config, model=m, pretrained=pretrained) for label, m in TABLE3_MODELS.items()},
+                 seeds)
+
+
+def attention_study(config: RunConfig, seeds: Sequence[int]) -> Study:
+    """The attention ablation in MobileNetV3-Small's 9 slots."""
+    return Study({label: variant(config, model=m) for label, m in ATTENTION_MODELS.items()}, seeds)
+
+
+def loss_study(config: RunConfig, seeds: Sequence[int]) -> Study:
+    """The loss ablation on MobileNetV3-Small."""
+    return Study({label: variant(config, loss=spec) for label, spec in LOSS_VARIANTS.items()}, seeds)
+
+
+@dataclass
+class Study:
+    """Variants of one experiment, each trained for several seeds; runs come from the run store."""
+
+    configs: dict[str, RunConfig]
+    seeds: Sequence[int]
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+
+    def train(self, *, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None
+              ) -> Study:
+        for label, config in self.configs.items():
+            self.runs[label] = [fit(config.replace(seed=s), data_dir=data_dir, runs_dir=runs_dir)
+                                for s in self.seeds]
+        trained = sum(r.trained for rs in self.runs.values() for r in rs)
+        log.info("study: %d runs, %d trained now, %d reused", sum(map(len, self.runs.values())), trained,
+                 sum(map(len, self.runs.values())) - trained)
+        return self
+
+    def metrics(self, label: str, key: str, *, part: str = "test") -> list[float]:
+        return [r.metrics()[part][key] for r in self.runs[label]]
+
+    def table(self, *, n_boot: int = 1000, keys: Sequence[str] = ("accuracy", "bacc", "bacc_paper")) -> pd.DataFrame:
+        """Per variant: mean ± sd over seeds of each metric, and the lesion-bootstrap 95 % CI of
+        ``bacc`` for the first seed, as strings in percent, plus numeric columns for plots."""
+        rows = []
+        for label, runs in self.runs.items():
+            row: dict[str, Any] = {"variant": label}
+            for key in keys:
+                summary = summarize_seeds(self.metrics(label, key))
+                row[f"{key} %"] = format_mean_sd(summary)
+                row[f"_{key}"] = summary["mean"]
+                row[f"_{key}_sd"] = summary["sd"]
+            y, probs, lesions = arrays(runs[0].predictions())
+            ci = bootstrap_ci(y, probs, groups=lesions, n_boot=n_boot, seed=0)
+            row["bacc 95 % CI (seed 0)"] = format_ci(*ci.loc["bacc", ["estimate", "low", "high"]])
+            row["_bacc_low"], row["_bacc_high"] = ci.loc["bacc", "low"], ci.loc["bacc", "high"]
+            row["params (M)"] = round(runs[0].metrics()["parameters"] / 1e6, 3)
+            row["val bacc %"] = format_mean_sd(summarize_seeds(self.metrics(label, "bacc", part="val")))
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("variant")
+
+    def per_class(self, key: str = "sensitivity") -> pd.DataFrame:
+        """Mean over seeds of a per-class metric (in %), one row per variant."""
+        out = {}
+        for label, runs in self.runs.items():
+            per = pd.DataFrame([r.metrics()["test"][key] for r in runs])
+            out[label] = (100 * per.mean()).round(1)
+        return pd.DataFrame(out).T
+
+    def paired(self, a: str, b: str, *, metric: str = "bacc", n_boot: int = 1000) -> dict[str, float]:
+        """Paired bootstrap of ``metric(a) - metric(b)`` on the first seed's test predictions (same images)."""
+        pa, pb = self.runs[a][0].predictions(), self.runs[b][0].predictions()
+        merged = pa.merge(pb, on=["image_id", "lesion_id", "label"], suffixes=("_a", "_b"), validate="one_to_one")
+        if len(merged) != len(pa):
+            raise ValueError(f"{a} and {b} were not tested on the same images; a paired comparison needs one split")
+        cols = [c for c in pa.columns if c.startswith("p_")]
+        return paired_bootstrap(merged["label"].to_numpy(), merged[[f"{c}_a" for c in cols]].to_numpy(),
+                                merged[[f"{c}_b" for c in cols]].to_numpy(), groups=merged["lesion_id"].to_numpy(),
+                                metric=metric, n_boot=n_boot)
+
+
+def histories(study: Study, *, seed_index: int = 0) -> dict[str, pd.DataFrame]:
+    """The training history of one seed per variant (for the training-curve figure)."""
+    return {label: runs[seed_index].history() for label, runs in study.runs.items()}
+
+
+def paper_comparison(paper: Mapping[str, Mapping[str, float]], study: Study, *,
+                     labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The paper's accuracy, BACC and parameters beside ours (mean ± sd over seeds) and the differences."""
+    rows = []
+    for key, numbers in paper.items():
+        label = labels[key] if labels else key
+        if label not in study.runs:
+            continue
+        acc = summarize_seeds(study.metrics(label, "accuracy"))
+        bp = summarize_seeds(study.metrics(label, "bacc_paper"))
+        b = summarize_seeds(study.metrics(label, "bacc"))
+        params = study.runs[label][0].metrics()["parameters"] / 1e6
+        rows.append({
+            "model": key,
+            "paper acc %": numbers["accuracy"], "ours acc %": format_mean_sd(acc),
+            "Δ acc": round(100 * acc["mean"] - numbers["accuracy"], 2),
+            "paper BACC %": numbers["bacc_paper"], "ours BACC (paper eq.) %": format_mean_sd(bp),
+            "Δ BACC": round(100 * bp["mean"] - numbers["bacc_paper"], 2),
+            "ours bacc (ISIC) %": format_mean_sd(b),
+            "paper params (M)": numbers["params_m"], "ours params (M)": round(params, 2),
+        })
+    return pd.DataFrame(rows).set_index("model")
+
+
+def public(table: pd.DataFrame) -> pd.DataFrame:
+    """Drop the numeric helper columns (prefixed ``_``) before showing a table."""
+    return table[[c for c in table.columns if not c.startswith("_")]]
+
+
+def best_by_validation(study: Study) -> str:
+    """The variant with the highest mean validation ``bacc`` (never the test set)."""
+    means = {label: float(np.mean(study.metrics(label, "bacc", part="val"))) for label in study.runs}
+    return max(means, key=means.get)
+
+
+def scalars_of(run: Run) -> dict[str, float]:
+    """The scalar metrics of a run's internal test predictions."""
+    y, probs, _ = arrays(run.predictions())
+    return scalar_metrics(y, probs)

@@ -1,0 +1,108 @@
+"""The built smoke book, read like a reader reads it: in headless Chromium.
+
+Marked ``book``: it needs the built book (it builds it when absent, about 10
+minutes) and Chromium. CI runs it after ``make book`` with ``pytest -m book``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from skinlib.book import CHAPTERS, build_book
+
+pytestmark = pytest.mark.book
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PAPER_NUMBERS = ["93.39", "86.35", "2.29", "91.48", "84.23", "91.38", "84.25", "88.88", "78.63", "91.29", "83.42",
+                 "90.88", "83.44", "89.88", "80.67", "87.17", "73.71"]
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if exe is None:
+        if os.environ.get("SKINLIB_REQUIRE_BROWSER"):
+            pytest.fail("Chromium is required (SKINLIB_REQUIRE_BROWSER is set) but not installed")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    return exe
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory) -> Path:
+    if not (HTML / "index.html").is_file():
+        build_book("smoke")
+    return HTML
+
+
+def render(url: str, tmp: Path, *, screenshot: Path | None = None) -> str:
+    """The DOM after Chromium has loaded the page (scripts run)."""
+    cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp}", "--window-size=1280,2000"]
+    if screenshot is not None:
+        subprocess.run([*cmd, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True)
+    proc = subprocess.run([*cmd, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True)
+    return proc.stdout
+
+
+class Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if value and ((tag == "a" and name == "href") or (tag == "img" and name == "src")):
+                self.targets.append(value)
+
+
+def test_index_and_every_chapter_load_with_table_and_figure(book, tmp_path):
+    dom = render((book / "index.html").as_uri(), tmp_path)
+    assert "skinlib" in dom and "Chapters" in dom
+    for name in CHAPTERS:
+        page = book / "book" / "executed" / f"{name}.html"
+        dom = render(page.as_uri(), tmp_path)
+        assert "<h1" in dom, name
+        assert "<table" in dom, f"{name} shows no table"
+        assert re.search(r'<img[^>]+src="[^"]*_images/[^"]+\.png"', dom), f"{name} shows no figure"
+        assert "Traceback" not in dom and "Error</span>" not in dom, f"{name} shows an error output"
+        assert "not comparable" in dom, f"{name} lacks the smoke-profile note"
+
+
+def test_no_broken_internal_links(book):
+    broken = []
+    for page in book.rglob("*.html"):
+        parser = Links()
+        parser.feed(page.read_text(encoding="utf-8"))
+        for target in parser.targets:
+            if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+                continue
+            path = target.split("#")[0].split("?")[0]
+            if path and not (page.parent / path).resolve().exists():
+                broken.append(f"{page.relative_to(book)} -> {target}")
+    assert not broken, broken[:20]
+
+
+def test_reproduction_page_has_the_paper_numbers_and_a_screenshot(book, tmp_path):
+    page = book / "book" / "executed" / "08_reproduction.html"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / "08_reproduction.png"
+    dom = render(page.as_uri(), tmp_path, screenshot=shot)
+    missing = [n for n in PAPER_NUMBERS if n not in dom]
+    assert not missing, f"paper numbers missing from the reproduction page: {missing}"
+    assert "ours acc %" in dom and "±" in dom, "our numbers (mean ± sd) stand beside the paper's"
+    assert shot.is_file() and shot.stat().st_size > 20_000
+
+
+def test_second_build_retrains_nothing(book):
+    result = build_book("smoke")
+    assert result.trained == [], f"a rebuild retrained {result.trained}"
+    assert len(result.reused) > 0 and (HTML / "index.html").is_file()
