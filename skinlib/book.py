@@ -31,7 +31,7 @@ CHAPTERS: tuple[str, ...] = (
     "01_data", "02_baselines", "03_pretraining", "04_attention", "05_losses", "06_final_model", "07_efficiency",
     "08_reproduction",
 )
-PROFILE_FILE = ".profile.json"
+PROFILE_FILE = ".parameters.json"  # the parameters each executed chapter was run with
 
 
 class BookError(RuntimeError):
@@ -181,27 +181,30 @@ def build_book(
         chapters = [c for c in CHAPTERS if c in only]
     executed_dir = root_path / "book" / "executed"
     stamp_file = executed_dir / PROFILE_FILE
+    stamps = json.loads(stamp_file.read_text()) if stamp_file.is_file() else {}
     if only:
-        previous = json.loads(stamp_file.read_text()) if stamp_file.is_file() else None
         others = [c for c in CHAPTERS if c not in chapters]
-        missing = [c for c in others if not (executed_dir / f"{c}.ipynb").is_file()]
-        if missing or previous != values:
-            raise BookError(
-                f"--only needs the other chapters executed with the same parameters first "
-                f"(missing: {missing or 'none'}; previous parameters {'differ' if previous else 'unknown'}); "
-                f"run `skinlib book --profile {profile}` without --only")
+        missing = [c for c in others if not (executed_dir / f"{c}.ipynb").is_file() or c not in stamps]
+        if missing:
+            raise BookError(f"--only needs the other chapters executed first (missing: {', '.join(missing)}); "
+                            f"run `skinlib book --profile {profile}` once without --only")
+        differ = [c for c in others if stamps[c] != values]
+        if differ:
+            log.warning("chapters %s were executed with other parameters than %s now", differ, chapters)
     html = root_path / "_build" / "html"
     shutil.rmtree(html, ignore_errors=True)  # never leave a stale book behind a failed run
-    stamp_file.unlink(missing_ok=True)
     result = BookResult(html)
     before = finished_runs(Path(values["runs_dir"]))
     for name in chapters:
+        stamps.pop(name, None)
+        atomic_write_json(stamp_file, stamps)
         result.executed[name] = execute_chapter(name, values, root=root_path)
+        stamps[name] = values
+        atomic_write_json(stamp_file, stamps)
     after = finished_runs(Path(values["runs_dir"]))
     result.trained = sorted(k for k, t in after.items() if before.get(k) != t)
     result.reused = sorted(k for k in after if k in before and before[k] == after[k])
     log.info("runs trained by this build: %d (%s)", len(result.trained), ", ".join(result.trained) or "none")
-    atomic_write_json(stamp_file, values)
     start = time.perf_counter()
     build_html(root_path)
     result.build_seconds = time.perf_counter() - start

@@ -79,6 +79,21 @@ def _book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from skinlib.experiments import base_config, run_study
+    from skinlib.profiles import get_profile
+
+    params = get_profile(args.profile, **{name: yaml.safe_load(value) for name, value in args.param or []})
+    config = base_config(**{k: params[k] for k in ("image_size", "epochs", "batch_size", "lr", "subset",
+                                                   "bn_momentum", "device")})
+    study = run_study(args.name, config, params["seeds"], pretrained=params.get("pretrained", True),
+                      data_dir=args.data_dir, runs_dir=args.runs_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        for label, runs in study.runs.items():
+            print(f"{label}: " + ", ".join(f"{r.path.name} ({'trained' if r.trained else 'reused'})" for r in runs))
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     from skinlib.models import list_models
 
@@ -158,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a notebook parameter (value parsed as YAML)")
     p.add_argument("--only", nargs="+", help="re-execute only these chapters")
     p.set_defaults(func=_book)
+
+    p = sub.add_parser("study", help="train one of the book's studies for a profile (works under torchrun)")
+    p.add_argument("name", choices=["baselines", "pretraining", "attention", "losses", "final", "leakage"])
+    p.add_argument("--profile", default="paper", choices=["smoke", "paper"])
+    p.add_argument("--data-dir")
+    p.add_argument("--runs-dir")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="override a profile parameter (value parsed as YAML)")
+    p.set_defaults(func=_study)
 
     p = sub.add_parser("models", help="list the registered models")
     p.set_defaults(func=_models)

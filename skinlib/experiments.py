@@ -97,6 +97,51 @@ def choose_joint_loss(study: Study) -> str:
     return best_by_validation(joint)
 
 
+def final_study(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
+                runs_dir: str | os.PathLike | None = None) -> tuple[Study, str]:
+    """MobileNetV3-CaCo with the joint loss chosen on validation by the loss study (trained first if needed).
+
+    Returns the (untrained) final study and the label of the chosen joint loss.
+    """
+    losses = loss_study(config, seeds).train(data_dir=data_dir, runs_dir=runs_dir)
+    label = choose_joint_loss(losses)
+    final = variant(config, model="mobilenet_v3_small_caco", loss=LOSS_VARIANTS[label])
+    return Study({"MobileNetV3-CaCo": final}, seeds), label
+
+
+def leakage_study(config: RunConfig, seeds: Sequence[int]) -> Study:
+    """MobileNetV3-Small on the lesion-grouped and on the image-level split, all else equal."""
+    base = variant(config, model="mobilenet_v3_small")
+    return Study({"lesion split": base, "image split": variant(base, split="image")}, seeds)
+
+
+STUDIES: tuple[str, ...] = ("baselines", "pretraining", "attention", "losses", "final", "leakage")
+
+
+def run_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
+              data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None) -> Study:
+    """Train one of the book's studies by name (what ``skinlib study`` and ``torchrun`` call)."""
+    from skinlib.models.weights import weights_available
+
+    where = {"data_dir": data_dir, "runs_dir": runs_dir}
+    if name == "baselines":
+        use = pretrained and all(weights_available(m) for m in TABLE3_MODELS.values())
+        return baseline_study(config, seeds, pretrained=use).train(**where)
+    if name == "pretraining":
+        configs = {f"{m} (pre-trained)": variant(config, model=m, pretrained=True)
+                   for m in ("resnet18", "mobilenet_v3_small") if weights_available(m)}
+        return Study(configs, seeds).train(**where)
+    if name == "attention":
+        return attention_study(config, seeds).train(**where)
+    if name == "losses":
+        return loss_study(config, seeds).train(**where)
+    if name == "final":
+        return final_study(config, seeds, **where)[0].train(**where)
+    if name == "leakage":
+        return leakage_study(config, seeds).train(**where)
+    raise ValueError(f"unknown study {name!r}; valid: {', '.join(STUDIES)}")
+
+
 def table2_bars(paper: Mapping[str, Mapping[str, float]], study: Study, *, labels: Mapping[str, str]
                 ) -> pd.DataFrame:
     """Accuracy (%) per row of a paper table: the paper's, and ours (mean over seeds) where trained."""

@@ -62,3 +62,15 @@ def test_failing_chapter_is_named_and_leaves_no_output(tmp_path):
     executed = root / "book" / "executed"
     assert not (executed / "01_data.ipynb").exists()
     assert (executed / "01_data.failed.ipynb").exists()
+
+
+def test_only_needs_the_other_chapters_first(tmp_path, data_dir):
+    from skinlib.book import build_book
+
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "_config.yml").write_text("title: t\n")
+    with pytest.raises(BookError, match=r"--only needs the other chapters executed first \(missing: 01_data"):
+        build_book("smoke", only=["04_attention"], root=root, data_dir=data_dir, runs_dir=tmp_path / "runs")
+    with pytest.raises(ValueError, match="unknown chapter"):
+        build_book("smoke", only=["99_nothing"], root=root, data_dir=data_dir, runs_dir=tmp_path / "runs")
