@@ -137,9 +137,22 @@ def execute_chapter(name: str, params: dict[str, Any], *, root: Path) -> float:
         tmp.unlink(missing_ok=True)
         target.unlink(missing_ok=True)
         raise
+    _fold_parameter_cells(tmp)
     os.replace(tmp, target)
     failed.unlink(missing_ok=True)
     return time.perf_counter() - start
+
+
+def _fold_parameter_cells(path: Path) -> None:
+    """Fold the parameter cells (the notebook's and papermill's injected one) behind a toggle in the book."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "hide-input" not in tags:
+            tags.append("hide-input")
+    nbformat.write(nb, path)
 
 
 def build_html(root: Path) -> Path:

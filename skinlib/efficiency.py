@@ -123,3 +123,27 @@ def onnx_parity(model: nn.Module, path: str, *, image_size: int = 224, batch: in
     got = torch.softmax(torch.from_numpy(logits), 1).numpy()
     diff = float(abs(got - expected).max())
     return {"max_abs_diff": diff, "within_tolerance": diff <= atol, "atol": atol}
+
+
+def measure_throughput(model: nn.Module, *, image_size: int = 224, batch: int = 256, steps: int = 20,
+                       device: str | torch.device = "cuda") -> dict[str, float]:
+    """Inference images/s on ``device`` (bf16 autocast and channels-last on CUDA), after warm-up."""
+    import time
+
+    device = torch.device(device)
+    model = model.eval().to(device, memory_format=torch.channels_last if device.type == "cuda"
+                            else torch.preserve_format)
+    x = torch.randn(batch, 3, image_size, image_size, device=device)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for _ in range(3):
+            model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return {"images_per_s": batch * steps / (time.perf_counter() - start), "batch": batch}

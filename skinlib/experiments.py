@@ -281,3 +281,22 @@ def scalars_of(run: Run) -> dict[str, float]:
     """The scalar metrics of a run's internal test predictions."""
     y, probs, _ = arrays(run.predictions())
     return scalar_metrics(y, probs)
+
+
+def cam_mask_scores(run: Run, *, data_dir: str | os.PathLike | None = None, device: str = "auto",
+                    limit: int | None = None) -> pd.DataFrame:
+    """Grad-CAM (predicted class) of a run's test images and the share of CAM mass on the lesion mask."""
+    from skinlib.data import cached_images
+    from skinlib.data.masks import find_masks, load_masks
+    from skinlib.explain import gradcam, mask_score_table
+    from skinlib.inference import load_model
+
+    index = held_out_index(run, data_dir)
+    preds = run.predictions()["pred"].to_numpy()
+    if limit is not None:
+        index, preds = index.head(limit), preds[:limit]
+    size = run.config.image_size
+    images = cached_images(index["path"].tolist(), size)
+    masks = load_masks(find_masks(index, data_dir).tolist(), size)
+    cams = gradcam(load_model(run, device=device), images, image_size=size, targets=list(preds))
+    return mask_score_table(index, cams, masks, preds)

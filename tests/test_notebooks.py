@@ -13,7 +13,14 @@ from skinlib.book import CHAPTERS, BookError, execute_chapter
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # smaller than the smoke profile so that the test run stays short
-TINY = {"profile": "smoke", "image_size": 32, "epochs": 1, "subset": 0.03, "bn_momentum": 0.1, "device": "cpu"}
+TINY = {"profile": "smoke", "image_size": 32, "epochs": 1, "subset": 0.03, "bn_momentum": 0.1, "device": "cpu",
+        "n_boot": 20, "latency_runs": 2, "seeds": [0]}
+
+
+@pytest.fixture(scope="module")
+def shared_runs(tmp_path_factory):
+    """One run store for all chapters, as in a real build: later chapters reuse earlier runs."""
+    return tmp_path_factory.mktemp("runs")
 
 
 def test_every_chapter_has_a_notebook():
@@ -34,9 +41,9 @@ def test_notebook_is_clean_with_one_parameters_cell(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_under_papermill(path, tmp_path, data_dir):
+def test_notebook_runs_under_papermill(path, tmp_path, data_dir, shared_runs):
     declared = papermill.inspect_notebook(str(path))
-    params = {k: v for k, v in {**TINY, "data_dir": str(data_dir), "runs_dir": str(tmp_path / "runs")}.items()
+    params = {k: v for k, v in {**TINY, "data_dir": str(data_dir), "runs_dir": str(shared_runs)}.items()
               if k in declared}
     out = tmp_path / path.name
     papermill.execute_notebook(str(path), str(out), parameters=params, kernel_name="python3",
@@ -74,3 +81,19 @@ def test_only_needs_the_other_chapters_first(tmp_path, data_dir):
         build_book("smoke", only=["04_attention"], root=root, data_dir=data_dir, runs_dir=tmp_path / "runs")
     with pytest.raises(ValueError, match="unknown chapter"):
         build_book("smoke", only=["99_nothing"], root=root, data_dir=data_dir, runs_dir=tmp_path / "runs")
+
+
+def test_a_missing_glue_key_fails_the_build(tmp_path):
+    from skinlib.book import build_html
+
+    root = tmp_path / "book"
+    root.mkdir()
+    (root / "_config.yml").write_text('title: t\nexecute:\n  execute_notebooks: "off"\n')
+    (root / "_toc.yml").write_text("format: jb-book\nroot: page\n")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Page\n\nThe value is {glue:text}`never_glued`."),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, root / "page.ipynb")
+    with pytest.raises(BookError, match="never_glued"):
+        build_html(root)
+    assert not (root / "_build" / "html").exists(), "a failed build leaves no book behind"
