@@ -147,7 +147,9 @@ def ablation_bars(table: pd.DataFrame, *, value: str, low: str | None = None, hi
     x = np.arange(len(table))
     y = table[value].to_numpy(dtype=float)
     if low is not None and high is not None:
-        err = np.vstack([y - table[low].to_numpy(dtype=float), table[high].to_numpy(dtype=float) - y])
+        # a percentile interval may sit beside a skewed estimate; never draw a negative error bar
+        err = np.clip(np.vstack([y - table[low].to_numpy(dtype=float), table[high].to_numpy(dtype=float) - y]),
+                      0, None)
     elif sd is not None:
         err = table[sd].to_numpy(dtype=float)
     else:

@@ -40,7 +40,7 @@ from skinlib.data.pipeline import BatchIterator, WorkerBatches
 from skinlib.evaluate import classification_metrics
 from skinlib.io import atomic_write, atomic_write_json, atomic_write_text
 from skinlib.losses import make_loss
-from skinlib.models import create_model
+from skinlib.models import check_image_size, create_model
 from skinlib.runs import Run, RunConfig
 
 log = logging.getLogger(__name__)
@@ -320,6 +320,7 @@ def fit(
     ``force=True`` deletes the folder and trains from scratch; ``skip_bad`` drops
     bad metadata rows (with a warning) instead of failing.
     """
+    check_image_size(config.model, config.image_size)
     run = Run.for_config(config, runs_dir)
     if run.finished and not force:
         log.info("reusing finished run %s (no training)", run.path)

@@ -127,5 +127,7 @@ def test_device_and_option_errors():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="valid: auto, cpu, cuda, mps"):
         resolve_device("tpu")
+    with pytest.raises(ValueError, match="ghostnetv2_100 needs image_size >= 64"):
+        fit(RunConfig(model="ghostnetv2_100", image_size=32))
     with pytest.raises(ValueError, match="valid: adamw, sgd"):
         train.make_optimizer(RunConfig(optimizer="lamb"), torch.nn.Linear(2, 2))

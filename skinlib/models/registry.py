@@ -12,18 +12,32 @@ log = logging.getLogger(__name__)
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
+_MIN_SIZE: dict[str, int] = {}
 
 
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: register ``builder(num_classes=..., **kwargs) -> nn.Module`` under ``name``."""
+def register_model(name: str, *, min_image_size: int = 32) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder(num_classes=..., **kwargs) -> nn.Module`` under ``name``.
+
+    ``min_image_size`` is the smallest input side the architecture accepts.
+    """
 
     def wrap(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = builder
+        _MIN_SIZE[name] = min_image_size
         return builder
 
     return wrap
+
+
+def check_image_size(name: str, image_size: int) -> None:
+    """Raise ``ValueError`` when ``image_size`` is below what model ``name`` accepts."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
+    if image_size < _MIN_SIZE[name]:
+        raise ValueError(f"{name} needs image_size >= {_MIN_SIZE[name]} (its last stage pools the "
+                         f"feature map further), got {image_size}")
 
 
 def list_models() -> list[str]:

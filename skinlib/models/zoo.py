@@ -104,7 +104,7 @@ def efficientnet_b0(*, num_classes: int = 7) -> nn.Module:
     return torchvision.models.efficientnet_b0(num_classes=num_classes)
 
 
-@register_model("ghostnetv2_100")
+@register_model("ghostnetv2_100", min_image_size=64)
 def ghostnetv2_100(*, num_classes: int = 7) -> nn.Module:
     """timm GhostNetV2 1.0x."""
     import timm
