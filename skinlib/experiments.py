@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skinlib.evaluate import bootstrap_ci, format_ci, format_mean_sd, paired_bootstrap, scalar_metrics, summarize_seeds
+from skinlib.evaluate import bootstrap_ci, format_ci, format_mean_sd, paired_bootstrap, summarize_seeds
 from skinlib.inference import arrays
 from skinlib.runs import Run, RunConfig
 from skinlib.train import fit
@@ -275,12 +275,6 @@ def best_by_validation(study: Study) -> str:
     """The variant with the highest mean validation ``bacc`` (never the test set)."""
     means = {label: float(np.mean(study.metrics(label, "bacc", part="val"))) for label in study.runs}
     return max(means, key=means.get)
-
-
-def scalars_of(run: Run) -> dict[str, float]:
-    """The scalar metrics of a run's internal test predictions."""
-    y, probs, _ = arrays(run.predictions())
-    return scalar_metrics(y, probs)
 
 
 def cam_mask_scores(run: Run, *, data_dir: str | os.PathLike | None = None, device: str = "auto",

@@ -80,3 +80,15 @@ def test_masks_of_the_real_data(ham_index, data_dir):
     masks = load_masks(find_masks(sample, data_dir).tolist(), 32)
     assert masks.shape == (5, 32, 32) and masks.dtype == bool
     assert 0.01 < masks.mean() < 0.99
+
+
+def test_throughput_and_latency_helpers_on_the_cpu():
+    from skinlib.efficiency import measure_latency, measure_throughput
+
+    model = create_model("mobilenet_v3_small")
+    t = measure_throughput(model, image_size=64, batch=4, steps=2, device="cpu")
+    assert t["images_per_s"] > 0 and t["batch"] == 4
+    lat = measure_latency(model, image_size=64, runs=3, warmup=1, threads=1)
+    assert 0 < lat["median_ms"] <= lat["p90_ms"] and lat["runs"] == 3
+    with pytest.raises(ValueError, match="runs must be"):
+        measure_latency(model, runs=0)
