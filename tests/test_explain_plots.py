@@ -92,3 +92,14 @@ def test_throughput_and_latency_helpers_on_the_cpu():
     assert 0 < lat["median_ms"] <= lat["p90_ms"] and lat["runs"] == 3
     with pytest.raises(ValueError, match="runs must be"):
         measure_latency(model, runs=0)
+
+
+def test_data_figures(ham_index):
+    sample = ham_index.groupby("dx").head(3)
+    fig = plots.class_distribution(sample)
+    assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 7
+    fig = plots.images_per_lesion(ham_index)
+    assert len(fig.axes[0].patches) == ham_index.groupby("lesion_id").size().nunique()
+    images = np.zeros((len(sample), 3, 16, 16), dtype=np.uint8)
+    fig = plots.montage(images, sample, per_class=3)
+    assert len(fig.axes) == 21
