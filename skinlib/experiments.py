@@ -52,10 +52,8 @@ def run_name(config: RunConfig) -> str:
 
 
 def variant(config: RunConfig, **changes: Any) -> RunConfig:
-    """``config`` with ``changes``, canonically named. BatchNorm options apply to MobileNets only."""
+    """``config`` with ``changes``, canonically named."""
     config = config.replace(**changes)
-    if not config.model.startswith("mobilenet"):
-        config = config.replace(model_kwargs={k: v for k, v in config.model_kwargs.items() if k != "bn_momentum"})
     return config.replace(name=run_name(config))
 
 

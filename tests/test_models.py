@@ -168,3 +168,13 @@ def test_parameter_audit_explains_the_paper_counts():
 def test_flops_of_mobilenet_v3_small():
     # about 56 M multiply-adds at 224 px, counted as 2 FLOPs each
     assert 0.10e9 < count_flops(create_model("mobilenet_v3_small")) < 0.13e9
+
+
+def test_bn_momentum_applies_to_every_batchnorm():
+    for name in ("mobilenet_v3_small", "resnet18"):
+        model = create_model(name, bn_momentum=0.2)
+        assert {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == {0.2}
+    assert {m.momentum for m in create_model("mobilenet_v3_small").modules() if isinstance(m, nn.BatchNorm2d)} \
+        == {0.01}, "torchvision's own momentum is kept by default"
+    with pytest.raises(ValueError, match="bn_momentum must be in"):
+        create_model("resnet18", bn_momentum=0)

@@ -45,17 +45,36 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, num_classes: int = 7, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
+def set_bn_momentum(model: nn.Module, momentum: float | None) -> nn.Module:
+    """Set the running-statistics momentum of every BatchNorm layer (``None`` keeps the model's own).
+
+    torchvision's MobileNetV3 uses 0.01 (the TensorFlow reference's 0.99 decay;
+    the other zoo models use PyTorch's 0.1): right for ~10k steps, but in a run of
+    a few hundred steps its running statistics do not converge and evaluation
+    collapses to the majority class. The ``smoke`` profile therefore sets 0.1.
+    """
+    if momentum is not None:
+        if not 0 < momentum <= 1:
+            raise ValueError(f"bn_momentum must be in (0, 1], got {momentum}")
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = momentum
+    return model
+
+
+def create_model(name: str, num_classes: int = 7, pretrained: bool | str = False, *,
+                 bn_momentum: float | None = None, **kwargs: Any) -> nn.Module:
     """Build a registered model with a ``num_classes`` head.
 
     ``pretrained`` is ``False`` (random initialisation), ``True`` (ImageNet
     weights from the torchvision / timm cache) or a path to a local state dict.
+    ``bn_momentum`` sets every BatchNorm layer's momentum (see :func:`set_bn_momentum`).
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    model = _REGISTRY[name](num_classes=num_classes, **kwargs)
+    model = set_bn_momentum(_REGISTRY[name](num_classes=num_classes, **kwargs), bn_momentum)
     if pretrained:
         from skinlib.models.weights import load_pretrained
 

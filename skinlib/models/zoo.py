@@ -11,23 +11,6 @@ from skinlib.models.attention import ATTENTIONS, create_attention
 from skinlib.models.registry import register_model
 
 
-def set_bn_momentum(model: nn.Module, momentum: float | None) -> nn.Module:
-    """Set the running-statistics momentum of every BatchNorm layer (``None`` keeps the model's own).
-
-    torchvision's MobileNetV3 uses 0.01 (the TensorFlow reference's 0.99 decay):
-    right for ~10k steps, but in a run of a few hundred steps the running
-    statistics do not converge and evaluation collapses to the majority class.
-    The ``smoke`` profile therefore sets 0.1 (PyTorch's default).
-    """
-    if momentum is not None:
-        if not 0 < momentum <= 1:
-            raise ValueError(f"bn_momentum must be in (0, 1], got {momentum}")
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.momentum = momentum
-    return model
-
-
 def _init_like_torchvision(module: nn.Module) -> None:
     """The initialisation torchvision's MobileNetV3 gives its own layers, for inserted ones."""
     for m in module.modules():
@@ -59,19 +42,17 @@ def set_attention(model: nn.Module, kind: str) -> int:
 
 
 @register_model("mobilenet_v3_small")
-def mobilenet_v3_small(
-    *, num_classes: int = 7, attention: str = "se", bn_momentum: float | None = None
-) -> nn.Module:
+def mobilenet_v3_small(*, num_classes: int = 7, attention: str = "se") -> nn.Module:
     """torchvision MobileNetV3-Small with ``attention`` in its 9 SE slots (``se`` is the original)."""
     model = torchvision.models.mobilenet_v3_small(num_classes=num_classes)
     set_attention(model, attention)
-    return set_bn_momentum(model, bn_momentum)
+    return model
 
 
 def _register_attention_variant(kind: str) -> None:
     @register_model(f"mobilenet_v3_small_{kind}")
-    def build(*, num_classes: int = 7, bn_momentum: float | None = None) -> nn.Module:
-        return mobilenet_v3_small(num_classes=num_classes, attention=kind, bn_momentum=bn_momentum)
+    def build(*, num_classes: int = 7) -> nn.Module:
+        return mobilenet_v3_small(num_classes=num_classes, attention=kind)
 
     build.__doc__ = f"MobileNetV3-Small with ``{kind}`` attention in its 9 SE slots (the attention ablation)."
 
@@ -81,9 +62,9 @@ for _kind in ("none", "ca", "eca", "cbam"):
 
 
 @register_model("mobilenet_v3_small_caco")
-def mobilenet_v3_small_caco(*, num_classes: int = 7, bn_momentum: float | None = None) -> nn.Module:
+def mobilenet_v3_small_caco(*, num_classes: int = 7) -> nn.Module:
     """MobileNetV3-CaCo: SE followed by coordinate attention in the 9 slots (our reading of the paper)."""
-    return mobilenet_v3_small(num_classes=num_classes, attention="caco", bn_momentum=bn_momentum)
+    return mobilenet_v3_small(num_classes=num_classes, attention="caco")
 
 
 @register_model("resnet18")
