@@ -9,7 +9,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
         "profile": "smoke",
         "image_size": 64,
-        "epochs": 8,
+        "epochs": 6,
         "batch_size": 32,
         "lr": 3e-3,
         "subset": 0.1,
