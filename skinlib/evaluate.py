@@ -70,14 +70,20 @@ def ovr_auc(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return out
 
 
+def calibration_bins(y_true: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width bin of top-class confidence: sample count, correct count and confidence sum."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y_true)
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    return (np.bincount(which, minlength=bins), np.bincount(which, weights=correct, minlength=bins),
+            np.bincount(which, weights=conf, minlength=bins))
+
+
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
     """ECE of the top-class confidence over ``bins`` equal-width bins: ``Σ_b (n_b / N) |acc_b - conf_b|``."""
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
-    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
-    acc = np.bincount(which, weights=correct, minlength=bins)
-    cs = np.bincount(which, weights=conf, minlength=bins)
-    return float(np.abs(acc - cs).sum() / max(1, len(y_true)))
+    _, correct, confidence = calibration_bins(y_true, probs, bins)
+    return float(np.abs(correct - confidence).sum() / max(1, len(y_true)))
 
 
 def brier(y_true: np.ndarray, probs: np.ndarray) -> float:

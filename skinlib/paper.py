@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-CITATION = (
-    "Shi X., Fang R., Luo M., Liu T.-K. Skin Tumor Classification Based on Improved "
-    "MobileNetV3-Small. Computer Systems & Applications, 2023, 32(12): 120-128."
-)
-
 # accuracy %, BACC % (paper's eq. 8-11 = our bacc_paper), parameters in millions
 TABLE2: dict[str, dict[str, float]] = {
     "resnet18 (scratch)": {"accuracy": 89.88, "bacc_paper": 80.67, "params_m": 11.18},

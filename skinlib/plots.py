@@ -122,13 +122,12 @@ def roc_curves(y_true: np.ndarray, probs: np.ndarray, *, classes: Sequence[str] 
 
 
 def reliability_diagram(y_true: np.ndarray, probs: np.ndarray, *, bins: int = 15) -> Figure:
-    """Accuracy per confidence bin against the diagonal (top-class confidence), with bin counts."""
+    """Accuracy per top-class confidence bin (the bins of the ECE) against the diagonal; empty bins are left out."""
+    from skinlib.evaluate import calibration_bins
+
     style()
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == np.asarray(y_true)
-    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
-    n = np.bincount(which, minlength=bins)
-    acc = np.divide(np.bincount(which, weights=correct, minlength=bins), n, out=np.zeros(bins), where=n > 0)
+    n, correct, _ = calibration_bins(y_true, probs, bins)
+    acc = np.divide(correct, n, out=np.zeros(bins), where=n > 0)
     centres = (np.arange(bins) + 0.5) / bins
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     ax.bar(centres[n > 0], acc[n > 0], width=1 / bins, edgecolor="black", alpha=0.8, label="accuracy")
