@@ -19,11 +19,12 @@ from torch import nn
 from skinlib.data import CLASSES, cached_images, load_isic2018_test
 from skinlib.data.augment import Normalize
 from skinlib.data.pipeline import BatchIterator
+from skinlib.data.selection import fingerprint
 from skinlib.evaluate import classification_metrics
-from skinlib.io import atomic_write_json, atomic_write_text
+from skinlib.io import atomic_write_json
 from skinlib.models import create_model
-from skinlib.runs import Run
-from skinlib.train import Precision, predict, resolve_device
+from skinlib.runs import Run, load_checkpoint, prediction_columns, predictions_frame, write_predictions
+from skinlib.runtime import Precision, predict, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def load_model(run: Run, *, device: str | torch.device = "cpu") -> nn.Module:
         raise FileNotFoundError(f"run {run.path} has no best.pt; train it first (skinlib train / fit)")
     cfg = run.config
     model = create_model(cfg.model, num_classes=len(CLASSES), **cfg.model_kwargs)
-    state = torch.load(run.file("best.pt"), map_location="cpu", weights_only=False)
+    state = load_checkpoint(run.file("best.pt"), map_location="cpu")
     model.load_state_dict(state["model"])
     device = device if isinstance(device, torch.device) else resolve_device(device)
     return model.to(device).eval()
@@ -51,18 +52,9 @@ def predict_images(model: nn.Module, images: torch.Tensor, *, image_size: int, b
     return probs
 
 
-def predictions_frame(index: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
-    """``image_id, lesion_id, dx, label, pred, p_<class>...`` (the layout of a run's predictions.csv)."""
-    out = index[["image_id", "lesion_id", "dx", "label"]].copy().reset_index(drop=True)
-    out["pred"] = probs.argmax(1)
-    for i, c in enumerate(CLASSES):
-        out[f"p_{c}"] = probs[:, i]
-    return out
-
-
 def arrays(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels, probabilities and lesion ids from a predictions frame."""
-    probs = predictions[[f"p_{c}" for c in CLASSES]].to_numpy()
+    probs = predictions[prediction_columns(CLASSES)].to_numpy()
     return predictions["label"].to_numpy(), probs, predictions["lesion_id"].to_numpy()
 
 
@@ -78,15 +70,21 @@ def evaluate_external(
     if not run.finished:
         raise ValueError(f"run {run.path} is not finished; external evaluation needs its best weights")
     metrics_file, preds_file = run.file("isic2018_metrics.json"), run.file("isic2018_predictions.csv")
+    index = load_isic2018_test(data_dir)
+    data = fingerprint(index, source=str(index.attrs.get("source", "")))
     if metrics_file.is_file() and preds_file.is_file() and not force:
         import json
 
-        return json.loads(metrics_file.read_text())
-    index = load_isic2018_test(data_dir)
+        cached = json.loads(metrics_file.read_text())
+        if cached.get("data", {}).get("key") == data.key:
+            return cached
+        log.info("external predictions of %s were made on other data (%s); predicting again on %s",
+                 run.path.name, cached.get("data", {}).get("key", "unknown"), data.describe())
     images = cached_images(index["path"].tolist(), run.config.image_size, cache_dir=cache_dir)
     probs = predict_images(load_model(run, device=device), images, image_size=run.config.image_size)
-    atomic_write_text(preds_file, predictions_frame(index, probs).to_csv(index=False))
-    metrics = {"dataset": EXTERNAL["isic2018"], **classification_metrics(index["label"].to_numpy(), probs)}
+    write_predictions(preds_file, predictions_frame(index, probs, CLASSES))
+    metrics = {"dataset": EXTERNAL["isic2018"], "data": data.to_dict(),
+               **classification_metrics(index["label"].to_numpy(), probs)}
     atomic_write_json(metrics_file, metrics)
     log.info("run %s on ISIC 2018 test: accuracy %.4f bacc %.4f", run.path.name, metrics["accuracy"], metrics["bacc"])
     return metrics
@@ -94,4 +92,4 @@ def evaluate_external(
 
 def external_predictions(run: Run) -> pd.DataFrame:
     """The ISIC 2018 test predictions written by :func:`evaluate_external`."""
-    return pd.read_csv(run.file("isic2018_predictions.csv"), dtype={"image_id": str, "lesion_id": str})
+    return run.predictions("isic2018_predictions.csv")

@@ -3,18 +3,63 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _pid_of(name: str) -> int | None:
+    """The writer's pid in a temporary's name (``.<target>.<pid>.tmp``), if it carries one."""
+    parts = name.split(".")
+    return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+STALE_TMP_SECONDS = 24 * 3600.0
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete hidden ``.*.tmp`` files in ``folder`` left by killed writers.
+
+    A temporary whose name carries a pid is stale when that process is gone; any
+    other is stale after ``STALE_TMP_SECONDS``. Returns what was removed.
+    """
+    removed = []
+    now = time.time()
+    for path in Path(folder).glob(".*.tmp"):
+        pid = _pid_of(path.name)
+        try:
+            stale = not _alive(pid) if pid is not None else now - path.stat().st_mtime > STALE_TMP_SECONDS
+            if stale:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:
+            continue
+    if removed:
+        log.info("removed %d temporary file(s) left by killed processes in %s", len(removed), folder)
+    return removed
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{os.getpid()}.tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))

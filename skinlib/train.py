@@ -34,37 +34,30 @@ from torch import nn
 from tqdm import tqdm
 
 from skinlib import __version__
-from skinlib.data import CLASSES, cached_images, load_ham10000, make_split, save_split, split_parts, subsample
+from skinlib.data import CLASSES, make_split, save_split
 from skinlib.data.augment import BatchAugment, Normalize
 from skinlib.data.pipeline import BatchIterator, WorkerBatches
+from skinlib.data.selection import DataSelection, part_tensors, select_data
 from skinlib.evaluate import classification_metrics
 from skinlib.io import atomic_write, atomic_write_json, atomic_write_text
 from skinlib.losses import make_loss
 from skinlib.models import check_image_size, create_model
-from skinlib.runs import Run, RunConfig
+from skinlib.runs import (
+    DATA_FILE,
+    Run,
+    RunConfig,
+    RunFileError,
+    load_checkpoint,
+    predictions_frame,
+    read_history,
+    write_predictions,
+)
+from skinlib.runtime import Precision, predict, resolve_device, to_device
 
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "sgd")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 SAMPLERS = ("random", "balanced")
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU; asking for an absent device is an error."""
-    if device.split(":")[0] not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but CUDA is not available here; use device='auto' or 'cpu'")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was asked for but MPS is not available here; use device='auto' or 'cpu'")
-    return torch.device(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -130,36 +123,31 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def load_data(
     config: RunConfig,
+    selection: DataSelection,
     *,
     device: torch.device,
-    data_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
-    skip_bad: bool = False,
     distributed: Distributed = Distributed(),
 ) -> tuple[Data, pd.DataFrame]:
-    """Index, subset, split and cache the images; return the batch iterators and the split table."""
+    """Split the selected rows, take their cached images and return the batch iterators and the split table."""
     if config.sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {config.sampler!r}; valid: {', '.join(SAMPLERS)}")
     if config.batch_size % distributed.world_size:
         raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible by the "
                          f"{distributed.world_size} processes")
-    full = load_ham10000(data_dir, skip_bad=skip_bad)
-    index = subsample(full, fraction=config.subset, seed=config.split_seed) if config.subset else full
-    split = make_split(index, scheme=config.split, fractions=config.fractions, seed=config.split_seed)
-    parts = split_parts(index, split)
-    images = cached_images(full["path"].tolist(), config.image_size, cache_dir=cache_dir)
-    row_of = pd.Series(np.arange(len(full)), index=full["image_id"])
-    tensors = {}
-    for name, frame in parts.items():
-        if len(frame) == 0:
-            raise ValueError(f"the {name} part is empty; use a larger subset (now {config.subset})")
-        rows = torch.tensor(row_of.loc[frame["image_id"]].to_numpy())
-        tensors[name] = (images[rows], torch.tensor(frame["label"].to_numpy()))
+    per_rank_batch = config.batch_size // distributed.world_size
+    if per_rank_batch < 2:
+        raise ValueError(f"batch_size {config.batch_size} gives {per_rank_batch} image per process; BatchNorm "
+                         f"needs at least 2: use a batch size of at least {2 * distributed.world_size}")
+    split = make_split(selection.index, scheme=config.split, fractions=config.fractions, seed=config.split_seed)
+    parts, tensors = part_tensors(selection, split, image_size=config.image_size, cache_dir=cache_dir)
     train_x, train_y = tensors["train"]
+    if len(train_y) < per_rank_batch * distributed.world_size:
+        raise ValueError(f"the training part has {len(train_y)} images, fewer than one batch of "
+                         f"{config.batch_size}; lower the batch size or use more data")
     counts = torch.bincount(train_y, minlength=len(CLASSES))
     weights = (1.0 / counts.clamp(min=1).double())[train_y] if config.sampler == "balanced" else None
     augment = BatchAugment(size=config.image_size)
-    per_rank_batch = config.batch_size // distributed.world_size
     if device.type == "cpu" and config.num_workers > 0 and distributed.world_size == 1:
         train: BatchIterator | WorkerBatches = WorkerBatches(
             train_x, train_y, batch_size=per_rank_batch, transform=augment, num_workers=config.num_workers,
@@ -197,28 +185,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-class Precision:
-    """Mixed precision on CUDA (bf16 where supported, else fp16 with a scaler); fp32 elsewhere."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.enabled = device.type == "cuda"
-        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
-
-    def autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.enabled)
-
-    @property
-    def name(self) -> str:
-        return {torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype] if self.enabled else "fp32"
-
-
-def _prepare(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
-
-
 def train_one_epoch(
     model: nn.Module,
     batches: Any,
@@ -237,7 +203,7 @@ def train_one_epoch(
     seen = steps = 0
     start = time.perf_counter()
     for x, y in tqdm(batches, desc="train", leave=False, disable=not progress, mininterval=2):
-        x, y = _prepare(x, device), y.to(device, non_blocking=True)
+        x, y = to_device(x, device), y.to(device, non_blocking=True)
         with precision.autocast():
             logits = model(x)
         loss = loss_fn(logits.float(), y)
@@ -259,23 +225,6 @@ def train_one_epoch(
             f"training loss became {total}; lower the learning rate (now {scheduler.get_last_lr()[0]:.2e})")
     return {"loss_sum": total, "correct": float(correct.item()), "images": seen, "steps": steps,
             "seconds": seconds}
-
-
-@torch.no_grad()
-def predict(model: nn.Module, batches: Any, loss_fn: nn.Module, precision: Precision
-            ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mean loss, class probabilities and labels over evaluation batches (evaluation mode)."""
-    model.eval()
-    losses, probs, labels = 0.0, [], []
-    for x, y in batches:
-        x, y = _prepare(x, precision.device), y.to(precision.device)
-        with precision.autocast():
-            logits = model(x).float()
-        losses += loss_fn(logits, y).item() * len(y)
-        probs.append(torch.softmax(logits, 1).cpu())
-        labels.append(y.cpu())
-    y_all = torch.cat(labels).numpy()
-    return losses / len(y_all), torch.cat(probs).numpy(), y_all
 
 
 def _save(obj: Any, path: Any) -> None:
@@ -314,15 +263,20 @@ def fit(
     force: bool = False,
     skip_bad: bool = False,
 ) -> Run:
-    """Train ``config`` (or reuse its finished run) and return the :class:`Run`.
+    """Train ``config`` on the data found in ``data_dir`` (or reuse its finished run) and return the :class:`Run`.
 
-    An unfinished run folder with a ``last.pt`` is resumed from its last epoch;
-    ``force=True`` deletes the folder and trains from scratch; ``skip_bad`` drops
-    bad metadata rows (with a warning) instead of failing.
+    The run folder is keyed by the config and the fingerprint of the data actually
+    used (after ``skip_bad`` and ``subset``), so other data never reuses a run. An
+    unfinished run with a ``last.pt`` is resumed from its last epoch; ``force=True``
+    deletes the folder and trains from scratch; ``skip_bad`` drops bad metadata rows
+    (with a warning) instead of failing. A per-run lock makes a second process wait
+    for the first and then reuse its result.
     """
     check_image_size(config.model, config.image_size)
-    run = Run.for_config(config, runs_dir)
+    selection = select_data(data_dir, subset=config.subset, seed=config.split_seed, skip_bad=skip_bad)
+    run = Run.for_config(config, selection.fingerprint.key, runs_dir)
     if run.finished and not force:
+        run.check_complete()
         log.info("reusing finished run %s (no training)", run.path)
         return run
     device = resolve_device(config.device)
@@ -330,17 +284,75 @@ def fit(
     if distributed.world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", distributed.local_rank)
         torch.cuda.set_device(device)
+    lock = run.lock() if distributed.main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        distributed.barrier()
+        if run.finished and not force:  # another process finished it while this one waited
+            run.check_complete()
+            log.info("reusing run %s, finished by another process meanwhile", run.path)
+            return run
+        return _train(run, selection, device=device, distributed=distributed, cache_dir=cache_dir, force=force,
+                      lock=lock)
+    finally:
+        if lock is not None:
+            lock.release()
+        if distributed.owns_group:
+            dist.destroy_process_group()
+
+
+def _resume_state(run: Run, device: torch.device) -> dict[str, Any] | None:
+    """The last checkpoint of an unfinished run, checked up front (its history and best weights included)."""
+    if not run.file("last.pt").is_file():
+        return None
+    ckpt = load_checkpoint(run.file("last.pt"), map_location=device)
+    if "history" not in ckpt:  # checkpoints of skinlib <= 0.1 kept the history in history.csv only
+        ckpt["history"] = read_history(run.file("history.csv")).head(ckpt["epoch"]).to_dict("records")
+    if len(ckpt["history"]) != ckpt["epoch"]:
+        raise RunFileError(f"{run.file('last.pt')} records {ckpt['epoch']} epochs but a history of "
+                           f"{len(ckpt['history'])}; pass --force (force=True) to retrain {run.path.name}")
+    if ckpt["best_epoch"] > 0 and not run.file("best.pt").is_file():
+        raise RunFileError(f"run {run.path} lacks best.pt (the weights of epoch {ckpt['best_epoch']}), so it "
+                           "cannot be finished; pass --force (force=True) to retrain it")
+    return ckpt
+
+
+def _train(run: Run, selection: DataSelection, *, device: torch.device, distributed: Distributed,
+           cache_dir: str | os.PathLike | None, force: bool, lock: Any) -> Run:
+    config = run.config
     if distributed.main:
         if force and run.path.exists():
             shutil.rmtree(run.path)
+        created = not run.path.exists()
         run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.file("config.yaml"), yaml.safe_dump(config.to_dict(), sort_keys=False))
+        atomic_write_json(run.file(DATA_FILE), selection.fingerprint.to_dict())
     distributed.barrier()
+    try:
+        resume = _resume_state(run, device)
+        return _train_epochs(run, selection, resume, device=device, distributed=distributed, cache_dir=cache_dir,
+                             lock=lock)
+    except BaseException:
+        # a run that failed before its first epoch leaves no folder behind as clutter
+        if distributed.main and created and not run.file("last.pt").is_file():
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
 
+
+def _is_better(val: dict[str, float], val_loss: float, state: dict[str, Any]) -> bool:
+    """Higher validation ``bacc`` wins; a tie goes to the lower validation loss."""
+    if val["bacc"] != state["best_bacc"]:
+        return val["bacc"] > state["best_bacc"]
+    return val_loss < state.get("best_loss", math.inf)
+
+
+def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | None, *, device: torch.device,
+                  distributed: Distributed, cache_dir: str | os.PathLike | None, lock: Any) -> Run:
+    config = run.config
     configure_determinism(config.deterministic, device)
     seed_everything(config.seed)
-    data, split = load_data(config, device=device, data_dir=data_dir, cache_dir=cache_dir, skip_bad=skip_bad,
-                            distributed=distributed)
+    data, split = load_data(config, selection, device=device, cache_dir=cache_dir, distributed=distributed)
     if distributed.main:
         save_split(split, run.file("split.csv"))
 
@@ -356,20 +368,20 @@ def fit(
     loss_fn = make_loss(config.loss, data.class_counts).to(device)
     precision = Precision(device)
 
-    state = {"epoch": 0, "best_bacc": -1.0, "best_epoch": 0, "bad_epochs": 0}
+    state: dict[str, Any] = {"epoch": 0, "best_bacc": -1.0, "best_loss": math.inf, "best_epoch": 0,
+                             "bad_epochs": 0}
     history: list[dict[str, Any]] = []
-    if run.file("last.pt").is_file():
-        ckpt = torch.load(run.file("last.pt"), map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        precision.scaler.load_state_dict(ckpt["scaler"])
-        state = {k: ckpt[k] for k in state}
-        history = pd.read_csv(run.file("history.csv")).head(state["epoch"]).to_dict("records")
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        precision.scaler.load_state_dict(resume["scaler"])
+        state = {k: resume.get(k, state[k]) for k in state}
+        history = list(resume["history"])
         log.info("resuming %s after epoch %d", run.path, state["epoch"])
 
     run.trained = True
-    bar = tqdm(range(state["epoch"], config.epochs), desc=config.run_id,
+    bar = tqdm(range(state["epoch"], config.epochs), desc=run.path.name,
                disable=not (config.progress and distributed.main), initial=state["epoch"], total=config.epochs)
     for epoch in bar:
         # every epoch is seeded from (seed, epoch): an interrupted run resumes to the same result
@@ -390,9 +402,9 @@ def fit(
         }
         history.append(row)
         state["epoch"] = epoch + 1
-        improved = val["bacc"] > state["best_bacc"]
+        improved = _is_better(val, val_loss, state)
         if improved:
-            state.update(best_bacc=val["bacc"], best_epoch=epoch + 1, bad_epochs=0)
+            state.update(best_bacc=val["bacc"], best_loss=val_loss, best_epoch=epoch + 1, bad_epochs=0)
         else:
             state["bad_epochs"] += 1
         if distributed.main:
@@ -402,7 +414,9 @@ def fit(
             atomic_write_text(run.file("history.csv"), pd.DataFrame(history).to_csv(index=False))
             _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                    "scheduler": scheduler.state_dict(), "scaler": precision.scaler.state_dict(),
-                   "config": config.to_dict(), **state}, run.file("last.pt"))
+                   "config": config.to_dict(), "history": history, **state}, run.file("last.pt"))
+            if lock is not None:
+                lock.heartbeat()
         distributed.barrier()
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_bacc=f"{val['bacc']:.3f}")
         log.info("epoch %d/%d train_loss %.4f val_bacc %.4f (%.0f img/s)", epoch + 1, config.epochs,
@@ -413,24 +427,19 @@ def fit(
 
     if distributed.main:
         _finish(run, model, data, loss_fn, precision, state, history,
-                _environment(device, precision, distributed))
+                _environment(device, precision, distributed), selection)
     distributed.barrier()
-    if distributed.owns_group:
-        dist.destroy_process_group()
     return run
 
 
 def _finish(run: Run, model: nn.Module, data: Data, loss_fn: nn.Module, precision: Precision,
-            state: dict, history: list[dict[str, Any]], environment: dict[str, Any]) -> None:
+            state: dict, history: list[dict[str, Any]], environment: dict[str, Any], selection: DataSelection
+            ) -> None:
     """Evaluate the best weights on the test part once; write predictions, then metrics.json last."""
-    best = torch.load(run.file("best.pt"), map_location=precision.device, weights_only=False)
+    best = load_checkpoint(run.file("best.pt"), map_location=precision.device)
     model.load_state_dict(best["model"])
     test_loss, probs, y = predict(model, data.test, loss_fn, precision)
-    preds = data.parts["test"][["image_id", "lesion_id", "dx", "label"]].copy()
-    preds["pred"] = probs.argmax(1)
-    for i, c in enumerate(CLASSES):
-        preds[f"p_{c}"] = probs[:, i]
-    atomic_write_text(run.file("predictions.csv"), preds.to_csv(index=False))
+    write_predictions(run.file("predictions.csv"), predictions_frame(data.parts["test"], probs, CLASSES))
     best_row = next(r for r in history if r["epoch"] == state["best_epoch"])
     metrics = {
         "test": {**classification_metrics(y, probs), "loss": test_loss},
@@ -442,6 +451,7 @@ def _finish(run: Run, model: nn.Module, data: Data, loss_fn: nn.Module, precisio
         "class_counts_train": dict(zip(CLASSES, data.class_counts)),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config_hash": run.config.config_hash(),
+        "data": selection.fingerprint.to_dict(),
         "environment": environment,
     }
     atomic_write_json(run.file("metrics.json"), metrics)

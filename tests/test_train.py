@@ -12,18 +12,20 @@ import torch
 
 import skinlib.train as train
 from skinlib.runs import Run, RunConfig
-from skinlib.train import fit, resolve_device
+from skinlib.runtime import resolve_device
+from skinlib.train import fit
 
 TINY = dict(name="tiny", image_size=32, epochs=1, batch_size=16, subset=0.03, device="cpu", progress=False,
             model_kwargs={"bn_momentum": 0.1})
-RUN_FILES = {"config.yaml", "split.csv", "history.csv", "best.pt", "last.pt", "predictions.csv", "metrics.json"}
+RUN_FILES = {"config.yaml", "data.json", "split.csv", "history.csv", "best.pt", "last.pt", "predictions.csv", "metrics.json"}
 
 
 def test_one_epoch_writes_a_complete_run_and_is_reused(tmp_path, caplog):
     config = RunConfig(**TINY)
     run = fit(config, runs_dir=tmp_path)
     assert run.trained and run.finished
-    assert run.path == tmp_path / config.run_id
+    assert run.path.parent == tmp_path and run.path.name.startswith("tiny-")
+    assert run.data()["images"] == sum(run.metrics()["images"].values())
     assert {p.name for p in run.path.iterdir()} == RUN_FILES
     history = run.history()
     assert list(history["epoch"]) == [1]
@@ -52,7 +54,7 @@ def test_one_epoch_writes_a_complete_run_and_is_reused(tmp_path, caplog):
 
 
 def _weights(run: Run, name: str = "last.pt") -> dict:
-    return torch.load(run.file(name), map_location="cpu", weights_only=False)["model"]
+    return torch.load(run.file(name), map_location="cpu", weights_only=True)["model"]
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
@@ -71,7 +73,8 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "train_one_epoch", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         fit(config, runs_dir=tmp_path / "b")
-    interrupted = Run.for_config(config, tmp_path / "b")
+    [folder] = (tmp_path / "b").glob("resume-*")
+    interrupted = Run.open(folder)
     assert not interrupted.finished and len(interrupted.history()) == 1
     monkeypatch.setattr(train, "train_one_epoch", real)
     resumed = fit(config, runs_dir=tmp_path / "b")

@@ -10,6 +10,7 @@ it instead of decoding again.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skinlib.io import atomic_write_json
+from skinlib.io import atomic_write_json, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,37 @@ def decode_image(path: str | os.PathLike, size: int) -> np.ndarray:
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), RESAMPLE, reducing_gap=3.0)
     return np.array(rgb, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def decode_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be decoded as an image of at least 8x8 pixels, or ``None`` when it can."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.width < 8 or im.height < 8:
+                return f"image is only {im.width}x{im.height}"
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL raises these for broken files
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def decode_problems(paths: Sequence[str | os.PathLike], *, cache_dir: str | os.PathLike | None = None,
+                    workers: int | None = None) -> list[str | None]:
+    """:func:`decode_problem` for every path, remembered per image set in the cache folder (decoded once)."""
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    memo = folder / f"decode-check-{len(paths)}-{cache_key(paths, 0)}.json"
+    if memo.is_file():
+        try:
+            return json.loads(memo.read_text())["problems"]
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+            log.warning("ignoring the damaged decode check %s", memo)
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        found = list(pool.map(decode_problem, paths))
+    try:
+        atomic_write_json(memo, {"problems": found})
+    except OSError as exc:  # a read-only cache folder only costs the memo
+        log.warning("cannot remember the decode check in %s: %s", memo, exc)
+    return found
 
 
 def cache_key(paths: Sequence[str | os.PathLike], size: int) -> str:
@@ -93,20 +125,53 @@ def cached_images(
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = cache_key(paths, size)
     target = folder / f"images-{size}px-{len(paths)}-{key}.npy"
-    if target.is_file():
+    shape = (len(paths), 3, size, size)
+    if target.is_file() and _intact(target, shape):
         log.info("image cache hit: %s", target)
     else:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        log.info("decoding %d images at %d px into %s", len(paths), size, target)
-        try:
-            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size))
-            _decode_into(arr, paths, size, workers)
-            arr.flush()
-            del arr
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        atomic_write_json(target.with_suffix(".json"), {"size": size, "images": [Path(p).name for p in paths]})
+        _build(target, paths, size, shape, workers)
     # copy-on-write mapping: pages are shared and read lazily; the file is never modified
     return torch.from_numpy(np.load(target, mmap_mode="c"))
+
+
+def _intact(target: Path, shape: tuple[int, ...]) -> bool:
+    """Whether a cache file has the shape its name and JSON side-car promise and its full size on disk."""
+    try:
+        side = json.loads(target.with_suffix(".json").read_text())
+        arr = np.load(target, mmap_mode="r")
+        ok = (arr.shape == shape and arr.dtype == np.uint8 and side.get("shape", list(shape)) == list(shape)
+              and target.stat().st_size == arr.offset + arr.nbytes)
+        del arr
+    except (OSError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        log.warning("image cache %s is damaged (%s); rebuilding it", target, exc)
+        return False
+    if not ok:
+        log.warning("image cache %s does not match its side-car (expected %s); rebuilding it", target, shape)
+    return ok
+
+
+def _build(target: Path, paths: Sequence[str | os.PathLike], size: int, shape: tuple[int, ...],
+           workers: int | None) -> None:
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except PermissionError as exc:
+        raise PermissionError(f"cannot create the image cache folder {folder} ({exc.strerror}); set "
+                              f"{CACHE_ENV} or --cache-dir to a writable folder") from exc
+    remove_stale_temporaries(folder)
+    tmp = folder / f".{target.name}.{os.getpid()}.tmp"
+    log.info("decoding %d images at %d px into %s", len(paths), size, target)
+    try:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        _decode_into(arr, paths, size, workers)
+        arr.flush()
+        del arr
+        # the side-car first: a cache file never exists without the shape it must have
+        atomic_write_json(target.with_suffix(".json"), {"size": size, "shape": list(shape),
+                                                        "images": [Path(p).name for p in paths]})
+        os.replace(tmp, target)
+    except PermissionError as exc:
+        raise PermissionError(f"cannot write the image cache in {folder} ({exc.strerror}); set {CACHE_ENV} "
+                              "or --cache-dir to a writable folder") from exc
+    finally:
+        tmp.unlink(missing_ok=True)

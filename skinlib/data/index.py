@@ -13,10 +13,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from skinlib.data.cache import decode_problems
 from skinlib.data.info import CLASS_TO_LABEL, CLASSES, HAM10000_METADATA_COLUMNS, IMAGE_SUFFIXES
-from skinlib.data.paths import ISIC_TEST_ENV, resolve_data_dir
+from skinlib.data.paths import ISIC_TEST_ENV, find_named, resolve_data_dir, walk_files
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +29,12 @@ _SHOWN = 10  # offenders listed by name per kind of problem
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a dataset: its kind, the offending item and a detail."""
+    """One thing wrong with a dataset: its kind, the offending item, a detail and its metadata row."""
 
     kind: str
     item: str
     detail: str = ""
+    row: int | None = None  # position in the metadata table; None for problems not tied to one row
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.item}" + (f" ({self.detail})" if self.detail else "")
@@ -43,8 +46,8 @@ class Problems:
 
     items: list[Problem] = field(default_factory=list)
 
-    def add(self, kind: str, item: str, detail: str = "") -> None:
-        self.items.append(Problem(kind, item, detail))
+    def add(self, kind: str, item: str, detail: str = "", row: int | None = None) -> None:
+        self.items.append(Problem(kind, item, detail, row))
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -66,27 +69,26 @@ class Problems:
 
 
 def find_images(root: Path) -> dict[str, Path]:
-    """Map every image file stem under ``root`` to its path (first in sorted order wins)."""
+    """Map every image file stem under ``root`` to its path (first in sorted order wins; links followed)."""
     found: dict[str, Path] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
+    for folder, filenames in walk_files(root):
+        for name in filenames:
             stem, suffix = os.path.splitext(name)
             if suffix.lower() in IMAGE_SUFFIXES and stem not in found:
-                found[stem] = Path(dirpath) / name
+                found[stem] = folder / name
     return found
 
 
 def _find_file(root: Path, names: tuple[str, ...], what: str, fix: str) -> Path:
-    for name in names:
-        direct = root / name
-        if direct.is_file():
-            return direct
-    for name in names:
-        hits = sorted(root.rglob(name))
-        if hits:
-            return hits[0]
-    raise FileNotFoundError(f"no {what} ({' or '.join(names)}) found under {root}; {fix}")
+    hits = [root / name for name in names if (root / name).is_file()]
+    if not hits:
+        hits = [hit for name in names for hit in find_named(root, name)]
+    if not hits:
+        raise FileNotFoundError(f"no {what} ({' or '.join(names)}) found under {root}; {fix}")
+    if len(hits) > 1:
+        log.warning("several %s files under %s; using %s and ignoring %s (pass the folder of the one you "
+                    "want as the data directory)", what, root, hits[0], ", ".join(map(str, hits[1:])))
+    return hits[0]
 
 
 def find_ham10000_metadata(root: Path) -> Path:
@@ -98,10 +100,23 @@ def find_ham10000_metadata(root: Path) -> Path:
 
 
 def read_metadata(path: Path) -> pd.DataFrame:
-    """Read a metadata table, comma- or tab-separated, with string ids."""
+    """Read a metadata table, comma- or tab-separated, with string ids.
+
+    A UTF-8 byte-order mark (as spreadsheet programs write) is stripped, and rows
+    with every cell empty (``,,,,,,`` left by spreadsheets) are dropped with a warning.
+    """
     sep = "\t" if path.suffix.lower() == ".tab" else None
-    meta = pd.read_csv(path, sep=sep, engine="python", dtype={"lesion_id": str, "image_id": str, "dx": str})
+    try:
+        meta = pd.read_csv(path, sep=sep, engine="python", encoding="utf-8-sig",
+                           dtype={"lesion_id": str, "image_id": str, "dx": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read metadata file {path}: {exc}; it must be a comma- or tab-separated "
+                         "table with a header row (lesion_id, image_id, dx, ...), saved as UTF-8") from exc
     meta.columns = [str(c).strip().strip('"') for c in meta.columns]
+    blank = meta.isna().all(axis=1)
+    if blank.any():
+        log.warning("ignoring %d empty row(s) of %s (rows with every cell blank)", int(blank.sum()), path)
+        meta = meta[~blank].reset_index(drop=True)
     return meta
 
 
@@ -117,15 +132,26 @@ def check_index(meta: pd.DataFrame, images: dict[str, Path], source: Path) -> Pr
             f"HAM10000 metadata needs {list(HAM10000_METADATA_COLUMNS)}."
         )
     problems = Problems()
-    for _, row in meta[~meta["dx"].isin(CLASSES)].iterrows():
-        problems.add("unknown dx", str(row["image_id"]), f"dx={row['dx']!r}, valid: {', '.join(CLASSES)}")
-    for image_id in meta.loc[meta["image_id"].duplicated(), "image_id"]:
-        problems.add("duplicate image_id", str(image_id))
-    for image_id in meta.loc[meta["lesion_id"].isna() | (meta["lesion_id"] == ""), "image_id"]:
-        problems.add("missing lesion_id", str(image_id))
-    for image_id in meta["image_id"]:
-        if image_id not in images:
-            problems.add("missing image file", str(image_id), f"no {image_id}.jpg under {source.parent}")
+    ids = meta["image_id"].tolist()
+
+    def name(pos: int) -> str:
+        value = ids[pos]
+        return str(value) if isinstance(value, str) and value.strip() else f"row {pos + 2} of {source.name}"
+
+    no_id = meta["image_id"].isna() | (meta["image_id"].astype(str).str.strip() == "")
+    for pos in np.flatnonzero(no_id):
+        problems.add("missing image_id", name(pos), row=int(pos))
+    for pos in np.flatnonzero(~meta["dx"].isin(CLASSES).to_numpy()):
+        problems.add("unknown dx", name(pos), f"dx={meta['dx'].iloc[pos]!r}, valid: {', '.join(CLASSES)}",
+                     row=int(pos))
+    for pos in np.flatnonzero((meta["lesion_id"].isna() | (meta["lesion_id"] == "")).to_numpy()):
+        problems.add("missing lesion_id", name(pos), row=int(pos))
+    for pos in np.flatnonzero((~no_id).to_numpy()):
+        if ids[pos] not in images:
+            problems.add("missing image file", name(pos), f"no {ids[pos]}.jpg under {source.parent}", row=int(pos))
+    dup = (meta["image_id"].duplicated(keep=False) & ~no_id).to_numpy()
+    for pos in np.flatnonzero(dup & meta["image_id"].duplicated().to_numpy()):
+        problems.add("duplicate image_id", name(pos), f"row {pos + 2} repeats an earlier row", row=int(pos))
     return problems
 
 
@@ -138,14 +164,14 @@ def _apply_problems(raw: RawIndex, skip_bad: bool) -> pd.DataFrame:
             f"{len(problems.items)} problem(s) in {source}:\n{problems.summary()}\n"
             "Fix the data, or pass skip_bad=True (CLI: --skip-bad) to drop these rows."
         )
-    bad = {p.item for p in problems.items}
-    log.warning(
-        "DROPPING %d bad row(s) of %s because skip_bad=True:\n%s", len(bad), source, problems.summary()
-    )
-    # keep the first of duplicated ids when that row is otherwise fine
-    dup = {p.item for p in problems.items if p.kind == "duplicate image_id"}
-    other = bad - dup
-    keep = ~meta["image_id"].isin(other) & ~(meta["image_id"].isin(dup) & meta["image_id"].duplicated())
+    # rows with a problem of their own go; of the rest, the first copy of each image_id stays
+    own = {p.row for p in problems.items if p.row is not None and p.kind != "duplicate image_id"}
+    keep = np.ones(len(meta), dtype=bool)
+    keep[list(own)] = False
+    kept = meta[keep]
+    keep[np.flatnonzero(keep)[kept["image_id"].duplicated().to_numpy()]] = False
+    log.warning("DROPPING %d bad row(s) of %s because skip_bad=True (%d kept):\n%s", int((~keep).sum()), source,
+                int(keep.sum()), problems.summary())
     return meta[keep]
 
 
@@ -173,25 +199,38 @@ def raw_ham10000(data_dir: str | os.PathLike | None = None) -> RawIndex:
     root = resolve_data_dir(data_dir)
     source = find_ham10000_metadata(root)
     meta = read_metadata(source)
-    images = find_images(source.parent if _has_images(source.parent) else root)
+    images = find_images(source.parent)
+    if not images and source.parent != root:
+        images = find_images(root)
     return RawIndex(meta, images, source, check_index(meta, images, source))
+
+
+def add_decode_problems(raw: RawIndex, *, cache_dir: str | os.PathLike | None = None) -> None:
+    """Decode every image of ``raw`` once and add an ``unreadable image`` problem per file that fails."""
+    meta = raw.meta
+    ids = [(pos, i) for pos, i in enumerate(meta["image_id"]) if isinstance(i, str) and i in raw.images]
+    why = decode_problems([raw.images[i] for _, i in ids], cache_dir=cache_dir)
+    for (pos, image_id), reason in zip(ids, why):
+        if reason is not None:
+            raw.problems.add("unreadable image", image_id, f"{raw.images[image_id]}: {reason}", row=pos)
 
 
 def load_ham10000(data_dir: str | os.PathLike | None = None, *, skip_bad: bool = False) -> pd.DataFrame:
     """Index HAM10000: ``image_id, lesion_id, dx, label, path`` plus the other metadata columns.
 
     Raises ``ValueError`` naming every offending row (unknown ``dx``, duplicate ids,
-    missing image files) unless ``skip_bad`` is set, which drops them with a warning.
-    Image decodability is checked by :func:`skinlib.data.verify`, not here.
+    missing image files) unless ``skip_bad`` is set, which drops them with a warning;
+    with ``skip_bad`` every image is also decoded once (remembered in the image cache
+    folder) and undecodable ones are dropped too. Without it, decodability is checked
+    by :func:`skinlib.data.verify` and by the decoded-image cache, which names a bad file.
     """
     raw = raw_ham10000(data_dir)
+    if skip_bad:
+        add_decode_problems(raw)
     index = _finish(_apply_problems(raw, skip_bad), raw.images)
+    index.attrs["source"] = str(raw.source)
     log.info("HAM10000 index: %d images, %d lesions from %s", len(index), index["lesion_id"].nunique(), raw.source)
     return index
-
-
-def _has_images(folder: Path) -> bool:
-    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("ISIC_*"))
 
 
 def find_isic2018_test_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -205,7 +244,7 @@ def find_isic2018_test_dir(data_dir: str | os.PathLike | None = None) -> Path:
         data_dir = os.environ[ISIC_TEST_ENV]
     root = resolve_data_dir(data_dir)
     for base in (root, root.parent):
-        hits = sorted(base.rglob(ISIC_TEST_GT_NAME)) if base.is_dir() else []
+        hits = find_named(base, ISIC_TEST_GT_NAME) if base.is_dir() else []
         if hits:
             return hits[0].parent
     raise FileNotFoundError(
@@ -222,7 +261,7 @@ def raw_isic2018_test(data_dir: str | os.PathLike | None = None) -> RawIndex:
     """
     folder = find_isic2018_test_dir(data_dir)
     source = folder / ISIC_TEST_GT_NAME
-    gt = pd.read_csv(source, dtype={"image": str})
+    gt = pd.read_csv(source, dtype={"image": str}, encoding="utf-8-sig")
     onehot = [c.upper() for c in CLASSES]
     missing = [c for c in ["image", *onehot] if c not in gt.columns]
     if missing:
@@ -239,4 +278,8 @@ def raw_isic2018_test(data_dir: str | os.PathLike | None = None) -> RawIndex:
 def load_isic2018_test(data_dir: str | os.PathLike | None = None, *, skip_bad: bool = False) -> pd.DataFrame:
     """Index the official ISIC 2018 Task 3 test set (1,512 images), same columns as HAM10000."""
     raw = raw_isic2018_test(data_dir)
-    return _finish(_apply_problems(raw, skip_bad), raw.images)
+    if skip_bad:
+        add_decode_problems(raw)
+    index = _finish(_apply_problems(raw, skip_bad), raw.images)
+    index.attrs["source"] = str(raw.source)
+    return index

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from skinlib.data.paths import resolve_data_dir
+from skinlib.data.paths import resolve_data_dir, walk_files
 
 MASK_SUFFIX = "_segmentation"
 
@@ -22,11 +22,11 @@ def find_masks(index: pd.DataFrame, data_dir: str | os.PathLike | None = None) -
     """
     root = resolve_data_dir(data_dir)
     found: dict[str, Path] = {}
-    for dirpath, _, filenames in os.walk(root):
+    for folder, filenames in walk_files(root):
         for name in filenames:
             stem, ext = os.path.splitext(name)
             if stem.endswith(MASK_SUFFIX) and ext.lower() == ".png":
-                found.setdefault(stem[: -len(MASK_SUFFIX)], Path(dirpath) / name)
+                found.setdefault(stem[: -len(MASK_SUFFIX)], folder / name)
     missing = [i for i in index["image_id"] if i not in found]
     if missing:
         raise FileNotFoundError(

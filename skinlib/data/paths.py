@@ -7,10 +7,14 @@ variable, then ``data/`` in the project, then ``../shared/data/`` beside it
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from skinlib.data.info import HAM10000_URLS
+
+log = logging.getLogger(__name__)
 
 DATA_ENV = "SKINLIB_DATA_DIR"
 ISIC_TEST_ENV = "SKINLIB_ISIC2018_TEST_DIR"
@@ -48,21 +52,49 @@ def _no_data_message(tried: list[Path]) -> str:
     )
 
 
+def _checked_dir(path: Path, what: str) -> Path:
+    if path.is_file():
+        raise FileNotFoundError(f"{what} {path} is a file, not a folder; pass the folder that holds the data "
+                                f"(perhaps {path.parent})")
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {path} does not exist; pass an existing folder, or run "
+                                "`skinlib data verify` with no --data-dir to see where data is looked for")
+    return path.resolve()
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Return the data directory to use, or raise ``FileNotFoundError`` saying how to get it."""
     if data_dir is not None and str(data_dir) != "":
-        path = Path(data_dir).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"data directory {path} does not exist (given explicitly)")
-        return path.resolve()
+        return _checked_dir(Path(data_dir).expanduser(), "data directory (given explicitly)")
     env = os.environ.get(DATA_ENV)
     if env:
-        path = Path(env).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"{DATA_ENV}={env} is not a directory; fix or unset it")
-        return path.resolve()
+        return _checked_dir(Path(env).expanduser(), f"{DATA_ENV}")
     tried = default_data_candidates()
     for cand in tried:
         if cand.is_dir():
             return cand.resolve()
     raise FileNotFoundError(_no_data_message(tried))
+
+
+def walk_files(root: Path) -> Iterator[tuple[Path, list[str]]]:
+    """``(folder, sorted file names)`` for every folder under ``root``, in sorted order.
+
+    Symbolic links to folders are followed (a common way to point at a data disk);
+    a folder reached twice through links (a loop, or two links to one place) is
+    visited once.
+    """
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            log.debug("skipping %s: already visited through another link", dirpath)
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        yield Path(dirpath), sorted(filenames)
+
+
+def find_named(root: Path, name: str) -> list[Path]:
+    """Every file called ``name`` under ``root`` (links followed), in sorted order."""
+    return [folder / name for folder, files in walk_files(root) if name in files]

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
-from skinlib.data.index import Problems, raw_ham10000, raw_isic2018_test
+from skinlib.data.index import Problems, add_decode_problems, raw_ham10000, raw_isic2018_test
 from skinlib.data.info import CLASSES
 
 log = logging.getLogger(__name__)
@@ -41,18 +38,6 @@ class VerifyReport:
         return head + f"\nFAILED: {len(self.problems.items)} problem(s)\n" + self.problems.summary()
 
 
-def decode_problem(path: Path) -> str | None:
-    """Return why ``path`` cannot be decoded as an RGB image, or ``None`` when it can."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.width < 8 or im.height < 8:
-                return f"image is only {im.width}x{im.height}"
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL raises these for broken files
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 def verify(
     data_dir: str | os.PathLike | None = None, *, dataset: str = "ham10000", decode: bool = True
 ) -> VerifyReport:
@@ -64,14 +49,9 @@ def verify(
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
     raw = raw_ham10000(data_dir) if dataset == "ham10000" else raw_isic2018_test(data_dir)
-    meta, images, problems = raw.meta, raw.images, raw.problems
+    meta, problems = raw.meta, raw.problems
     if decode:
-        present = [(i, images[i]) for i in meta["image_id"] if i in images]
-        workers = min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(workers) as pool:
-            for (image_id, path), why in zip(present, pool.map(decode_problem, [p for _, p in present])):
-                if why is not None:
-                    problems.add("unreadable image", image_id, f"{path}: {why}")
+        add_decode_problems(raw)
     counts = meta["dx"].value_counts().to_dict()
     report = VerifyReport(dataset, raw.source, len(meta), counts, meta["lesion_id"].nunique(), problems)
     log.info("verify %s: %d rows, %d problems", dataset, len(meta), len(problems.items))

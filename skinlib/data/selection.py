@@ -1,0 +1,96 @@
+"""The data a training run uses: the index rows after ``skip_bad`` and ``subset``, their
+fingerprint (part of the run's identity), and their decoded image tensors per split part.
+
+The fingerprint covers, per row in index order, ``image_id``, ``lesion_id``, ``dx`` and
+the image file's byte size. Modification times are left out on purpose: the same files
+copied to another disk or machine are the same data (a results bundle stays valid),
+while a re-encoded or replaced image changes its size, and any added, dropped or
+relabelled row changes the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from skinlib.data.cache import cached_images
+from skinlib.data.index import load_ham10000
+from skinlib.data.split import split_parts, subsample
+
+FINGERPRINT_VERSION = 1
+
+
+def check_subset(subset: float | None) -> None:
+    """``None`` (all data) or a fraction in (0, 1]; anything else is an error naming the value."""
+    if subset is None:
+        return
+    if isinstance(subset, bool) or not isinstance(subset, (int, float)) or not 0 < subset <= 1:
+        raise ValueError(f"subset must be a fraction in (0, 1] (1 or none = all data), got {subset!r}")
+
+
+@dataclass(frozen=True)
+class DataFingerprint:
+    """What identifies a run's data: a short key and a human description."""
+
+    key: str
+    images: int
+    lesions: int
+    source: str
+
+    def describe(self) -> str:
+        return f"{self.images} images / {self.lesions} lesions from {self.source} (data key {self.key})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "images": self.images, "lesions": self.lesions, "source": self.source,
+                "version": FINGERPRINT_VERSION}
+
+
+def fingerprint(index: pd.DataFrame, *, source: str = "") -> DataFingerprint:
+    """The fingerprint of an index (``image_id, lesion_id, dx, path`` per row, order kept)."""
+    h = hashlib.sha256(f"skinlib-data-v{FINGERPRINT_VERSION}".encode())
+    for image_id, lesion_id, dx, path in index[["image_id", "lesion_id", "dx", "path"]].itertuples(index=False):
+        h.update(f"\n{image_id}|{lesion_id}|{dx}|{os.stat(path).st_size}".encode())
+    return DataFingerprint(h.hexdigest()[:12], len(index), int(index["lesion_id"].nunique()), source)
+
+
+@dataclass
+class DataSelection:
+    """The full index (the decoded-image cache covers all of it), the rows a run uses, and their fingerprint."""
+
+    full: pd.DataFrame
+    index: pd.DataFrame
+    fingerprint: DataFingerprint
+
+
+def select_data(data_dir: str | os.PathLike | None = None, *, subset: float | None = None, seed: int = 0,
+                skip_bad: bool = False) -> DataSelection:
+    """Load HAM10000 (dropping bad rows when ``skip_bad``), take the lesion-grouped ``subset``, fingerprint it."""
+    check_subset(subset)
+    full = load_ham10000(data_dir, skip_bad=skip_bad)
+    index = subsample(full, fraction=subset, seed=seed) if subset is not None and subset < 1 else full
+    source = str(full.attrs.get("source", data_dir or ""))
+    return DataSelection(full, index, fingerprint(index, source=source))
+
+
+def part_tensors(selection: DataSelection, split: pd.DataFrame, *, image_size: int,
+                 cache_dir: str | os.PathLike | None = None
+                 ) -> tuple[dict[str, pd.DataFrame], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Index rows and ``(uint8 images, labels)`` of each split part, from the decoded-image cache."""
+    parts = split_parts(selection.index, split)
+    full = selection.full
+    images = cached_images(full["path"].tolist(), image_size, cache_dir=cache_dir)
+    row_of = pd.Series(np.arange(len(full)), index=full["image_id"])
+    tensors = {}
+    for name, frame in parts.items():
+        if len(frame) == 0:
+            raise ValueError(f"the {name} part of the split is empty ({len(selection.index)} images in all); "
+                             "use a larger subset or more data")
+        rows = torch.tensor(row_of.loc[frame["image_id"]].to_numpy())
+        tensors[name] = (images[rows], torch.tensor(frame["label"].to_numpy()))
+    return parts, tensors

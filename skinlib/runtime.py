@@ -1,0 +1,70 @@
+"""Where and how a model executes: device choice, mixed precision, batches onto the device,
+and a batched prediction pass. Training and inference both import from here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; asking for an absent device is an error."""
+    if device.split(":")[0] not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available here; use device='auto' or 'cpu'")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for but MPS is not available here; use device='auto' or 'cpu'")
+    return torch.device(device)
+
+
+class Precision:
+    """Mixed precision on CUDA (bf16 where supported, else fp16 with a scaler); fp32 elsewhere."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.enabled = device.type == "cuda"
+        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
+
+    def autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.enabled)
+
+    @property
+    def name(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype] if self.enabled else "fp32"
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on ``device`` (channels-last on CUDA)."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Any, loss_fn: nn.Module, precision: Precision
+            ) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean loss, class probabilities and labels over evaluation batches (evaluation mode)."""
+    model.eval()
+    losses = torch.zeros((), device=precision.device, dtype=torch.float64)
+    probs, labels = [], []
+    for x, y in batches:
+        x, y = to_device(x, precision.device), y.to(precision.device)
+        with precision.autocast():
+            logits = model(x).float()
+        losses += loss_fn(logits, y).double() * len(y)
+        probs.append(torch.softmax(logits, 1))
+        labels.append(y)
+    y_all = torch.cat(labels).cpu().numpy()
+    return losses.item() / len(y_all), torch.cat(probs).cpu().numpy(), y_all
