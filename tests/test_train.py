@@ -17,7 +17,8 @@ from skinlib.train import fit
 
 TINY = dict(name="tiny", image_size=32, epochs=1, batch_size=16, subset=0.03, device="cpu", progress=False,
             model_kwargs={"bn_momentum": 0.1})
-RUN_FILES = {"config.yaml", "data.json", "split.csv", "history.csv", "best.pt", "last.pt", "predictions.csv", "metrics.json"}
+RUN_FILES = {"config.yaml", "data.json", "split.csv", "history.csv", "best.pt", "last.pt", "predictions.csv",
+             "metrics.json"}
 
 
 def test_one_epoch_writes_a_complete_run_and_is_reused(tmp_path, caplog):
