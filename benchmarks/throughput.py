@@ -26,7 +26,7 @@ from skinlib.data.augment import BatchAugment
 from skinlib.data.info import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.data.pipeline import BatchIterator
 from skinlib.models import create_model
-from skinlib.train import Precision, _prepare, resolve_device
+from skinlib.runtime import Precision, resolve_device, to_device
 
 
 class NaiveDataset(torch.utils.data.Dataset):
@@ -59,7 +59,7 @@ def train_rate(model, batches, precision, optimizer, max_steps: int) -> float:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start, seen = time.perf_counter(), 0
-        x, y = _prepare(x, device), y.to(device, non_blocking=True)
+        x, y = to_device(x, device), y.to(device, non_blocking=True)
         with precision.autocast():
             loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         optimizer.zero_grad(set_to_none=True)

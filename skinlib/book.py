@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skinlib.data.paths import project_root, resolve_data_dir
+from skinlib.data.paths import DATA_ENV, project_root, resolve_data_dir
 from skinlib.io import atomic_write_json
-from skinlib.profiles import comparable_with_paper, get_profile
-from skinlib.runs import runs_root
+from skinlib.profiles import PROFILES, comparable_with_paper, get_profile
+from skinlib.runs import RUNS_ENV, runs_root
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +77,102 @@ def chapter_parameters(path: Path, profile: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in profile.items() if k in declared}
 
 
-def profile_note(profile: str) -> Any:
-    """A visible admonition for every page built from a non-paper profile (IPython Markdown)."""
+def chapter_defaults(root: Path, chapters: tuple[str, ...] = CHAPTERS) -> dict[str, Any]:
+    """Every chapter's own parameters (not in the profiles) with their notebook defaults."""
+    out: dict[str, Any] = {}
+    for name in chapters:
+        path = root / "notebooks" / f"{name}.ipynb"
+        if path.is_file():
+            for key, info in notebook_parameters(path).items():
+                if key not in PROFILES["smoke"] and key not in ("profile", "data_dir", "runs_dir"):
+                    out[key] = _literal(info["default"])
+    return out
+
+
+def _literal(text: str) -> Any:
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _values_line(values: dict[str, Any]) -> str:
+    return ", ".join(f"`{k}` = `{json.dumps(v)}`" for k, v in values.items())
+
+
+def profile_note(profile: str, used: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> Any:
+    """The admonition heading every chapter: the profile, the values actually used, and whether the
+    numbers may be set against the paper's (IPython Markdown)."""
     from IPython.display import Markdown
 
+    used, overrides = used or {}, overrides or {}
+    values = f"\n\nValues used: {_values_line(used)}." if used else ""
+    changed = (f"\n\nChanged from the profile: {_values_line(overrides)}; the numbers below come from "
+               "these values, not from the profile's.") if overrides else ""
+    if comparable_with_paper(profile) and not overrides:
+        return Markdown(f":::{{note}}\nBuilt with the `{profile}` profile: full data, the paper's scale."
+                        f"{values}\n:::")
     if comparable_with_paper(profile):
-        return Markdown(
-            f":::{{note}}\nBuilt with the `{profile}` profile: full data, the paper's scale.\n:::")
+        return Markdown(f":::{{warning}}\nBuilt with the `{profile}` profile **with changes**, so not at the "
+                        f"paper's scale.{values}{changed}\n:::")
     return Markdown(
         f":::{{warning}}\nBuilt with the **`{profile}` profile**: a small subset, small images and a few "
         "epochs on a CPU, so that the whole book runs in minutes. **These numbers are not comparable "
-        "with the paper's.** Run `skinlib book --profile paper` on a GPU for those.\n:::")
+        f"with the paper's.** Run `skinlib book --profile paper` on a GPU for those.{values}{changed}\n:::")
+
+
+@dataclass
+class Chapter:
+    """What a chapter notebook works with: the profile's values after the caller's overrides."""
+
+    profile: str
+    params: dict[str, Any]
+    overrides: dict[str, Any]
+    data_dir: str | None = None
+    runs_dir: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(f"chapter has no parameter {name!r}; it has {', '.join(params)}")
+
+    @property
+    def where(self) -> dict[str, str | None]:
+        """The data and run-store folders as keyword arguments of the training functions."""
+        return {"data_dir": self.data_dir, "runs_dir": self.runs_dir}
+
+    @property
+    def config(self) -> Any:
+        """The base :class:`~skinlib.runs.RunConfig` of the chapter's runs."""
+        from skinlib.experiments import base_config
+
+        p = self.params
+        return base_config(image_size=p["image_size"], epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
+                           subset=p["subset"], bn_momentum=p["bn_momentum"], device=p["device"])
+
+
+def chapter(*, profile: str, data_dir: str | None = "", runs_dir: str | None = "", show: bool = True,
+            **params: Any) -> Chapter:
+    """Start a chapter notebook: resolve the profile, apply the parameters the caller set, quiet the logs.
+
+    A parameter left ``None`` takes the profile's value, so ``papermill ... -p profile paper``
+    runs at the paper's scale. Unknown names and values of the wrong type raise ``ValueError``.
+    The heading admonition (``show``) states the profile and every value used.
+    """
+    logging.basicConfig(level=logging.WARNING, force=True)
+    given = {k: v for k, v in params.items() if v is not None}
+    values = get_profile(profile, **given)
+    overrides = {k: v for k, v in given.items() if PROFILES[profile].get(k) != v}
+    used = {k: values[k] for k in params}
+    ctx = Chapter(profile, used, overrides, data_dir or None, runs_dir or None)
+    if show:
+        from IPython.display import display
+
+        display(profile_note(profile, used, overrides))
+    return ctx
 
 
 def glue_text(**values: Any) -> None:
@@ -183,15 +268,16 @@ def build_book(
 ) -> BookResult:
     """Execute the chapters for ``profile`` (all, or ``only`` some) and build the HTML book."""
     root_path = book_root(root)
-    values = get_profile(profile, **(params or {}))
-    values["data_dir"] = str(resolve_data_dir(data_dir))
-    values["runs_dir"] = str(runs_root(runs_dir))
+    values = get_profile(profile, extra=chapter_defaults(root_path), **(params or {}))
+    # the folders reach the notebooks through the environment: no machine path is printed in the book
+    folders = {DATA_ENV: str(resolve_data_dir(data_dir)), RUNS_ENV: str(runs_root(runs_dir))}
     chapters = list(CHAPTERS)
     if only:
         unknown = [c for c in only if c not in CHAPTERS]
         if unknown:
             raise ValueError(f"unknown chapter(s) {unknown}; valid: {', '.join(CHAPTERS)}")
         chapters = [c for c in CHAPTERS if c in only]
+    stamp = {**values, "data_dir": folders[DATA_ENV], "runs_dir": folders[RUNS_ENV]}
     executed_dir = root_path / "book" / "executed"
     stamp_file = executed_dir / PROFILE_FILE
     stamps = json.loads(stamp_file.read_text()) if stamp_file.is_file() else {}
@@ -201,20 +287,30 @@ def build_book(
         if missing:
             raise BookError(f"--only needs the other chapters executed first (missing: {', '.join(missing)}); "
                             f"run `skinlib book --profile {profile}` once without --only")
-        differ = [c for c in others if stamps[c] != values]
+        differ = [c for c in others if stamps[c] != stamp]
         if differ:
             log.warning("chapters %s were executed with other parameters than %s now", differ, chapters)
     html = root_path / "_build" / "html"
     shutil.rmtree(html, ignore_errors=True)  # never leave a stale book behind a failed run
     result = BookResult(html)
-    before = finished_runs(Path(values["runs_dir"]))
-    for name in chapters:
-        stamps.pop(name, None)
-        atomic_write_json(stamp_file, stamps)
-        result.executed[name] = execute_chapter(name, values, root=root_path)
-        stamps[name] = values
-        atomic_write_json(stamp_file, stamps)
-    after = finished_runs(Path(values["runs_dir"]))
+    runs_path = Path(folders[RUNS_ENV])
+    before = finished_runs(runs_path)
+    saved = {k: os.environ.get(k) for k in folders}
+    os.environ.update(folders)
+    try:
+        for name in chapters:
+            stamps.pop(name, None)
+            atomic_write_json(stamp_file, stamps)
+            result.executed[name] = execute_chapter(name, values, root=root_path)
+            stamps[name] = stamp
+            atomic_write_json(stamp_file, stamps)
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+    after = finished_runs(runs_path)
     result.trained = sorted(k for k, t in after.items() if before.get(k) != t)
     result.reused = sorted(k for k in after if k in before and before[k] == after[k])
     log.info("runs trained by this build: %d (%s)", len(result.trained), ", ".join(result.trained) or "none")

@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 CONFIG_PARAMS = ("image_size", "epochs", "batch_size", "lr", "device")
 
 
-def base_config(*, subset: float, bn_momentum: float | None, **params: Any) -> RunConfig:
-    """A :class:`RunConfig` from notebook parameters (subset 1.0 = all data; None keeps BatchNorm defaults)."""
+def base_config(*, subset: float, bn_momentum: float | str | None, **params: Any) -> RunConfig:
+    """A :class:`RunConfig` from notebook parameters (subset 1.0 = all data; ``bn_momentum`` ``"default"``
+    or ``None`` keeps each BatchNorm layer's own momentum)."""
     values = {k: params[k] for k in CONFIG_PARAMS if k in params}
-    kwargs = {} if bn_momentum is None else {"bn_momentum": bn_momentum}
+    kwargs = {} if bn_momentum in (None, "default") else {"bn_momentum": bn_momentum}
     return RunConfig(subset=None if subset >= 1 else subset, progress=False, model_kwargs=kwargs, **values)
 
 

@@ -1,8 +1,39 @@
-"""Named notebook parameter sets. A profile is only parameters; each can be overridden."""
+"""Named notebook parameter sets. A profile is only parameters; each can be overridden.
+
+:data:`PARAMETERS` declares every profile parameter with its type and meaning, in
+one place: overrides (``-p NAME VALUE``, papermill ``-p``, ``chapter(...)``) are
+checked against it, so an unknown name or a value of the wrong type is an error
+before anything runs.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A profile parameter: its type (a typing expression) and a one-line meaning."""
+
+    type: Any
+    help: str
+
+
+PARAMETERS: dict[str, Parameter] = {
+    "image_size": Parameter(int, "training and test image size in pixels"),
+    "epochs": Parameter(int, "training epochs"),
+    "batch_size": Parameter(int, "images per optimiser step"),
+    "lr": Parameter(float, "peak learning rate of AdamW with a cosine schedule"),
+    "subset": Parameter(float, "share of HAM10000 lesions used; 1.0 for all of them"),
+    "bn_momentum": Parameter(float | str, "BatchNorm momentum of every BatchNorm layer; 'default' keeps each "
+                                          "layer's own"),
+    "seed": Parameter(int, "seed of the split shown in the data chapter"),
+    "seeds": Parameter(list[int], "training seeds"),
+    "n_boot": Parameter(int, "bootstrap resamples for the confidence intervals"),
+    "pretrained": Parameter(bool, "start from ImageNet weights when they are present on this machine"),
+    "device": Parameter(str, "auto, cpu, cuda or mps"),
+}
 
 PROFILES: dict[str, dict[str, Any]] = {
     # any 2-core CPU, minutes: a lesion-grouped 10 % subset at 64 px, a few epochs, one seed
@@ -28,7 +59,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 64,
         "lr": 1e-3,
         "subset": 1.0,
-        "bn_momentum": None,
+        "bn_momentum": "default",
         "seed": 0,
         "seeds": [0, 1, 2],
         "n_boot": 1000,
@@ -38,10 +69,34 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def get_profile(name: str, **overrides: Any) -> dict[str, Any]:
-    """The parameters of profile ``name`` with ``overrides`` applied."""
+def check_parameter(name: str, value: Any, *, extra: dict[str, Any] | None = None) -> None:
+    """Raise ``ValueError`` for an unknown parameter (listing the valid ones) or a value of the wrong type.
+
+    ``extra`` maps further valid names (a chapter's own parameters) to an example value
+    whose type the value must share.
+    """
+    from skinlib.runs import check_type
+
+    extra = extra or {}
+    if name in PARAMETERS:
+        check_type(f"parameter {name}", value, PARAMETERS[name].type)
+        if name == "bn_momentum" and isinstance(value, str) and value != "default":
+            raise ValueError(f"parameter bn_momentum must be a number in (0, 1] or 'default', got {value!r}")
+    elif name in extra:
+        example = extra[name]
+        if example is not None and value is not None:
+            check_type(f"parameter {name}", value, float if type(example) is float else type(example))
+    else:
+        valid = sorted({*PARAMETERS, *extra})
+        raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(valid)}")
+
+
+def get_profile(name: str, *, extra: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """The parameters of profile ``name`` with ``overrides`` applied, each checked by name and type."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; valid: {', '.join(PROFILES)}")
+    for key, value in overrides.items():
+        check_parameter(key, value, extra=extra)
     return {**PROFILES[name], **overrides}
 
 

@@ -146,6 +146,9 @@ def _matches(value: Any, hint: Any) -> bool:
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         return isinstance(value, (tuple, list)) and all(_matches(v, args[0]) for v in value) if args else \
             isinstance(value, (tuple, list))
+    if origin is list:
+        args = typing.get_args(hint)
+        return isinstance(value, list) and (not args or all(_matches(v, args[0]) for v in value))
     if origin is not None:
         return isinstance(value, origin)
     return isinstance(value, hint)
@@ -156,6 +159,8 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(h) for h in typing.get_args(hint))
     if typing.get_origin(hint) is tuple:
         return "a list of numbers"
+    if typing.get_origin(hint) is list and typing.get_args(hint):
+        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
     return _TYPE_WORDS.get(typing.get_origin(hint) or hint, str(hint))
 
 

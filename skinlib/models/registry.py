@@ -46,9 +46,12 @@ def list_models() -> list[str]:
 
 
 def set_bn_momentum(model: nn.Module, momentum: float | None) -> nn.Module:
-    """Set the running-statistics momentum of every BatchNorm layer (``None`` keeps the model's own).
+    """Set the running-statistics momentum of every BatchNorm layer, inserted attention layers included.
 
-    torchvision's MobileNetV3 uses 0.01 (the TensorFlow reference's 0.99 decay;
+    ``None`` keeps each layer's own momentum: in the MobileNetV3 variants the
+    backbone's layers keep torchvision's 0.01, while the BatchNorms inside the
+    attention layers this library inserts (CA, CaCo, CBAM) keep PyTorch's 0.1, as in
+    the original coordinate-attention code. torchvision's MobileNetV3 uses 0.01 (the TensorFlow reference's 0.99 decay;
     the other zoo models use PyTorch's 0.1): right for ~10k steps, but in a run of
     a few hundred steps its running statistics do not converge and evaluation
     collapses to the majority class. The ``smoke`` profile therefore sets 0.1.
