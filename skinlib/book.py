@@ -68,7 +68,13 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     """The names and defaults a notebook declares in its ``parameters`` cell."""
     import papermill
 
-    return papermill.inspect_notebook(str(path))
+    quiet = logging.getLogger("papermill")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # inspecting is not executing: no "Input Notebook" lines
+    try:
+        return papermill.inspect_notebook(str(path))
+    finally:
+        quiet.setLevel(level)
 
 
 def chapter_parameters(path: Path, profile: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""Command line: ``skinlib ...`` / ``python -m skinlib ...``, thin wrappers over the library."""
+"""Command line: ``skinlib ...`` / ``python -m skinlib ...``, thin wrappers over the library.
+
+Expected failures (bad input, damaged run files, divergence, permissions, Ctrl-C)
+end in one ``error:`` line that says what to do; ``-v`` adds the traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,35 @@ import json
 import logging
 import os
 import sys
+import traceback
 from typing import Any
 
 import yaml
+
+from skinlib import __version__
+
+log = logging.getLogger("skinlib")
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
+
+
+def _yaml_value(name: str, text: str) -> Any:
+    """A ``-p NAME VALUE`` value parsed as YAML, naming the parameter when it does not parse."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"parameter {name}: cannot parse {text!r} as a YAML value ({yaml_problem(exc)})") from exc
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: _yaml_value(name, value) for name, value in args.param or []}
 
 
 def _data_verify(args: argparse.Namespace) -> int:
@@ -21,11 +51,10 @@ def _data_verify(args: argparse.Namespace) -> int:
 
 
 def _data_split(args: argparse.Namespace) -> int:
-    from skinlib.data import leakage_summary, load_ham10000, make_split, save_split, subsample
+    from skinlib.data import leakage_summary, make_split, save_split
+    from skinlib.data.selection import select_data
 
-    index = load_ham10000(args.data_dir, skip_bad=args.skip_bad)
-    if args.subset:
-        index = subsample(index, fraction=args.subset, seed=args.seed)
+    index = select_data(args.data_dir, subset=args.subset, seed=args.seed, skip_bad=args.skip_bad).index
     split = make_split(index, scheme=args.scheme, seed=args.seed, fractions=tuple(args.fractions))
     save_split(split, args.out)
     print(f"wrote {args.out}: {split['split'].value_counts().to_dict()}, leakage {leakage_summary(split)}")
@@ -41,27 +70,46 @@ def _data_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_FLAGS = ("name", "model", "image_size", "epochs", "batch_size", "lr", "seed", "split", "subset", "device",
+               "optimizer", "loss", "sampler", "patience", "num_workers")
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """A YAML file of RunConfig fields as a dict; a syntax error or a non-mapping names the file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            values = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {path} is not valid YAML: {yaml_problem(exc)}") from exc
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must be a mapping of RunConfig fields (key: value), "
+                         f"got a {type(values).__name__}")
+    return values
+
+
 def _train(args: argparse.Namespace) -> int:
     from skinlib.runs import RunConfig
     from skinlib.train import fit
 
-    values: dict[str, Any] = {}
-    if args.config:
-        with open(args.config) as fh:
-            values.update(yaml.safe_load(fh) or {})
-    for key in ("name", "model", "image_size", "epochs", "batch_size", "lr", "seed", "split", "subset", "device",
-                "optimizer", "loss", "sampler", "patience", "num_workers"):
+    values: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    for key in TRAIN_FLAGS:
         value = getattr(args, key)
         if value is not None:
             values[key] = value
     for flag in ("pretrained", "deterministic", "compile"):
         if getattr(args, flag):
             values[flag] = True
-    run = fit(RunConfig.from_dict(values), data_dir=args.data_dir, runs_dir=args.runs_dir, force=args.force,
+    try:
+        config = RunConfig.from_dict(values)  # types checked here, before any data is read
+    except TypeError as exc:
+        raise ValueError(f"invalid run configuration: {exc}") from exc
+    run = fit(config, data_dir=args.data_dir, runs_dir=args.runs_dir, cache_dir=args.cache_dir, force=args.force,
               skip_bad=args.skip_bad)
-    test = run.metrics()["test"]
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
+    test = run.metrics()["test"]
     print(f"{'trained' if run.trained else 'reused'} {run.path}")
     print(json.dumps({k: test[k] for k in ("accuracy", "bacc", "bacc_paper")}, indent=2))
     return 0
@@ -70,8 +118,8 @@ def _train(args: argparse.Namespace) -> int:
 def _book(args: argparse.Namespace) -> int:
     from skinlib.book import build_book
 
-    params = {name: yaml.safe_load(value) for name, value in args.param or []}
-    result = build_book(args.profile, data_dir=args.data_dir, params=params, only=args.only, runs_dir=args.runs_dir)
+    result = build_book(args.profile, data_dir=args.data_dir, params=_params(args), only=args.only,
+                        runs_dir=args.runs_dir)
     for name, seconds in result.executed.items():
         print(f"executed {name} in {seconds:.0f} s")
     print(f"runs trained: {len(result.trained)}; finished runs in the store untouched: {len(result.reused)}")
@@ -83,7 +131,7 @@ def _study(args: argparse.Namespace) -> int:
     from skinlib.experiments import base_config, run_study
     from skinlib.profiles import get_profile
 
-    params = get_profile(args.profile, **{name: yaml.safe_load(value) for name, value in args.param or []})
+    params = get_profile(args.profile, **_params(args))
     config = base_config(**{k: params[k] for k in ("image_size", "epochs", "batch_size", "lr", "subset",
                                                    "bn_momentum", "device")})
     study = run_study(args.name, config, params["seeds"], pretrained=params.get("pretrained", True),
@@ -112,99 +160,139 @@ def _weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="skinlib", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the ``None`` of options that are simply unset."""
 
-    data = sub.add_parser("data", help="dataset checks, splits and cache").add_subparsers(dest="action", required=True)
-    p = data.add_parser("verify", help="check a data folder; non-zero exit when anything is wrong")
-    p.add_argument("--data-dir")
-    p.add_argument("--dataset", default="ham10000", choices=["ham10000", "isic2018_test"])
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from skinlib.data.verify import DATASETS
+    from skinlib.experiments import STUDIES
+    from skinlib.profiles import PARAMETERS, PROFILES
+    from skinlib.runtime import DEVICES
+    from skinlib.train import OPTIMIZERS, SAMPLERS
+
+    fmt = {"formatter_class": _Formatter}
+    parser = argparse.ArgumentParser(prog="skinlib", description=__doc__.splitlines()[0], **fmt)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"skinlib {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument("--data-dir", help="HAM10000 folder (default: $SKINLIB_DATA_DIR, data/, ../shared/data/)")
+    skip_bad = argparse.ArgumentParser(add_help=False)
+    skip_bad.add_argument("--skip-bad", action="store_true",
+                          help="drop bad metadata rows and undecodable images (loudly) instead of failing")
+    cache = argparse.ArgumentParser(add_help=False)
+    cache.add_argument("--cache-dir", help="decoded-image cache (default: $SKINLIB_CACHE_DIR or ~/.cache/skinlib)")
+    runs = argparse.ArgumentParser(add_help=False)
+    runs.add_argument("--runs-dir", help="run store (default: $SKINLIB_RUNS_DIR or runs/ in the repository)")
+    profile = argparse.ArgumentParser(add_help=False)
+    profile.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                         help="override a profile parameter, VALUE parsed as YAML (e.g. -p epochs 16); "
+                              f"names: {', '.join(PARAMETERS)}")
+
+    data = sub.add_parser("data", help="dataset checks, splits and cache", **fmt).add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = data.add_parser("verify", parents=[data_dir], help="check a data folder; non-zero exit when anything is wrong",
+                        **fmt)
+    p.add_argument("--dataset", default="ham10000", choices=DATASETS, help="which data set to check")
     p.add_argument("--no-decode", action="store_true", help="skip decoding every image (faster)")
     p.set_defaults(func=_data_verify)
-    p = data.add_parser("split", help="write a train/val/test split as CSV")
-    p.add_argument("--data-dir")
-    p.add_argument("--scheme", default="lesion", choices=["lesion", "image"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.1, 0.2])
-    p.add_argument("--subset", type=float)
-    p.add_argument("--skip-bad", action="store_true", help="drop bad metadata rows (loudly) instead of failing")
-    p.add_argument("--out", required=True)
+    p = data.add_parser("split", parents=[data_dir, skip_bad], help="write a train/val/test split as CSV", **fmt)
+    p.add_argument("--scheme", default="lesion", choices=["lesion", "image"],
+                   help="lesion: no lesion in two parts; image: the leaky per-image split")
+    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.1, 0.2], metavar=("TRAIN", "VAL", "TEST"),
+                   help="shares of the three parts")
+    p.add_argument("--subset", type=float, help="a lesion-grouped share of the data in (0, 1]")
+    p.add_argument("--out", required=True, help="CSV file to write")
     p.set_defaults(func=_data_split)
-    p = data.add_parser("cache", help="decode and resize every image once into the cache")
-    p.add_argument("--data-dir")
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--cache-dir")
-    p.add_argument("--skip-bad", action="store_true")
+    p = data.add_parser("cache", parents=[data_dir, skip_bad, cache],
+                        help="decode and resize every image once into the cache", **fmt)
+    p.add_argument("--size", type=int, default=224, help="image size in pixels")
     p.set_defaults(func=_data_cache)
 
-    p = sub.add_parser("train", help="train one configuration (or reuse its finished run)")
+    p = sub.add_parser("train", parents=[data_dir, runs, cache, skip_bad],
+                       help="train one configuration (or reuse its finished run)", **fmt)
     p.add_argument("--config", help="YAML file of RunConfig fields; flags override it")
-    p.add_argument("--name")
-    p.add_argument("--model")
-    p.add_argument("--pretrained", action="store_true")
-    p.add_argument("--image-size", dest="image_size", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--split", choices=["lesion", "image"])
-    p.add_argument("--subset", type=float)
-    p.add_argument("--device")
-    p.add_argument("--optimizer")
+    p.add_argument("--name", help="run name (the folder is <name>-<hash of config and data>)")
+    p.add_argument("--model", help="registered model (see `skinlib models`); default mobilenet_v3_small")
+    p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (read offline)")
+    p.add_argument("--image-size", dest="image_size", type=int, help="image size in pixels; default 224")
+    p.add_argument("--epochs", type=int, help="training epochs; default 100")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="images per optimiser step (>= 2); default 64")
+    p.add_argument("--lr", type=float, help="peak learning rate; default 1e-3")
+    p.add_argument("--seed", type=int, help="training seed; default 0")
+    p.add_argument("--split", choices=["lesion", "image"], help="split scheme; default lesion")
+    p.add_argument("--subset", type=float, help="a lesion-grouped share of the data in (0, 1]; default all")
+    p.add_argument("--device", help=f"one of {', '.join(DEVICES)} (or cuda:N); default auto")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw")
     p.add_argument("--loss", help="a loss or joint loss spec, e.g. ce, cb+focal, '0.7*focal(gamma=1)+0.3*ls'")
-    p.add_argument("--sampler", choices=["random", "balanced"])
+    p.add_argument("--sampler", choices=SAMPLERS, help="training sampler; default random")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a validation bacc gain")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--num-workers", dest="num_workers", type=int)
-    p.add_argument("--data-dir")
-    p.add_argument("--runs-dir")
-    p.add_argument("--skip-bad", action="store_true")
-    p.add_argument("--force", action="store_true", help="delete and retrain a finished run")
+    p.add_argument("--num-workers", dest="num_workers", type=int, help="CPU augmentation worker processes")
+    p.add_argument("--force", action="store_true", help="delete and retrain a finished or damaged run")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("book", help="execute every chapter for a profile and build the HTML book")
-    p.add_argument("--profile", default="smoke", choices=["smoke", "paper"])
-    p.add_argument("--data-dir")
-    p.add_argument("--runs-dir")
-    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                   help="override a notebook parameter (value parsed as YAML)")
-    p.add_argument("--only", nargs="+", help="re-execute only these chapters")
+    p = sub.add_parser("book", parents=[data_dir, runs, profile],
+                       help="execute every chapter for a profile and build the HTML book", **fmt)
+    p.add_argument("--profile", default="smoke", choices=list(PROFILES), help="parameter profile")
+    p.add_argument("--only", nargs="+", metavar="CHAPTER", help="re-execute only these chapters")
     p.set_defaults(func=_book)
 
-    p = sub.add_parser("study", help="train one of the book's studies for a profile (works under torchrun)")
-    p.add_argument("name", choices=["baselines", "pretraining", "attention", "losses", "final", "leakage"])
-    p.add_argument("--profile", default="paper", choices=["smoke", "paper"])
-    p.add_argument("--data-dir")
-    p.add_argument("--runs-dir")
-    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                   help="override a profile parameter (value parsed as YAML)")
+    p = sub.add_parser("study", parents=[data_dir, runs, profile],
+                       help="train one of the book's studies for a profile (works under torchrun)", **fmt)
+    p.add_argument("name", choices=STUDIES, help="the study")
+    p.add_argument("--profile", default="paper", choices=list(PROFILES), help="parameter profile")
     p.set_defaults(func=_study)
 
-    p = sub.add_parser("models", help="list the registered models")
+    p = sub.add_parser("models", help="list the registered models", **fmt)
     p.set_defaults(func=_models)
 
-    p = sub.add_parser("weights", help="where ImageNet weights are looked for, or fetch them (needs internet)")
-    p.add_argument("action", choices=["where", "fetch"])
-    p.add_argument("model")
+    p = sub.add_parser("weights", help="where ImageNet weights are looked for, or fetch them (needs internet)", **fmt)
+    p.add_argument("action", choices=["where", "fetch"], help="show the expected file, or download it")
+    p.add_argument("model", help="registered model name")
     p.set_defaults(func=_weights)
     return parser
+
+
+def _error(message: str, code: int, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # BookError and training failures
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        with logging_redirect_tqdm():
+            return args.func(args)
+    except KeyboardInterrupt:
+        return _error("interrupted. Finished epochs are kept in the run folder: the same command resumes the run.",
+                      EXIT_INTERRUPTED, args.verbose)
+    except FloatingPointError as exc:
+        return _error(f"training diverged: {exc}. The run folder keeps the epochs before it; lower --lr and "
+                      "train again (a new config is a new run).", EXIT_ERROR, args.verbose)
+    except PermissionError as exc:
+        where = exc.filename or exc
+        return _error(f"permission denied: {where}. Choose a writable folder (--runs-dir or SKINLIB_RUNS_DIR, "
+                      "--cache-dir or SKINLIB_CACHE_DIR) or fix its permissions.", EXIT_ERROR, args.verbose)
+    except (ValueError, FileNotFoundError, TimeoutError) as exc:
+        return _error(str(exc), EXIT_USAGE, args.verbose)
+    except (RuntimeError, OSError) as exc:  # BookError, training failures, unreachable hosts
+        return _error(f"{exc}" if str(exc) else type(exc).__name__, EXIT_ERROR, args.verbose)
 
 
 if __name__ == "__main__":
