@@ -86,8 +86,8 @@ def _find_file(root: Path, names: tuple[str, ...], what: str, fix: str) -> Path:
     if not hits:
         raise FileNotFoundError(f"no {what} ({' or '.join(names)}) found under {root}; {fix}")
     if len(hits) > 1:
-        log.warning("several %s files under %s; using %s and ignoring %s (pass the folder of the one you "
-                    "want as the data directory)", what, root, hits[0], ", ".join(map(str, hits[1:])))
+        log.warning("%d %ss under %s; using %s and ignoring %s (pass the folder of the one you want as the "
+                    "data directory)", len(hits), what, root, hits[0], ", ".join(map(str, hits[1:])))
     return hits[0]
 
 
