@@ -8,17 +8,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from skinlib.models import create_model
-from skinlib.paper import CACO, TABLE3
-
-# the paper's model names -> our registered models
-PAPER_MODELS: dict[str, str] = {
-    "ResNet18": "resnet18",
-    "ShuffleNetV2": "shufflenet_v2_x2_0",
-    "GhostNetV2": "ghostnetv2_100",
-    "EfficientNetB0": "efficientnet_b0",
-    "MobileNetV3-Small": "mobilenet_v3_small",
-    "MobileNetV3-CaCo": "mobilenet_v3_small_caco",
-}
+from skinlib.paper import CACO, PAPER_MODELS, TABLE3
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:

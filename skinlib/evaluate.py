@@ -93,18 +93,24 @@ def brier(y_true: np.ndarray, probs: np.ndarray) -> float:
 
 
 def scalar_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """The scalar metrics of :data:`SCALARS` (class averages over the classes present in ``y_true``)."""
+    """The scalar metrics of :data:`SCALARS`.
+
+    ``bacc`` and ``bacc_paper`` average over the classes present in ``y_true``; ``macro_f1``
+    follows scikit-learn's ``f1_score(average="macro")``: it averages over the classes present
+    in ``y_true`` *or* predicted, so a class predicted but absent counts with F1 = 0.
+    """
     k = probs.shape[1]
     cm = confusion(y_true, probs.argmax(axis=1), k)
     rates = per_class_rates(cm)
     present = cm.sum(axis=1) > 0
+    seen = present | (cm.sum(axis=0) > 0)
     auc = ovr_auc(y_true, probs)
     with np.errstate(invalid="ignore"):
         return {
             "accuracy": float(np.trace(cm) / max(1, cm.sum())),
             "bacc": float(np.mean(rates["sensitivity"][present])),
             "bacc_paper": float(np.mean(((rates["sensitivity"] + rates["specificity"]) / 2)[present])),
-            "macro_f1": float(np.mean(np.nan_to_num(rates["f1"][present]))),
+            "macro_f1": float(np.mean(rates["f1"][seen])),
             "macro_auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan"),
             "ece": expected_calibration_error(y_true, probs),
             "brier": brier(y_true, probs),
@@ -117,9 +123,9 @@ def classification_metrics(
     """Every metric of one prediction set: the scalars, per-class rates, AUCs and confusion matrices.
 
     ``probs`` has one row of class probabilities per sample; the prediction is its
-    arg-max. Classes absent from ``y_true`` are left out of the class averages and
-    reported as NaN. Macro F1 counts an undefined F1 (never predicted, absent) as 0,
-    as scikit-learn does.
+    arg-max. Classes absent from ``y_true`` are left out of the recall averages and
+    reported as NaN; macro F1 averages over the classes present in truth or prediction,
+    exactly as scikit-learn's ``f1_score(average="macro")``.
     """
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=float)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ import pandas as pd
 
 from skinlib.evaluate import bootstrap_ci, format_ci, format_mean_sd, paired_bootstrap, summarize_seeds
 from skinlib.inference import arrays
+from skinlib.paper import TABLE3_MODELS
 from skinlib.runs import Run, RunConfig
 from skinlib.train import fit
 
@@ -58,14 +59,6 @@ def variant(config: RunConfig, **changes: Any) -> RunConfig:
     return config.replace(name=run_name(config))
 
 
-# the paper's names -> registered models
-TABLE3_MODELS: dict[str, str] = {
-    "ResNet18": "resnet18",
-    "ShuffleNetV2": "shufflenet_v2_x2_0",
-    "GhostNetV2": "ghostnetv2_100",
-    "EfficientNetB0": "efficientnet_b0",
-    "MobileNetV3-Small": "mobilenet_v3_small",
-}
 ATTENTION_MODELS: dict[str, str] = {
     "none": "mobilenet_v3_small_none",
     "se": "mobilenet_v3_small",
@@ -139,24 +132,6 @@ def run_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained:
     if name == "leakage":
         return leakage_study(config, seeds).train(**where)
     raise ValueError(f"unknown study {name!r}; valid: {', '.join(STUDIES)}")
-
-
-def table2_bars(paper: Mapping[str, Mapping[str, float]], study: Study, *, labels: Mapping[str, str]
-                ) -> pd.DataFrame:
-    """Accuracy (%) per row of a paper table: the paper's, and ours (mean over seeds) where trained."""
-    rows = {f"paper: {k}": v["accuracy"] for k, v in paper.items()}
-    rows.update({f"ours: {k}": 100 * float(np.mean(study.metrics(labels[k], "accuracy")))
-                 for k in paper if labels[k] in study.runs})
-    return pd.DataFrame({"accuracy %": rows})
-
-
-def held_out_index(run: Run, data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The HAM10000 index rows of a run's test part, in the order of its predictions."""
-    from skinlib.data import load_ham10000
-
-    ids = run.predictions()["image_id"]
-    index = load_ham10000(data_dir).set_index("image_id")
-    return index.loc[ids].reset_index()
 
 
 def baseline_study(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = False) -> Study:
@@ -241,30 +216,6 @@ def histories(study: Study, *, seed_index: int = 0) -> dict[str, pd.DataFrame]:
     return {label: runs[seed_index].history() for label, runs in study.runs.items()}
 
 
-def paper_comparison(paper: Mapping[str, Mapping[str, float]], study: Study, *,
-                     labels: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """The paper's accuracy, BACC and parameters beside ours (mean ± sd over seeds) and the differences."""
-    rows = []
-    for key, numbers in paper.items():
-        label = labels[key] if labels else key
-        if label not in study.runs:
-            continue
-        acc = summarize_seeds(study.metrics(label, "accuracy"))
-        bp = summarize_seeds(study.metrics(label, "bacc_paper"))
-        b = summarize_seeds(study.metrics(label, "bacc"))
-        params = study.runs[label][0].metrics()["parameters"] / 1e6
-        rows.append({
-            "model": key,
-            "paper acc %": numbers["accuracy"], "ours acc %": format_mean_sd(acc),
-            "Δ acc": round(100 * acc["mean"] - numbers["accuracy"], 2),
-            "paper BACC %": numbers["bacc_paper"], "ours BACC (paper eq.) %": format_mean_sd(bp),
-            "Δ BACC": round(100 * bp["mean"] - numbers["bacc_paper"], 2),
-            "ours bacc (ISIC) %": format_mean_sd(b),
-            "paper params (M)": numbers["params_m"], "ours params (M)": round(params, 2),
-        })
-    return pd.DataFrame(rows).set_index("model")
-
-
 def public(table: pd.DataFrame) -> pd.DataFrame:
     """Drop the numeric helper columns (prefixed ``_``) before showing a table."""
     return table[[c for c in table.columns if not c.startswith("_")]]
@@ -274,22 +225,3 @@ def best_by_validation(study: Study) -> str:
     """The variant with the highest mean validation ``bacc`` (never the test set)."""
     means = {label: float(np.mean(study.metrics(label, "bacc", part="val"))) for label in study.runs}
     return max(means, key=means.get)
-
-
-def cam_mask_scores(run: Run, *, data_dir: str | os.PathLike | None = None, device: str = "auto",
-                    limit: int | None = None) -> pd.DataFrame:
-    """Grad-CAM (predicted class) of a run's test images and the share of CAM mass on the lesion mask."""
-    from skinlib.data import cached_images
-    from skinlib.data.masks import find_masks, load_masks
-    from skinlib.explain import gradcam, mask_score_table
-    from skinlib.inference import load_model
-
-    index = held_out_index(run, data_dir)
-    preds = run.predictions()["pred"].to_numpy()
-    if limit is not None:
-        index, preds = index.head(limit), preds[:limit]
-    size = run.config.image_size
-    images = cached_images(index["path"].tolist(), size)
-    masks = load_masks(find_masks(index, data_dir).tolist(), size)
-    cams = gradcam(load_model(run, device=device), images, image_size=size, targets=list(preds))
-    return mask_score_table(index, cams, masks, preds)

@@ -7,6 +7,10 @@ scores the mask's area fraction; a CAM equal to the mask scores 1.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import torch
@@ -74,3 +78,33 @@ def mask_score_table(index: pd.DataFrame, cams: np.ndarray, masks: np.ndarray, p
         "cam_in_mask": cam_mask_score(cams, masks),
         "mask_area": masks.mean(axis=(1, 2)),
     })
+
+
+@dataclass
+class CamScores:
+    """Grad-CAM of a run's test images against their lesion masks: the inputs, the maps and the scores."""
+
+    index: pd.DataFrame  # the run's test rows, in the order of its predictions
+    images: np.ndarray  # uint8 (N, 3, S, S), as the model saw them
+    masks: np.ndarray  # bool (N, S, S)
+    cams: np.ndarray  # float (N, S, S), for the predicted class
+    preds: np.ndarray  # predicted labels
+    table: pd.DataFrame  # :func:`mask_score_table`
+
+
+def cam_mask_scores(run: Any, *, data_dir: str | os.PathLike | None = None, device: str = "auto",
+                    limit: int | None = None) -> CamScores:
+    """Grad-CAM (predicted class) of a finished run's test images and the share of CAM mass on the lesion mask."""
+    from skinlib.data import cached_images
+    from skinlib.data.masks import find_masks, load_masks
+    from skinlib.inference import load_model, test_index
+
+    index = test_index(run, data_dir)
+    preds = run.predictions()["pred"].to_numpy()
+    if limit is not None:
+        index, preds = index.head(limit), preds[:limit]
+    size = run.config.image_size
+    images = cached_images(index["path"].tolist(), size).numpy().copy()  # writable: plots and Grad-CAM may edit
+    masks = load_masks(find_masks(index, data_dir).tolist(), size)
+    cams = gradcam(load_model(run, device=device), torch.from_numpy(images), image_size=size, targets=list(preds))
+    return CamScores(index, images, masks, cams, preds, mask_score_table(index, cams, masks, preds))

@@ -93,3 +93,12 @@ def evaluate_external(
 def external_predictions(run: Run) -> pd.DataFrame:
     """The ISIC 2018 test predictions written by :func:`evaluate_external`."""
     return run.predictions("isic2018_predictions.csv")
+
+
+def test_index(run: Run, data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The HAM10000 index rows of a run's test part, in the order of its predictions."""
+    from skinlib.data import load_ham10000
+
+    ids = run.predictions()["image_id"]
+    index = load_ham10000(data_dir).set_index("image_id")
+    return index.loc[ids].reset_index()

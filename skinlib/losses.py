@@ -33,6 +33,7 @@ DEFAULT_JOINT = "cb+focal"
 cross-entropy reweights the rare classes, focal loss down-weights the many easy ``nv`` images;
 the two act on different axes of the imbalance, which is what the paper's joint loss is for."""
 
+_PLUS = re.compile(r"(?<![0-9.][eE])\+")
 _TERM = re.compile(r"^\s*(?:(?P<w>[0-9.eE+-]+)\s*\*)?\s*(?P<name>[a-z_]+)\s*(?:\((?P<opts>[^)]*)\))?\s*$")
 
 
@@ -143,7 +144,7 @@ def parse_loss_spec(spec: str | Sequence[Any]) -> list[tuple[float, str, dict[st
     """``"0.5*focal(gamma=1)+ls"`` or ``[(w, name, options), ...]`` -> a list of terms."""
     if isinstance(spec, str):
         terms = []
-        for part in spec.split("+"):
+        for part in _PLUS.split(spec):  # a '+' inside a number's exponent (1e+0) joins, not splits
             m = _TERM.match(part)
             if not m:
                 raise ValueError(f"cannot read loss term {part!r} of {spec!r}; write e.g. '0.5*focal(gamma=2)+ls'")
@@ -153,7 +154,11 @@ def parse_loss_spec(spec: str | Sequence[Any]) -> list[tuple[float, str, dict[st
                     raise ValueError(f"loss option {item!r} in {spec!r} must be name=value")
                 key, value = item.split("=", 1)
                 opts[key.strip()] = _literal(value)
-            terms.append((float(m.group("w") or 1.0), m.group("name"), opts))
+            try:
+                weight = float(m.group("w") or 1.0)
+            except ValueError:
+                raise ValueError(f"loss weight {m.group('w')!r} in {spec!r} is not a number") from None
+            terms.append((weight, m.group("name"), opts))
         return terms
     out = []
     for term in spec:

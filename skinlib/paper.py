@@ -1,6 +1,24 @@
-"""The paper's published numbers (Shi et al., 2023), in one place."""
+"""The paper's published numbers (Shi et al., 2023), its model names, and our results set beside them."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skinlib.evaluate import format_mean_sd, summarize_seeds
+
+# the paper's model names -> our registered models (the one mapping; Table 3 is its first five)
+PAPER_MODELS: dict[str, str] = {
+    "ResNet18": "resnet18",
+    "ShuffleNetV2": "shufflenet_v2_x2_0",
+    "GhostNetV2": "ghostnetv2_100",
+    "EfficientNetB0": "efficientnet_b0",
+    "MobileNetV3-Small": "mobilenet_v3_small",
+    "MobileNetV3-CaCo": "mobilenet_v3_small_caco",
+}
 
 # accuracy %, BACC % (paper's eq. 8-11 = our bacc_paper), parameters in millions
 TABLE2: dict[str, dict[str, float]] = {
@@ -17,3 +35,47 @@ TABLE3: dict[str, dict[str, float]] = {
     "mobilenet_v3_small": {"accuracy": 90.88, "bacc_paper": 83.44, "params_m": 2.18},
 }
 CACO: dict[str, float] = {"accuracy": 93.39, "bacc_paper": 86.35, "params_m": 2.29}
+
+TABLE3_MODELS: dict[str, str] = {label: name for label, name in PAPER_MODELS.items() if name in TABLE3}
+
+
+def comparison(paper: Mapping[str, Mapping[str, float]], study: Any, *,
+               labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The paper's accuracy, BACC and parameters beside ours (mean ± sd over seeds) and the differences.
+
+    ``paper`` maps a row name to the paper's numbers; ``labels`` maps that row name to the
+    study's variant label (default: the same name). Rows the study lacks are left out.
+    """
+    rows = []
+    for key, numbers in paper.items():
+        label = labels[key] if labels else key
+        if label not in study.runs:
+            continue
+        acc = summarize_seeds(study.metrics(label, "accuracy"))
+        bp = summarize_seeds(study.metrics(label, "bacc_paper"))
+        b = summarize_seeds(study.metrics(label, "bacc"))
+        params = study.runs[label][0].metrics()["parameters"] / 1e6
+        rows.append({
+            "model": key,
+            "paper acc %": numbers["accuracy"], "ours acc %": format_mean_sd(acc),
+            "Δ acc": round(100 * acc["mean"] - numbers["accuracy"], 2),
+            "paper BACC %": numbers["bacc_paper"], "ours BACC (paper eq.) %": format_mean_sd(bp),
+            "Δ BACC": round(100 * bp["mean"] - numbers["bacc_paper"], 2),
+            "ours bacc (ISIC) %": format_mean_sd(b),
+            "paper params (M)": numbers["params_m"], "ours params (M)": round(params, 2),
+        })
+    return pd.DataFrame(rows).set_index("model")
+
+
+def table3_labels() -> dict[str, str]:
+    """Table 3's rows (registered names) -> the baseline study's labels (the paper's names)."""
+    return {name: label for label, name in TABLE3_MODELS.items()}
+
+
+def table2_bars(paper: Mapping[str, Mapping[str, float]], study: Any, *, labels: Mapping[str, str]
+                ) -> pd.DataFrame:
+    """Accuracy (%) per row of a paper table: the paper's, and ours (mean over seeds) where trained."""
+    rows = {f"paper: {k}": v["accuracy"] for k, v in paper.items()}
+    rows.update({f"ours: {k}": 100 * float(np.mean(study.metrics(labels[k], "accuracy")))
+                 for k in paper if labels[k] in study.runs})
+    return pd.DataFrame({"accuracy %": rows})

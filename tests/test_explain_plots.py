@@ -9,6 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 from skinlib import plots
+from skinlib.data import CLASSES
 from skinlib.explain import cam_mask_score, gradcam, target_layer
 from skinlib.models import create_model
 
@@ -66,8 +67,15 @@ def test_figures_have_the_expected_parts():
     scatter = pd.DataFrame({"params_m": [1.5, 11.2], "bacc": [0.6, 0.65]}, index=["mnv3", "resnet18"])
     fig = plots.accuracy_vs_params(scatter, paper=scatter)
     assert len(fig.axes[0].collections) == 2
-    fig = plots.confusion_matrix(np.eye(7, dtype=int) * 3)
-    assert len(fig.axes) == 1
+    cm = np.eye(7, dtype=int) * 3
+    cm[0, 1] = 1  # melanoma: 3 right, 1 called nv -> row fractions 0.75 and 0.25
+    fig = plots.confusion_matrix(cm)
+    [ax] = fig.axes
+    cells = [t.get_text() for t in ax.texts]
+    assert len(cells) == 49 and cells[0] == "0.75" and cells[1] == "0.25" and cells[8] == "1.00"
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(CLASSES) and ax.get_ylabel() == "true"
+    counts = plots.confusion_matrix(cm, normalize=False)
+    assert [t.get_text() for t in counts.axes[0].texts][:2] == ["3", "1"]
     images = rng.integers(0, 255, (2, 3, 32, 32), dtype=np.uint8)
     fig = plots.gradcam_grid(images, np.ones((2, 32, 32), bool), rng.random((2, 32, 32)), ["a", "b"])
     assert len(fig.axes) == 6

@@ -60,6 +60,11 @@ def test_full_metrics_match_sklearn():
     m = classification_metrics(y, probs)
     pred = probs.argmax(1)
     assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    # a class predicted but absent from the truth, and one absent from both: scikit-learn's label set
+    y2 = np.array([0, 0, 1, 1, 2, 2])
+    pred2 = np.array([0, 3, 1, 1, 2, 0])
+    assert classification_metrics(y2, one_hot(pred2))["macro_f1"] == pytest.approx(
+        f1_score(y2, pred2, average="macro"))
     prec = precision_score(y, pred, average=None, labels=list(range(7)))
     assert [m["precision"][c] for c in m["classes"]] == pytest.approx(list(prec))
     auc = [roc_auc_score(y == k, probs[:, k]) for k in range(7)]
@@ -89,22 +94,42 @@ def test_ece_perfect_and_by_hand():
     assert expected_calibration_error(y, probs) == pytest.approx(0.1)
 
 
-def test_bootstrap_contains_estimate_is_seeded_and_keeps_lesions_together():
+def test_bootstrap_is_seeded_keeps_lesions_together_and_widens_with_correlated_images():
     from skinlib.evaluate import bootstrap_ci, bootstrap_indices
 
     rng = np.random.default_rng(2)
-    y = rng.integers(0, 7, 300)
-    probs = 0.5 * one_hot(y) + 0.5 * rng.dirichlet(np.ones(7), 300)
-    probs[::3] = rng.dirichlet(np.ones(7), 100)
-    groups = [f"L{i // 3}" for i in range(300)]  # lesions of three images
-    ci = bootstrap_ci(y, probs, groups=groups, n_boot=200, seed=0)
-    assert ((ci["low"] <= ci["estimate"]) & (ci["estimate"] <= ci["high"])).all()
-    assert ci.attrs["resampled"] == "lesions"
-    pd.testing.assert_frame_equal(ci, bootstrap_ci(y, probs, groups=groups, n_boot=200, seed=0))
-    assert not ci.equals(bootstrap_ci(y, probs, groups=groups, n_boot=200, seed=1))
+    n_lesions = 100
+    y_lesion = rng.integers(0, 7, n_lesions)
+    p_lesion = 0.12 * one_hot(y_lesion) + 0.88 * rng.dirichlet(np.ones(7), n_lesions)
+    # three identical images per lesion: resampling images pretends to have 300 independent samples
+    y, probs = np.repeat(y_lesion, 3), np.repeat(p_lesion, 3, axis=0)
+    groups = [f"L{i // 3}" for i in range(300)]
+    by_lesion = bootstrap_ci(y, probs, groups=groups, n_boot=300, seed=0)
+    by_image = bootstrap_ci(y, probs, n_boot=300, seed=0)
+    width = lambda ci: ci.loc["bacc", "high"] - ci.loc["bacc", "low"]  # noqa: E731
+    assert width(by_lesion) > 1.4 * width(by_image)  # about sqrt(3) wider, as it must be
+    assert by_lesion.attrs["resampled"] == "lesions" and by_image.attrs["resampled"] == "images"
+    pd.testing.assert_frame_equal(by_lesion, bootstrap_ci(y, probs, groups=groups, n_boot=300, seed=0))
+    assert not by_lesion.equals(bootstrap_ci(y, probs, groups=groups, n_boot=300, seed=1))
     for idx in bootstrap_indices(groups, 300, 20, 0):
         drawn = pd.Series(np.array(groups)[idx]).value_counts()
         assert (drawn % 3 == 0).all(), "every drawn lesion brings all three of its images"
+
+
+def test_bootstrap_interval_covers_the_truth_about_95_percent_of_the_time():
+    """Coverage of the percentile interval over 60 simulated test sets drawn from one known model."""
+    from skinlib.evaluate import bootstrap_ci
+
+    rng = np.random.default_rng(5)
+    recall = np.array([0.5, 0.9, 0.6, 0.4, 0.7, 0.3, 0.8])  # true per-class recall: bacc = mean
+    covered = 0
+    for _ in range(60):
+        y = rng.integers(0, 7, 400)
+        right = rng.random(400) < recall[y]
+        pred = np.where(right, y, (y + rng.integers(1, 7, 400)) % 7)
+        ci = bootstrap_ci(y, one_hot(pred), n_boot=200, seed=int(rng.integers(1 << 30)))
+        covered += ci.loc["bacc", "low"] <= recall.mean() <= ci.loc["bacc", "high"]
+    assert 50 <= covered <= 60  # 95 % of 60 = 57; a broken interval (too narrow or shifted) fails
 
 
 def test_paired_bootstrap_and_seed_summary():

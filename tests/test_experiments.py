@@ -1,0 +1,108 @@
+"""The book's studies: canonical run names, tables computed from runs, and the validation-only choice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from skinlib import experiments, paper
+from skinlib.data import CLASSES
+from skinlib.experiments import choose_joint_loss, run_name, variant
+from skinlib.runs import Run, RunConfig, predictions_frame
+
+
+def test_run_names_are_canonical_and_say_what_differs():
+    base = RunConfig()
+    assert run_name(base) == "mobilenet_v3_small"
+    assert run_name(base.replace(model="resnet18", pretrained=True)) == "resnet18-pre"
+    joint = run_name(base.replace(loss="0.7*focal(gamma=1)+0.3*ls"))
+    assert joint == "mobilenet_v3_small-loss_0_7_focal_gamma_1__0_3_ls"
+    assert run_name(base.replace(sampler="balanced", split="image")) == "mobilenet_v3_small-balanced-image_split"
+    # the same configuration reached from two chapters is the same run
+    assert variant(base, model="resnet18") == variant(base.replace(name="x"), model="resnet18")
+
+
+def fake_run(root: Path, name: str, *, val_bacc: float, probs: np.ndarray, y: np.ndarray, seed: int = 0) -> Run:
+    """A finished run folder written by hand: config, predictions and metrics."""
+    from skinlib.evaluate import classification_metrics
+
+    folder = root / f"{name}-{seed}"
+    folder.mkdir(parents=True)
+    config = RunConfig(name=name, seed=seed)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    n = len(y)
+    index = pd.DataFrame({"image_id": [f"I{i}" for i in range(n)], "lesion_id": [f"L{i // 2}" for i in range(n)],
+                          "dx": [CLASSES[k] for k in y], "label": y})
+    predictions_frame(index, probs, CLASSES).to_csv(folder / "predictions.csv", index=False)
+    metrics = {"test": classification_metrics(y, probs), "val": {"bacc": val_bacc}, "parameters": 1_500_000}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return Run.open(folder)
+
+
+@pytest.fixture
+def loss_study(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 120)
+    good = 0.25 * np.eye(7)[y] + 0.75 * rng.dirichlet(np.ones(7), 120)
+    poor = rng.dirichlet(np.ones(7), 120)
+    val = {"CB + focal (joint)": 0.40, "focal + LS (joint)": 0.55, "CB + LS (joint)": 0.50, "CE": 0.90}
+    study = experiments.loss_study(RunConfig(), [0, 1])
+    for label in study.configs:
+        v = val.get(label, 0.30)
+        # the test set favours CB + LS: the choice must not look at it
+        p = good if label == "CB + LS (joint)" else poor
+        study.runs[label] = [fake_run(tmp_path / label.replace(" ", "_"), "r", val_bacc=v + 0.01 * s, probs=p, y=y,
+                                      seed=s) for s in (0, 1)]
+    return study, y, good, poor
+
+
+def test_the_joint_loss_is_chosen_on_validation_only(loss_study):
+    study, *_ = loss_study
+    assert choose_joint_loss(study) == "focal + LS (joint)"  # CE has the best validation bacc but is not joint
+
+
+def test_study_table_is_computed_from_the_runs(loss_study):
+    from skinlib.evaluate import scalar_metrics
+
+    study, y, good, poor = loss_study
+    table = study.table(n_boot=50)
+    assert list(table.index) == list(study.configs)
+    row = table.loc["CB + LS (joint)"]
+    assert row["_bacc"] == pytest.approx(scalar_metrics(y, good)["bacc"])
+    assert row["_bacc_sd"] == 0.0  # two seeds with identical predictions
+    assert row["_bacc_low"] < row["_bacc"] < row["_bacc_high"]
+    assert table.loc["focal", "_bacc"] == pytest.approx(scalar_metrics(y, poor)["bacc"])
+    assert table.loc["focal + LS (joint)", "val bacc %"] == "55.5 ± 0.7 (n=2)"
+    assert row["params (M)"] == 1.5 and "accuracy %" in experiments.public(table)
+    assert not any(c.startswith("_") for c in experiments.public(table).columns)
+    diff = study.paired("CB + LS (joint)", "focal", n_boot=50)
+    assert diff["difference"] > 0 and diff["low"] > 0
+
+
+def test_paper_comparison_sets_the_paper_beside_ours(loss_study):
+    study, *_ = loss_study
+    rows = {"CE": {"accuracy": 90.0, "bacc_paper": 80.0, "params_m": 2.0}}
+    table = paper.comparison(rows, study)
+    ours = 100 * np.mean(study.metrics("CE", "accuracy"))
+    assert table.loc["CE", "Δ acc"] == pytest.approx(round(ours - 90.0, 2))
+    assert table.loc["CE", "paper params (M)"] == 2.0 and table.loc["CE", "ours params (M)"] == 1.5
+
+
+def test_one_mapping_of_paper_names():
+    from skinlib import efficiency
+
+    assert efficiency.PAPER_MODELS is paper.PAPER_MODELS
+    assert experiments.TABLE3_MODELS is paper.TABLE3_MODELS
+    assert list(paper.TABLE3_MODELS.values()) == list(paper.TABLE3)
+    assert paper.PAPER_MODELS["MobileNetV3-CaCo"] == "mobilenet_v3_small_caco"
+
+
+def test_base_config_maps_profile_values():
+    config = experiments.base_config(subset=1.0, bn_momentum="default", image_size=224, epochs=3)
+    assert config.subset is None and config.model_kwargs == {} and config.epochs == 3
+    assert experiments.base_config(subset=0.1, bn_momentum=0.1).model_kwargs == {"bn_momentum": 0.1}
