@@ -1,31 +1,39 @@
 # The two commands of the README: `make book` and `make test`.
-# Each creates .venv on a fresh machine (python3 -m venv + pip install -e .[dev]).
+# Each creates .venv on a fresh machine: `make book` installs skinlib with its `book` extra
+# (papermill, Jupyter Book), `make test` with `dev` (the book extra, pytest, ruff, onnx).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+BOOK_STAMP := $(VENV)/.installed-book
+DEV_STAMP  := $(VENV)/.installed-dev
 PROFILE ?= smoke
 
 .PHONY: book test test-book lint env clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(BOOK_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e ".[book]"
+	touch $(BOOK_STAMP)
+
+$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	touch $(DEV_STAMP) $(BOOK_STAMP)
 
-env: $(STAMP)  ## create or update the virtual environment
+env: $(DEV_STAMP)  ## create or update the virtual environment (everything, for development)
 
-book: $(STAMP)  ## execute every notebook with the smoke profile and build the HTML book
+book: $(BOOK_STAMP)  ## execute every notebook with the smoke profile and build the HTML book
 	$(BIN)/skinlib book --profile $(PROFILE)
 
-test: $(STAMP)  ## the default test run (slow tests excluded)
+test: $(DEV_STAMP)  ## the default test run (slow tests excluded)
 	$(BIN)/python -m pytest -x -q
 
-test-book: $(STAMP)  ## read the built book in headless Chromium (builds it when absent)
+test-book: $(DEV_STAMP)  ## read the built book in headless Chromium (builds it when absent)
 	$(BIN)/python -m pytest -x -q -m book
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check skinlib tests benchmarks
 
 clean:  ## remove build outputs (keeps .venv, runs/ and the image cache)

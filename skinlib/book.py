@@ -274,6 +274,12 @@ def build_book(
 ) -> BookResult:
     """Execute the chapters for ``profile`` (all, or ``only`` some) and build the HTML book."""
     root_path = book_root(root)
+    try:
+        import myst_nb  # noqa: F401
+        import papermill  # noqa: F401
+    except ImportError as exc:
+        raise BookError(f"building the book needs skinlib's book extra ({exc.name} is missing): "
+                        "pip install -e '.[book]' (make book does this)") from exc
     values = get_profile(profile, extra=chapter_defaults(root_path), **(params or {}))
     # the folders reach the notebooks through the environment: no machine path is printed in the book
     folders = {DATA_ENV: str(resolve_data_dir(data_dir)), RUNS_ENV: str(runs_root(runs_dir))}
