@@ -62,6 +62,11 @@ def render(url: str, tmp: Path, *, screenshot: Path | None = None, height: int =
     raise AssertionError(f"Chromium returned no complete page for {url}: {proc.stderr[-500:]}")
 
 
+def _stderr(dom: str) -> str:
+    found = re.search(r'output stderr.{0,600}', dom, re.S)
+    return re.sub(r"<[^>]+>", "", found.group(0))[:400] if found else ""
+
+
 class Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -87,6 +92,12 @@ def test_index_and_every_chapter_load_with_table_and_figure(book, tmp_path):
         assert re.search(r'<img[^>]+src="[^"]*_images/[^"]+\.png"', dom), f"{name} shows no figure"
         assert "output traceback" not in dom and "highlight-ipythontb" not in dom, f"{name} shows an error output"
         assert "not comparable" in dom, f"{name} lacks the smoke-profile note"
+        assert "Values used:" in dom, f"{name} does not state the parameter values it ran with"
+        # nb_output_stderr: show, so any warning would be printed on the page: there must be none
+        assert "output stderr" not in dom, f"{name} prints a warning: {_stderr(dom)}"
+        # no machine paths in the published page (the folders reach the notebooks through the environment)
+        for path in {str(ROOT), str(ROOT.parent / "shared"), os.path.expanduser("~")} - {"/", ""}:
+            assert path not in dom, f"{name} publishes the machine path {path}"
 
 
 def test_no_broken_internal_links(book):

@@ -5,6 +5,7 @@ from skinlib.data.describe import class_table, leakage_table, split_table
 from skinlib.data.index import load_ham10000, load_isic2018_test
 from skinlib.data.info import CLASS_NAMES, CLASSES, NUM_CLASSES
 from skinlib.data.paths import resolve_data_dir
+from skinlib.data.selection import DataFingerprint, DataSelection, fingerprint, select_data
 from skinlib.data.split import (
     leakage_summary,
     load_split,
@@ -21,13 +22,15 @@ __all__ = [
     "CLASSES",
     "CLASS_NAMES",
     "NUM_CLASSES",
-    "CachedImageDataset",
+    "DataFingerprint",
+    "DataSelection",
     "EvalPreset",
     "TrainPreset",
     "VerifyReport",
     "cached_images",
     "class_table",
     "decode_images",
+    "fingerprint",
     "leakage_summary",
     "leakage_table",
     "load_ham10000",
@@ -36,6 +39,7 @@ __all__ = [
     "make_split",
     "resolve_data_dir",
     "save_split",
+    "select_data",
     "shared_lesions",
     "split_parts",
     "split_table",
