@@ -20,7 +20,8 @@ def _pid_of(name: str) -> int | None:
     return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -44,7 +45,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     for path in Path(folder).glob(".*.tmp"):
         pid = _pid_of(path.name)
         try:
-            stale = not _alive(pid) if pid is not None else now - path.stat().st_mtime > STALE_TMP_SECONDS
+            stale = not pid_alive(pid) if pid is not None else now - path.stat().st_mtime > STALE_TMP_SECONDS
             if stale:
                 path.unlink()
                 removed.append(path)

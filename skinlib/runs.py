@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 from skinlib.data.paths import project_root
-from skinlib.io import atomic_write_text
+from skinlib.io import atomic_write_text, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -419,7 +419,7 @@ class RunLock:
         except FileNotFoundError:
             return False
         if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-            return not _pid_alive(holder["pid"])
+            return not pid_alive(holder["pid"])
         return age > self.STALE_AFTER
 
     def _try_exclusive_create(self) -> bool:
@@ -472,16 +472,6 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 try:

@@ -56,3 +56,28 @@ def tiny_dataset(tmp_path) -> Path:
                 rows.append((f"HAM_{c}_{lesion}", f"ISIC_{n:07d}", c))
                 n += 1
     return write_tiny_dataset(tmp_path / "tiny", rows)
+
+
+@pytest.fixture
+def interrupt_epoch(monkeypatch):
+    """``interrupt_epoch(n)``: the n-th call of ``train_one_epoch`` raises KeyboardInterrupt (as Ctrl-C would);
+    ``interrupt_epoch(None)`` restores training."""
+    import skinlib.train as train
+
+    real = train.train_one_epoch
+
+    def arm(n: int | None) -> None:
+        if n is None:
+            monkeypatch.setattr(train, "train_one_epoch", real)
+            return
+        calls = {"n": 0}
+
+        def interrupted(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(train, "train_one_epoch", interrupted)
+
+    return arm

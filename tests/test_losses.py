@@ -85,6 +85,14 @@ def test_joint_loss_is_the_weighted_sum_of_its_parts():
     assert default(LOGITS, TARGET).item() == pytest.approx(sum(v.item() for v in parts.values()), rel=1e-6)
 
 
+def test_weights_in_exponent_notation_parse():
+    assert parse_loss_spec("1e+0*ce") == [(1.0, "ce", {})]
+    assert parse_loss_spec("5e-1*focal(gamma=2e+0)+ce+ls") == [(0.5, "focal", {"gamma": 2.0}), (1.0, "ce", {}),
+                                                              (1.0, "ls", {})]
+    with pytest.raises(ValueError, match=r"loss weight '1\.2\.3'"):
+        parse_loss_spec("1.2.3*ce")
+
+
 def test_bad_specs_are_refused():
     with pytest.raises(ValueError, match="valid: ce, wce, cb, focal, ls"):
         make_loss("dice", COUNTS)

@@ -171,9 +171,13 @@ def test_flops_of_mobilenet_v3_small():
 
 
 def test_bn_momentum_applies_to_every_batchnorm():
-    for name in ("mobilenet_v3_small", "resnet18"):
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    for name in list_models():  # inserted attention layers (CA, CaCo, CBAM) included
         model = create_model(name, bn_momentum=0.2)
-        assert {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == {0.2}
+        assert {m.momentum for m in model.modules() if isinstance(m, _BatchNorm)} == {0.2}, name
+    caco = {m.momentum for m in create_model("mobilenet_v3_small_caco").modules() if isinstance(m, _BatchNorm)}
+    assert caco == {0.01, 0.1}, "default: backbone 0.01 (torchvision), inserted CA 0.1 (PyTorch), as documented"
     assert {m.momentum for m in create_model("mobilenet_v3_small").modules() if isinstance(m, nn.BatchNorm2d)} \
         == {0.01}, "torchvision's own momentum is kept by default"
     with pytest.raises(ValueError, match="bn_momentum must be in"):

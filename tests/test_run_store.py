@@ -81,26 +81,8 @@ def test_a_checkpoint_that_runs_code_is_refused(tmp_path):
     assert marker.exists()
 
 
-def test_a_hostile_last_pt_in_a_run_folder_is_refused_before_training(tmp_path, data_dir):
-    a = small_copy(tmp_path / "a", data_dir, slice(0, 300))
-    config = RunConfig(name="evil", **{**QUICK, "epochs": 2})
-    runs = tmp_path / "runs"
-    real = train.train_one_epoch
-    calls = {"n": 0}
-
-    def crash_in_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    train.train_one_epoch = crash_in_second_epoch
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            fit(config, data_dir=a, runs_dir=runs)
-    finally:
-        train.train_one_epoch = real
-    [folder] = run_folders(runs, "evil")
+def test_a_hostile_last_pt_in_a_run_folder_is_refused_before_training(tmp_path, interrupted_run):
+    config, a, runs, folder = interrupted_run
     marker = tmp_path / "pwned"
     torch.save({"model": {}, "epoch": 1, "evil": Boom(marker)}, folder / "last.pt")
     with pytest.raises(RunFileError, match=re.escape(str(folder / "last.pt"))):
@@ -168,24 +150,15 @@ def test_two_processes_never_train_the_same_run(tmp_path, data_dir):
 
 
 @pytest.fixture
-def interrupted_run(tmp_path, data_dir, monkeypatch):
+def interrupted_run(tmp_path, data_dir, interrupt_epoch):
     """A 3-epoch run interrupted after its first epoch: (config, data dir, runs dir, folder)."""
     a = small_copy(tmp_path / "a", data_dir, slice(0, 300))
     config = RunConfig(name="hist", **{**QUICK, "epochs": 3})
     runs = tmp_path / "runs"
-    real = train.train_one_epoch
-    calls = {"n": 0}
-
-    def stop(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_one_epoch", stop)
+    interrupt_epoch(2)
     with pytest.raises(KeyboardInterrupt):
         fit(config, data_dir=a, runs_dir=runs)
-    monkeypatch.setattr(train, "train_one_epoch", real)
+    interrupt_epoch(None)
     [folder] = run_folders(runs, "hist")
     return config, a, runs, folder
 

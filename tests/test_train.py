@@ -58,26 +58,17 @@ def _weights(run: Run, name: str = "last.pt") -> dict:
     return torch.load(run.file(name), map_location="cpu", weights_only=True)["model"]
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, interrupt_epoch):
     config = RunConfig(**{**TINY, "epochs": 3, "name": "resume", "deterministic": True})
     straight = fit(config, runs_dir=tmp_path / "a")
 
-    real = train.train_one_epoch
-    calls = {"n": 0}
-
-    def crash_in_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_one_epoch", crash_in_second_epoch)
+    interrupt_epoch(2)
     with pytest.raises(KeyboardInterrupt):
         fit(config, runs_dir=tmp_path / "b")
     [folder] = (tmp_path / "b").glob("resume-*")
     interrupted = Run.open(folder)
     assert not interrupted.finished and len(interrupted.history()) == 1
-    monkeypatch.setattr(train, "train_one_epoch", real)
+    interrupt_epoch(None)
     resumed = fit(config, runs_dir=tmp_path / "b")
     assert resumed.finished and len(resumed.history()) == 3
     cols = ["train_loss", "val_loss", "val_bacc"]
