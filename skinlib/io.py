@@ -32,6 +32,8 @@ def pid_alive(pid: int) -> bool:
 
 
 STALE_TMP_SECONDS = 24 * 3600.0
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
@@ -64,6 +66,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a shared run store must stay readable
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -50,6 +50,10 @@ def test_other_data_never_reuses_a_run_same_data_does(tmp_path, data_dir):
     assert first.trained and other.trained and other.path != first.path
     assert first.data()["key"] != other.data()["key"]
     assert first.metrics()["data"]["images"] == 400
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("metrics.json", "best.pt", "predictions.csv"):  # a shared run store stays readable
+        assert first.file(name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     again = fit(config, data_dir=same, runs_dir=runs)  # the same files under another path: the same data
     assert not again.trained and again.path == first.path
     # a subset is other data too; skip_bad on clean data is the same data
