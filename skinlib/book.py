@@ -189,6 +189,19 @@ def glue_text(**values: Any) -> None:
         glue(key, str(value), display=False)
 
 
+def public_path(path: str | os.PathLike) -> str:
+    """A path as a published page may show it: ``~/...`` under the home folder, relative inside the
+    repository, else only its name (no machine's folders in the book)."""
+    path = Path(path).expanduser().resolve()
+    root = project_root()
+    if root is not None and path.is_relative_to(root):
+        return str(path.relative_to(root))
+    home = Path.home().resolve()
+    if path.is_relative_to(home):
+        return str(Path("~") / path.relative_to(home))
+    return path.name
+
+
 def admonition(kind: str, title: str, text: str) -> Any:
     """A MyST admonition (``note``, ``warning``, ...) as notebook output."""
     from IPython.display import Markdown

@@ -131,3 +131,12 @@ def test_a_missing_glue_key_fails_the_build(tmp_path):
     with pytest.raises(BookError, match="never_glued"):
         build_html(root)
     assert not (root / "_build" / "html").exists(), "a failed build leaves no book behind"
+
+
+def test_public_path_hides_machine_folders(tmp_path, monkeypatch):
+    from skinlib.book import public_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert public_path(tmp_path / ".cache" / "torch" / "w.pth") == "~/.cache/torch/w.pth"
+    assert public_path(ROOT / "runs" / "x") == "runs/x"
+    assert public_path("/opt/elsewhere/w.pth") == "w.pth"
