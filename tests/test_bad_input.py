@@ -144,3 +144,14 @@ def test_a_read_only_cache_dir_names_the_fix(paths, tmp_path, monkeypatch):
     with pytest.raises(PermissionError, match=r"cannot write the image cache in .*SKINLIB_CACHE_DIR"):
         cached_images(paths, 16, cache_dir=tmp_path / "cache")
     assert not list((tmp_path / "cache").glob("*.npy"))
+
+
+def test_selection_is_remembered_but_a_replaced_image_is_still_noticed(tiny_dataset, monkeypatch):
+    import skinlib.data.selection as selection
+
+    first = select_data(tiny_dataset)
+    monkeypatch.setattr(selection, "load_ham10000", lambda *a, **k: pytest.fail("the rows should be remembered"))
+    assert select_data(tiny_dataset).fingerprint == first.fingerprint
+    image = tiny_dataset / "images" / "ISIC_0000003.jpg"
+    image.write_bytes(image.read_bytes() + b"\0" * 10)  # replaced by a file of another size
+    assert select_data(tiny_dataset).fingerprint.key != first.fingerprint.key

@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 
 from skinlib.data.cache import cached_images
-from skinlib.data.index import load_ham10000
+from skinlib.data.index import find_ham10000_metadata, load_ham10000
+from skinlib.data.paths import resolve_data_dir
 from skinlib.data.split import split_parts, subsample
 
 FINGERPRINT_VERSION = 1
@@ -68,14 +69,39 @@ class DataSelection:
     fingerprint: DataFingerprint
 
 
+_MEMO: dict[tuple, tuple[pd.DataFrame, pd.DataFrame]] = {}
+_MEMO_SIZE = 8
+
+
+def _memo_key(data_dir: str | os.PathLike | None, subset: float | None, seed: int, skip_bad: bool) -> tuple:
+    """What the index rows depend on: the resolved folder, its metadata file's state and the selection."""
+    root = resolve_data_dir(data_dir)
+    meta = find_ham10000_metadata(root)
+    st = meta.stat()
+    return (str(root), str(meta), st.st_size, st.st_mtime_ns, subset, seed, skip_bad)
+
+
 def select_data(data_dir: str | os.PathLike | None = None, *, subset: float | None = None, seed: int = 0,
                 skip_bad: bool = False) -> DataSelection:
-    """Load HAM10000 (dropping bad rows when ``skip_bad``), take the lesion-grouped ``subset``, fingerprint it."""
+    """Load HAM10000 (dropping bad rows when ``skip_bad``), take the lesion-grouped ``subset``, fingerprint it.
+
+    The rows are remembered per process (a book chapter asks for the same data once per run);
+    the fingerprint is computed afresh on every call, so a replaced image is still noticed.
+    """
     check_subset(subset)
+    key = _memo_key(data_dir, subset, seed, skip_bad)
+    if key in _MEMO:
+        full, index = _MEMO[key]
+        try:
+            return DataSelection(full, index, fingerprint(index, source=key[1]))
+        except FileNotFoundError:  # an image went away: read everything again
+            _MEMO.pop(key, None)
     full = load_ham10000(data_dir, skip_bad=skip_bad)
     index = subsample(full, fraction=subset, seed=seed) if subset is not None and subset < 1 else full
-    source = str(full.attrs.get("source", data_dir or ""))
-    return DataSelection(full, index, fingerprint(index, source=source))
+    if len(_MEMO) >= _MEMO_SIZE:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[key] = (full, index)
+    return DataSelection(full, index, fingerprint(index, source=str(full.attrs.get("source", key[1]))))
 
 
 def part_tensors(selection: DataSelection, split: pd.DataFrame, *, image_size: int,
