@@ -262,6 +262,11 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
+def write_history(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+    """Write the per-epoch history (one row per epoch) atomically."""
+    return atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+
+
 def read_history(path: str | os.PathLike) -> pd.DataFrame:
     """Read a ``history.csv``, naming the file when it is damaged."""
     path = Path(path)

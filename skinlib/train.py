@@ -50,6 +50,7 @@ from skinlib.runs import (
     load_checkpoint,
     predictions_frame,
     read_history,
+    write_history,
     write_predictions,
 )
 from skinlib.runtime import Precision, predict, resolve_device, to_device
@@ -411,7 +412,7 @@ def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | N
             if improved:
                 _save({"model": model.state_dict(), "epoch": epoch + 1, "config": config.to_dict()},
                       run.file("best.pt"))
-            atomic_write_text(run.file("history.csv"), pd.DataFrame(history).to_csv(index=False))
+            write_history(run.file("history.csv"), history)
             _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                    "scheduler": scheduler.state_dict(), "scaler": precision.scaler.state_dict(),
                    "config": config.to_dict(), "history": history, **state}, run.file("last.pt"))
