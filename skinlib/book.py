@@ -284,8 +284,13 @@ def build_book(
     only: list[str] | None = None,
     root: str | os.PathLike | None = None,
     runs_dir: str | os.PathLike | None = None,
+    jobs: int = 1,
 ) -> BookResult:
-    """Execute the chapters for ``profile`` (all, or ``only`` some) and build the HTML book."""
+    """Execute the chapters for ``profile`` (all, or ``only`` some) and build the HTML book.
+
+    With ``jobs > 1`` every run the chapters use is trained first, ``jobs`` at a time
+    (:func:`skinlib.experiments.train_all`); the chapters then only read finished runs.
+    """
     root_path = book_root(root)
     try:
         import myst_nb  # noqa: F401
@@ -323,6 +328,13 @@ def build_book(
     saved = {k: os.environ.get(k) for k in folders}
     os.environ.update(folders)
     try:
+        if jobs > 1:
+            from skinlib.experiments import base_config, train_all
+
+            config = base_config(**{k: values[k] for k in ("image_size", "epochs", "batch_size", "lr", "subset",
+                                                           "bn_momentum", "device")})
+            train_all(config, values["seeds"], pretrained=values["pretrained"], data_dir=folders[DATA_ENV],
+                      runs_dir=folders[RUNS_ENV], jobs=jobs)
         for name in chapters:
             stamps.pop(name, None)
             atomic_write_json(stamp_file, stamps)

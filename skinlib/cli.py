@@ -117,9 +117,12 @@ def _train(args: argparse.Namespace) -> int:
 
 def _book(args: argparse.Namespace) -> int:
     from skinlib.book import build_book
+    from skinlib.parallel import resolve_jobs
 
-    result = build_book(args.profile, data_dir=args.data_dir, params=_params(args), only=args.only,
-                        runs_dir=args.runs_dir)
+    params = _params(args)
+    jobs = resolve_jobs(args.jobs, str(params.get("device", "auto")))
+    result = build_book(args.profile, data_dir=args.data_dir, params=params, only=args.only,
+                        runs_dir=args.runs_dir, jobs=jobs)
     for name, seconds in result.executed.items():
         print(f"executed {name} in {seconds:.0f} s")
     print(f"runs trained: {len(result.trained)}; finished runs in the store untouched: {len(result.reused)}")
@@ -134,8 +137,14 @@ def _study(args: argparse.Namespace) -> int:
     params = get_profile(args.profile, **_params(args))
     config = base_config(**{k: params[k] for k in ("image_size", "epochs", "batch_size", "lr", "subset",
                                                    "bn_momentum", "device")})
+    from skinlib.parallel import resolve_jobs
+
+    jobs = resolve_jobs(args.jobs, params["device"])
+    if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--jobs trains several runs at once and torchrun one run on several processes: "
+                         "use one or the other")
     study = run_study(args.name, config, params["seeds"], pretrained=params.get("pretrained", True),
-                      data_dir=args.data_dir, runs_dir=args.runs_dir)
+                      data_dir=args.data_dir, runs_dir=args.runs_dir, jobs=jobs)
     if int(os.environ.get("RANK", "0")) == 0:
         for label, runs in study.runs.items():
             print(f"{label}: " + ", ".join(f"{r.path.name} ({'trained' if r.trained else 'reused'})" for r in runs))
@@ -191,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--cache-dir", help="decoded-image cache (default: $SKINLIB_CACHE_DIR or ~/.cache/skinlib)")
     runs = argparse.ArgumentParser(add_help=False)
     runs.add_argument("--runs-dir", help="run store (default: $SKINLIB_RUNS_DIR or runs/ in the repository)")
+    jobs = argparse.ArgumentParser(add_help=False)
+    jobs.add_argument("--jobs", default="1", metavar="N",
+                      help="runs trained at once, each in its own process ('auto': from the GPU's free memory "
+                           "or the CPU cores)")
     profile = argparse.ArgumentParser(add_help=False)
     profile.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                          help="override a profile parameter, VALUE parsed as YAML (e.g. -p epochs 16); "
@@ -241,13 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="delete and retrain a finished or damaged run")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("book", parents=[data_dir, runs, profile],
+    p = sub.add_parser("book", parents=[data_dir, runs, profile, jobs],
                        help="execute every chapter for a profile and build the HTML book", **fmt)
     p.add_argument("--profile", default="smoke", choices=list(PROFILES), help="parameter profile")
     p.add_argument("--only", nargs="+", metavar="CHAPTER", help="re-execute only these chapters")
     p.set_defaults(func=_book)
 
-    p = sub.add_parser("study", parents=[data_dir, runs, profile],
+    p = sub.add_parser("study", parents=[data_dir, runs, profile, jobs],
                        help="train one of the book's studies for a profile (works under torchrun)", **fmt)
     p.add_argument("name", choices=STUDIES, help="the study")
     p.add_argument("--profile", default="paper", choices=list(PROFILES), help="parameter profile")

@@ -90,12 +90,12 @@ def choose_joint_loss(study: Study) -> str:
 
 
 def final_study(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
-                runs_dir: str | os.PathLike | None = None) -> tuple[Study, str]:
+                runs_dir: str | os.PathLike | None = None, jobs: int = 1) -> tuple[Study, str]:
     """MobileNetV3-CaCo with the joint loss chosen on validation by the loss study (trained first if needed).
 
     Returns the (untrained) final study and the label of the chosen joint loss.
     """
-    losses = loss_study(config, seeds).train(data_dir=data_dir, runs_dir=runs_dir)
+    losses = loss_study(config, seeds).train(data_dir=data_dir, runs_dir=runs_dir, jobs=jobs)
     label = choose_joint_loss(losses)
     final = variant(config, model="mobilenet_v3_small_caco", loss=LOSS_VARIANTS[label])
     return Study({"MobileNetV3-CaCo": final}, seeds), label
@@ -110,28 +110,62 @@ def leakage_study(config: RunConfig, seeds: Sequence[int]) -> Study:
 STUDIES: tuple[str, ...] = ("baselines", "pretraining", "attention", "losses", "final", "leakage")
 
 
-def run_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
-              data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None) -> Study:
-    """Train one of the book's studies by name (what ``skinlib study`` and ``torchrun`` call)."""
+def make_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True) -> Study:
+    """One of the book's studies by name, untrained (``final`` needs the loss study: see :func:`run_study`)."""
     from skinlib.models.weights import weights_available
 
-    where = {"data_dir": data_dir, "runs_dir": runs_dir}
     if name == "baselines":
         use = pretrained and all(weights_available(m) for m in TABLE3_MODELS.values())
-        return baseline_study(config, seeds, pretrained=use).train(**where)
+        return baseline_study(config, seeds, pretrained=use)
     if name == "pretraining":
         configs = {f"{m} (pre-trained)": variant(config, model=m, pretrained=True)
                    for m in ("resnet18", "mobilenet_v3_small") if weights_available(m)}
-        return Study(configs, seeds).train(**where)
+        return Study(configs, seeds)
     if name == "attention":
-        return attention_study(config, seeds).train(**where)
+        return attention_study(config, seeds)
     if name == "losses":
-        return loss_study(config, seeds).train(**where)
+        return loss_study(config, seeds)
+    if name == "leakage":
+        return leakage_study(config, seeds)
+    if name == "final":
+        raise ValueError("the final study depends on the loss study's choice: use run_study('final', ...)")
+    raise ValueError(f"unknown study {name!r}; valid: {', '.join(STUDIES)}")
+
+
+def run_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
+              data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
+              jobs: int = 1) -> Study:
+    """Train one of the book's studies by name (what ``skinlib study`` and ``torchrun`` call), ``jobs`` runs
+    at a time."""
+    where = {"data_dir": data_dir, "runs_dir": runs_dir, "jobs": jobs}
     if name == "final":
         return final_study(config, seeds, **where)[0].train(**where)
-    if name == "leakage":
-        return leakage_study(config, seeds).train(**where)
-    raise ValueError(f"unknown study {name!r}; valid: {', '.join(STUDIES)}")
+    return make_study(name, config, seeds, pretrained=pretrained).train(**where)
+
+
+def train_all(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
+              data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
+              jobs: int = 1, threads: int | None = None) -> dict[str, int]:
+    """Train every run the book's chapters use, ``jobs`` at a time: all independent studies (and the scratch
+    baselines) in one pool, then the final model once the loss study has chosen its joint loss.
+
+    Returns how many runs were trained and reused.
+    """
+    from skinlib.parallel import Job, train_many
+
+    independent = [make_study(n, config, seeds, pretrained=pretrained) for n in STUDIES if n != "final"]
+    independent.append(baseline_study(config, seeds))  # 08 sets the scratch baselines beside Table 2
+    where = {"data_dir": None if data_dir is None else str(data_dir),
+             "runs_dir": None if runs_dir is None else str(runs_dir)}
+    todo = [Job(c.replace(seed=s), **where) for study in independent for c in study.configs.values() for s in seeds]
+    trained = train_many(todo, jobs=jobs, threads=threads)
+    final, _ = final_study(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
+    trained.update({len(todo) + i: t for i, t in train_many(
+        [Job(c.replace(seed=s), **where) for c in final.configs.values() for s in seeds], jobs=jobs,
+        threads=threads).items()})
+    counts = {"trained": sum(trained.values()), "reused": sum(not t for t in trained.values())}
+    log.info("all runs of the book: %d trained, %d reused", counts["trained"], counts["reused"])
+    return counts
 
 
 def baseline_study(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = False) -> Study:
@@ -158,11 +192,25 @@ class Study:
     seeds: Sequence[int]
     runs: dict[str, list[Run]] = field(default_factory=dict)
 
-    def train(self, *, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None
-              ) -> Study:
+    def train(self, *, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
+              jobs: int = 1, threads: int | None = None) -> Study:
+        """Train (or reuse) every variant for every seed, ``jobs`` runs at a time (see :mod:`skinlib.parallel`)."""
+        trained: dict[int, bool] = {}
+        if jobs > 1 or threads is not None:
+            from skinlib.parallel import Job, train_many
+
+            where = {"data_dir": None if data_dir is None else str(data_dir),
+                     "runs_dir": None if runs_dir is None else str(runs_dir)}
+            trained = train_many([Job(c.replace(seed=s), **where) for c in self.configs.values() for s in self.seeds],
+                                 jobs=jobs, threads=threads)
+        position = 0
         for label, config in self.configs.items():
-            self.runs[label] = [fit(config.replace(seed=s), data_dir=data_dir, runs_dir=runs_dir)
-                                for s in self.seeds]
+            self.runs[label] = []
+            for s in self.seeds:  # after a parallel pass every run is finished: these calls only open them
+                run = fit(config.replace(seed=s), data_dir=data_dir, runs_dir=runs_dir)
+                run.trained = run.trained or trained.get(position, False)
+                self.runs[label].append(run)
+                position += 1
         trained = sum(r.trained for rs in self.runs.values() for r in rs)
         log.info("study: %d runs, %d trained now, %d reused", sum(map(len, self.runs.values())), trained,
                  sum(map(len, self.runs.values())) - trained)

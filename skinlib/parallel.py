@@ -1,0 +1,122 @@
+"""Several training runs at once on one machine: each in its own process and run folder.
+
+Small models at small batch leave a GPU mostly idle, and a study is many independent
+runs, so ``jobs`` runs train side by side (sharing the GPU, or splitting the CPU's
+threads). The run store's per-run lock keeps two processes off the same run, so
+concurrent studies, books or machines sharing a runs folder never train a run twice.
+
+Results do not depend on ``jobs`` as long as each run gets the same number of CPU
+threads (``threads``): the thread count changes the rounding of CPU float sums.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from skinlib.runs import RunConfig
+
+log = logging.getLogger(__name__)
+
+GPU_MEMORY_PER_JOB_GIB = 8.0  # a MobileNetV3/ResNet18 run at 224 px, batch 64-256, with its images on the GPU
+MAX_JOBS = 8
+
+
+def auto_jobs(device: str = "auto") -> int:
+    """How many runs to train at once here: by free GPU memory on CUDA (at most ``MAX_JOBS`` and one per
+    two CPU cores, which feed the processes), else one per two CPU cores."""
+    import torch
+
+    cores = os.cpu_count() or 1
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        by_memory = int(free / 2**30 // GPU_MEMORY_PER_JOB_GIB)
+        return max(1, min(MAX_JOBS, by_memory, cores // 2))
+    return max(1, cores // 2)
+
+
+def resolve_jobs(jobs: int | str, device: str = "auto") -> int:
+    """``jobs`` as a positive integer (``"auto"``: :func:`auto_jobs`); anything else is a ``ValueError``."""
+    if jobs == "auto":
+        return auto_jobs(device)
+    if isinstance(jobs, str) and jobs.isdigit():
+        jobs = int(jobs)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer or 'auto', got {jobs!r}")
+    return jobs
+
+
+def threads_per_job(jobs: int) -> int:
+    """CPU threads for each of ``jobs`` concurrent runs (the cores split evenly, at least one)."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run to train: its configuration and where its data and run store are."""
+
+    config: RunConfig
+    data_dir: str | None = None
+    runs_dir: str | None = None
+
+
+def _train_in_child(config: dict[str, Any], data_dir: str | None, runs_dir: str | None, threads: int
+                    ) -> tuple[str, bool]:
+    """Worker: train (or reuse) one run with ``threads`` CPU threads; return its folder and whether it trained."""
+    import torch
+
+    from skinlib.train import fit
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+    run = fit(RunConfig.from_dict(config), data_dir=data_dir, runs_dir=runs_dir)
+    return str(run.path), run.trained
+
+
+def train_many(jobs_list: Sequence[Job], *, jobs: int = 1, threads: int | None = None) -> dict[int, bool]:
+    """Train every job, ``jobs`` at a time, each in a fresh process; return ``{position: trained}``.
+
+    With ``jobs=1`` the runs train in this process, one after another. The first failure
+    cancels the runs not yet started and is raised (runs already training finish their
+    current epoch checkpoints and stay resumable).
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    unique: dict[tuple, int] = {}
+    for i, job in enumerate(jobs_list):  # the same run asked twice is trained once
+        unique.setdefault((job.config.to_dict().__repr__(), job.data_dir, job.runs_dir), i)
+    todo = sorted(unique.values())
+    threads = threads or threads_per_job(jobs)
+    trained: dict[int, bool] = {}
+    if jobs == 1:
+        import torch
+
+        from skinlib.train import fit
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for i in todo:
+                job = jobs_list[i]
+                trained[i] = fit(job.config, data_dir=job.data_dir, runs_dir=job.runs_dir).trained
+        finally:
+            torch.set_num_threads(before)
+        return trained
+    log.info("training %d run(s), %d at a time with %d CPU thread(s) each", len(todo), jobs, threads)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: safe with CUDA
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(_train_in_child, jobs_list[i].config.to_dict(), jobs_list[i].data_dir,
+                               jobs_list[i].runs_dir, threads): i for i in todo}
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        for future in done:
+            path, was_trained = future.result()  # raises the first failure
+            trained[futures[future]] = was_trained
+            log.info("%s %s", "trained" if was_trained else "reused", os.path.basename(path))
+    return trained

@@ -1,0 +1,67 @@
+"""Several runs at once (``--jobs``): every run finishes, none is trained twice, the tables do not change."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from skinlib import cli, experiments
+from skinlib.experiments import Study, variant
+from skinlib.parallel import Job, resolve_jobs, threads_per_job, train_many
+from skinlib.runs import RunConfig
+
+TINY = RunConfig(image_size=32, epochs=1, batch_size=16, subset=0.03, device="cpu", progress=False,
+                 model_kwargs={"bn_momentum": 0.1})
+
+
+def small_study() -> Study:
+    return Study({"CE": variant(TINY), "focal": variant(TINY, loss="focal"), "LS": variant(TINY, loss="ls")},
+                 seeds=[0])
+
+
+def test_two_jobs_train_each_run_once_and_give_the_same_table(tmp_path):
+    parallel = small_study().train(runs_dir=tmp_path / "a", jobs=2, threads=1)
+    assert all(r.finished and r.trained for runs in parallel.runs.values() for r in runs)
+    serial = small_study().train(runs_dir=tmp_path / "b", jobs=1, threads=1)
+    pd.testing.assert_frame_equal(parallel.table(n_boot=20), serial.table(n_boot=20))
+    again = small_study().train(runs_dir=tmp_path / "a", jobs=2, threads=1)
+    assert not any(r.trained for runs in again.runs.values() for r in runs), "a finished run is never retrained"
+    assert [r.path for rs in again.runs.values() for r in rs] == [r.path for rs in parallel.runs.values() for r in rs]
+
+
+def test_the_same_run_asked_twice_is_trained_once(tmp_path):
+    job = Job(variant(TINY, loss="cb"), runs_dir=str(tmp_path))
+    trained = train_many([job, job], jobs=2, threads=1)
+    assert trained == {0: True}
+    assert len(list(tmp_path.glob("mobilenet_v3_small-loss_cb-*"))) == 1
+
+
+def test_jobs_values():
+    assert resolve_jobs(3) == 3 and resolve_jobs("2") == 2 and resolve_jobs("auto") >= 1
+    assert threads_per_job(64) == 1
+    for bad in (0, "0", "many", -1, True):
+        with pytest.raises(ValueError, match="jobs must be a positive integer or 'auto'"):
+            resolve_jobs(bad)
+
+
+@pytest.mark.parametrize("argv", [["study", "losses", "--jobs", "0"], ["book", "--jobs", "many"]])
+def test_bad_jobs_is_one_error_line(capsys, argv):
+    assert cli.main(argv) == 2
+    assert "jobs must be a positive integer or 'auto'" in capsys.readouterr().err
+
+
+def test_final_study_waits_for_the_loss_study(tmp_path, monkeypatch):
+    order = []
+    real_train = Study.train
+
+    def record(self, **kwargs):
+        order.append(sorted(self.configs))
+        return real_train(self, **kwargs)
+
+    monkeypatch.setattr(Study, "train", record)
+    monkeypatch.setattr(experiments, "LOSS_VARIANTS", {"CE": "ce", "CB + focal (joint)": "cb+focal"})
+    monkeypatch.setattr(experiments, "JOINT_LOSSES", ["CB + focal (joint)"])
+    study = experiments.run_study("final", TINY, [0], runs_dir=tmp_path, jobs=2)
+    assert order[0] == ["CB + focal (joint)", "CE"] and order[1] == ["MobileNetV3-CaCo"]
+    [run] = study.runs["MobileNetV3-CaCo"]
+    assert run.finished and run.config.loss == "cb+focal" and run.config.model == "mobilenet_v3_small_caco"
