@@ -139,6 +139,8 @@ def _study(args: argparse.Namespace) -> int:
                                                    "bn_momentum", "device")})
     from skinlib.parallel import resolve_jobs
 
+    if args.list or args.run is not None:
+        return _study_runs(args, config, params)
     jobs = resolve_jobs(args.jobs, params["device"])
     if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--jobs trains several runs at once and torchrun one run on several processes: "
@@ -148,6 +150,33 @@ def _study(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         for label, runs in study.runs.items():
             print(f"{label}: " + ", ".join(f"{r.path.name} ({'trained' if r.trained else 'reused'})" for r in runs))
+    return 0
+
+
+def _study_runs(args: argparse.Namespace, config: Any, params: dict[str, Any]) -> int:
+    """``--list``: one command per run (for a job array); ``--run K``: train only the K-th run."""
+    import shlex
+
+    from skinlib.experiments import study_runs
+    from skinlib.train import fit
+
+    runs = study_runs(args.name, config, params["seeds"], pretrained=params.get("pretrained", True),
+                      data_dir=args.data_dir, runs_dir=args.runs_dir)
+    if args.list:
+        base = ["skinlib", "study", args.name, "--profile", args.profile]
+        for name, value in args.param or []:
+            base += ["-p", name, value]
+        for flag in ("data_dir", "runs_dir"):
+            if getattr(args, flag):
+                base += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
+        for k in range(len(runs)):
+            print(shlex.join([*base, "--run", str(k)]))
+        return 0
+    if not 0 <= args.run < len(runs):
+        raise ValueError(f"--run {args.run} is not a run of study {args.name}: it has runs 0..{len(runs) - 1} "
+                         "(see --list)")
+    run = fit(runs[args.run], data_dir=args.data_dir, runs_dir=args.runs_dir)
+    print(f"{'trained' if run.trained else 'reused'} {run.path}")
     return 0
 
 
@@ -264,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train one of the book's studies for a profile (works under torchrun)", **fmt)
     p.add_argument("name", choices=STUDIES, help="the study")
     p.add_argument("--profile", default="paper", choices=list(PROFILES), help="parameter profile")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--list", action="store_true",
+                       help="print one command per run of the study (for a scheduler's job array) and exit")
+    which.add_argument("--run", type=int, metavar="K", help="train only the K-th run of the study (see --list)")
     p.set_defaults(func=_study)
 
     p = sub.add_parser("models", help="list the registered models", **fmt)

@@ -143,6 +143,20 @@ def run_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained:
     return make_study(name, config, seeds, pretrained=pretrained).train(**where)
 
 
+def study_runs(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
+               data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None
+               ) -> list[RunConfig]:
+    """Every run of a study, one configuration per (variant, seed), in a fixed order.
+
+    For ``final`` the loss study's choice is needed, so its runs are trained (or reused) first.
+    """
+    if name == "final":
+        study, _ = final_study(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
+    else:
+        study = make_study(name, config, seeds, pretrained=pretrained)
+    return [c.replace(seed=s) for c in study.configs.values() for s in seeds]
+
+
 def train_all(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
               data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
               jobs: int = 1, threads: int | None = None) -> dict[str, int]:

@@ -65,3 +65,19 @@ def test_final_study_waits_for_the_loss_study(tmp_path, monkeypatch):
     assert order[0] == ["CB + focal (joint)", "CE"] and order[1] == ["MobileNetV3-CaCo"]
     [run] = study.runs["MobileNetV3-CaCo"]
     assert run.finished and run.config.loss == "cb+focal" and run.config.model == "mobilenet_v3_small_caco"
+
+
+def test_study_list_prints_one_command_per_run_and_run_trains_one(tmp_path, capsys):
+    common = ["--profile", "smoke", "-p", "epochs", "1", "-p", "image_size", "32", "--runs-dir", str(tmp_path)]
+    assert cli.main(["study", "attention", *common, "--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(experiments.ATTENTION_MODELS)  # one seed in the smoke profile
+    assert lines[1].startswith("skinlib study attention --profile smoke -p epochs 1") and lines[1].endswith("--run 1")
+    assert cli.main(["study", "attention", *common, "--run", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("trained") and "mobilenet_v3_small-" in out
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 1
+    assert cli.main(["study", "attention", *common, "--run", "1"]) == 0
+    assert capsys.readouterr().out.startswith("reused")
+    assert cli.main(["study", "attention", *common, "--run", "6"]) == 2
+    assert "it has runs 0..5" in capsys.readouterr().err
