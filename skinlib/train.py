@@ -164,9 +164,15 @@ def load_data(
 
 
 def make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW or SGD (Nesterov momentum 0.9) with the config's learning rate and weight decay."""
+    """AdamW or SGD (Nesterov momentum 0.9) with the config's learning rate and weight decay.
+
+    On CUDA AdamW uses its fused kernel (one launch per step instead of several per parameter
+    tensor, which dominates a 1.5 M-parameter model at small batch); elsewhere PyTorch's default.
+    """
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        on_cuda = all(p.is_cuda for p in model.parameters())
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                 fused=True if on_cuda else None)
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             model.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
