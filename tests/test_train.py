@@ -106,6 +106,23 @@ def test_two_gloo_processes_under_torchrun(tmp_path, data_dir):
     assert run.history()["images_per_s"].iloc[0] > 0
 
 
+def test_two_nodes_with_a_c10d_rendezvous(tmp_path, data_dir):
+    """The documented multi-node command, as two local "nodes" of one process each sharing a run store."""
+    env = {**os.environ, "SKINLIB_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+           "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:29561", "--rdzv-id=skinlib-test",
+           "-m", "skinlib", "train", "--name", "nodes", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
+           "--subset", "0.03", "--device", "cpu", "--runs-dir", str(tmp_path)]
+    nodes = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [node.communicate(timeout=600) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), [err[-2000:] for _, err in outs]
+    [folder] = [p for p in tmp_path.iterdir() if p.name.startswith("nodes-")]
+    metrics = Run.open(folder).metrics()
+    assert metrics["environment"]["processes"] == 2
+    assert sum("trained" in out for out, _ in outs) == 1  # rank 0 reports; the other node prints nothing
+
+
 def test_config_hash_ignores_runtime_fields_only():
     base = RunConfig(**TINY)
     assert base.config_hash() == base.replace(device="cuda", num_workers=4).config_hash()
