@@ -399,13 +399,15 @@ def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | N
         if distributed.world_size > 1:  # identical BatchNorm statistics on every process before evaluating
             for buffer in model.buffers():
                 dist.broadcast(buffer, 0)
+        eval_start = time.perf_counter()
         val_loss, val_probs, val_y = predict(model, data.val, loss_fn, precision)
         val = classification_metrics(val_y, val_probs)
+        eval_seconds = time.perf_counter() - eval_start
         row = {
             "epoch": epoch + 1, "train_loss": tr["loss_sum"] / tr["images"],
             "train_accuracy": tr["correct"] / tr["images"], "val_loss": val_loss, "val_accuracy": val["accuracy"],
             "val_bacc": val["bacc"], "lr": optimizer.param_groups[0]["lr"], "steps": int(tr["steps"]),
-            "seconds": tr["seconds"], "images_per_s": tr["images"] / tr["seconds"],
+            "seconds": tr["seconds"], "images_per_s": tr["images"] / tr["seconds"], "eval_seconds": eval_seconds,
         }
         history.append(row)
         state["epoch"] = epoch + 1
