@@ -242,3 +242,25 @@ def test_a_constant_validation_bacc_keeps_the_lowest_loss_epoch(tmp_path, data_d
     run = fit(RunConfig(name="ties", **{**QUICK, "epochs": 3}), data_dir=a, runs_dir=tmp_path / "runs")
     assert run.metrics()["best_epoch"] == 2
 
+
+
+def test_the_lock_without_fcntl_detects_dead_holders(tmp_path, monkeypatch, caplog):
+    """The fallback for systems without fcntl (Windows): exclusive create, stale when the pid is gone."""
+    import socket
+
+    import skinlib.runs as runs
+
+    monkeypatch.setattr(runs, "_HAVE_FCNTL", False)
+    path = tmp_path / ".locks" / "r-2.lock"
+    held = RunLock(path, poll=0.05, timeout=0.3).acquire()
+    with pytest.raises(TimeoutError, match="stayed locked"):
+        RunLock(path, poll=0.05, timeout=0.3).acquire()  # a live holder (this process) is waited for
+    held.release()
+    assert not path.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "since": 0}))
+    with caplog.at_level("WARNING"):
+        lock = RunLock(path, poll=0.05, timeout=2).acquire()
+    assert "taking over the stale lock" in caplog.text
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    lock.release()
