@@ -14,7 +14,7 @@ status="$out/steps.txt"
 : > "$status"
 
 if [ -n "${SKINLIB_GPU_CHECK_TINY:-}" ]; then   # CPU dry run: same steps, minutes instead of hours
-  device=cpu; size=32; images=128; steps=3; workers=0
+  device=cpu; size=32; images=600; steps=3; workers=0
   study_args=(--profile smoke --epochs 1 --jobs 2 -p epochs 1 -p subset 0.05)
 else
   device=cuda; size=224; images=10015; steps=40; workers=8; study_args=(--profile paper --epochs 2 --jobs auto)

@@ -92,6 +92,8 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
     full = load_ham10000(args.data_dir)
     index = subsample(full, fraction=min(1.0, args.images / len(full)), seed=0)
+    if len(index) < args.batch_size:
+        parser.error(f"--images {args.images} gives {len(index)} images, fewer than one batch of {args.batch_size}")
     labels = torch.tensor(index["label"].to_numpy())
     images = cached_images(index["path"].tolist(), args.size)
     model = create_model(args.model).to(device, memory_format=torch.channels_last if device.type == "cuda"
