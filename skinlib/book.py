@@ -16,13 +16,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from skinlib.data.paths import DATA_ENV, project_root, resolve_data_dir
 from skinlib.io import atomic_write_json
-from skinlib.profiles import PROFILES, comparable_with_paper, get_profile
+from skinlib.profiles import PARAMETERS, PROFILES, comparable_with_paper, get_profile
 from skinlib.runs import RUNS_ENV, runs_root
 
 log = logging.getLogger(__name__)
@@ -160,14 +161,24 @@ class Chapter:
                            subset=p["subset"], bn_momentum=p["bn_momentum"], device=p["device"])
 
 
-def chapter(*, profile: str, data_dir: str | None = "", runs_dir: str | None = "", show: bool = True,
-            **params: Any) -> Chapter:
+def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None = None, data_dir: str | None = "",
+            runs_dir: str | None = "", show: bool = True, **params: Any) -> Chapter:
     """Start a chapter notebook: resolve the profile, apply the parameters the caller set, quiet the logs.
 
-    A parameter left ``None`` takes the profile's value, so ``papermill ... -p profile paper``
-    runs at the paper's scale. Unknown names and values of the wrong type raise ``ValueError``.
-    The heading admonition (``show``) states the profile and every value used.
+    ``chapter(globals())`` reads the notebook's parameters cell: ``profile``, the folders and
+    every profile parameter (:data:`~skinlib.profiles.PARAMETERS`) it declares; keyword
+    arguments name them one by one instead (and win over the namespace). A parameter left
+    ``None`` takes the profile's value, so ``papermill ... -p profile paper`` runs at the
+    paper's scale. Unknown names and values of the wrong type raise ``ValueError``. The
+    heading admonition (``show``) states the profile and every value used.
     """
+    if namespace is not None:
+        params = {**{k: namespace[k] for k in PARAMETERS if k in namespace}, **params}
+        profile = profile if profile is not None else namespace.get("profile")
+        data_dir = data_dir or namespace.get("data_dir", "")
+        runs_dir = runs_dir or namespace.get("runs_dir", "")
+    if profile is None:
+        raise ValueError(f"chapter() needs a profile; valid: {', '.join(PROFILES)}")
     logging.basicConfig(level=logging.WARNING, force=True)
     given = {k: v for k, v in params.items() if v is not None}
     values = get_profile(profile, **given)

@@ -64,6 +64,13 @@ def test_chapter_takes_unset_parameters_from_the_profile():
     smoke = chapter(profile="smoke", show=False, epochs=16, image_size=None)
     assert smoke.epochs == 16 and smoke.image_size == PROFILES["smoke"]["image_size"]
     assert smoke.overrides == {"epochs": 16}
+    # a notebook passes its namespace: the parameters cell's names, other globals ignored
+    cell = {"profile": "smoke", "data_dir": "", "runs_dir": "/r", "epochs": 4, "image_size": None, "np": object()}
+    from_cell = chapter(cell, show=False)
+    assert from_cell.params == {"epochs": 4, "image_size": PROFILES["smoke"]["image_size"]}
+    assert from_cell.where == {"data_dir": None, "runs_dir": "/r"} and from_cell.overrides == {"epochs": 4}
+    with pytest.raises(ValueError, match="needs a profile"):
+        chapter({"epochs": 4}, show=False)
     with pytest.raises(ValueError, match=r"unknown parameter 'epoch'; valid: .*epochs"):
         chapter(profile="smoke", show=False, epoch=16)
     with pytest.raises(ValueError, match="parameter epochs must be an integer"):
