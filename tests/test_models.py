@@ -14,6 +14,8 @@ from skinlib.models.attention import (
     CoordAttention,
     coord_attention_parameters,
     create_attention,
+    literal_caco,
+    literal_coord_attention,
 )
 from skinlib.models.weights import expected_weights_file, load_pretrained
 
@@ -94,6 +96,40 @@ def test_coordinate_attention_hand_computed():
     a_h = torch.stack([gate(2.0), gate(6.0)]).view(1, 1, 2, 1)
     a_w = torch.stack([gate(3.0), gate(5.0)]).view(1, 1, 1, 2)
     torch.testing.assert_close(layer(x), x * a_h * a_w)
+
+
+@pytest.mark.parametrize("kind", ["ca", "caco"])
+@pytest.mark.parametrize("shape", [(3, 48, 7, 5), (2, 16, 56, 56), (2, 24, 40, 33)])  # matmul and reduction paths
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_attention_equals_the_literal_definition(kind, shape, channels_last):
+    """Outputs, input and parameter gradients and BatchNorm running statistics agree to 1e-5."""
+    torch.manual_seed(0)
+    fast = create_attention(kind, shape[1])
+    literal = create_attention(kind, shape[1])
+    literal.load_state_dict(fast.state_dict())
+    reference = literal_caco if kind == "caco" else literal_coord_attention
+    x = torch.randn(*shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_fast, out_ref = fast(x_fast), reference(literal, x_ref)  # training mode: batch statistics
+    torch.testing.assert_close(out_fast, out_ref, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(out_ref)
+    (out_fast * weights).sum().backward()
+    (out_ref * weights).sum().backward()
+    torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    for (name, p_fast), p_ref in zip(fast.named_parameters(), literal.parameters()):
+        if name.endswith("conv1.bias"):  # feeds a training-mode BatchNorm: zero up to rounding in both
+            assert p_fast.grad.abs().max() < 1e-3 and p_ref.grad.abs().max() < 1e-3
+        else:
+            torch.testing.assert_close(p_fast.grad, p_ref.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for (name, b_fast), b_ref in zip(fast.named_buffers(), literal.buffers()):
+        torch.testing.assert_close(b_fast, b_ref, rtol=1e-5, atol=1e-6, msg=name)
+    fast.eval(), literal.eval()
+    with torch.inference_mode():  # the pooling matrix made here must not break the next training step
+        torch.testing.assert_close(fast(x), reference(literal, x), rtol=1e-5, atol=1e-5)
+    fast.train()
+    fast(x.clone().requires_grad_()).sum().backward()
 
 
 def test_attention_factory_keeps_shape():

@@ -40,6 +40,22 @@ class SE(SqueezeExcitation):
                          scale_activation=nn.Hardsigmoid)
 
 
+def pool_rows_columns(x: torch.Tensor) -> torch.Tensor:
+    """Means of ``x`` (N, C, H, W) along W, along H and over both, as one ``(N, C, H+W+1)`` tensor.
+
+    The global mean is taken from the row means (equal-sized rows), so CaCo's SE
+    squeeze costs no third pass over the map.
+    """
+    rows = x.mean(dim=3)
+    return torch.cat([rows, x.mean(dim=2), rows.mean(dim=2, keepdim=True)], dim=2)
+
+
+def _pointwise(rows: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 convolution of ``(N, C_in, L)`` rows as one batched matrix product (no 1-pixel-wide conv)."""
+    weight = conv.weight.flatten(1)
+    return torch.baddbmm(conv.bias.view(1, -1, 1), weight.expand(rows.shape[0], -1, -1), rows)
+
+
 class CoordAttention(nn.Module):
     """Coordinate attention, as defined by Hou et al. (2021).
 
@@ -47,6 +63,11 @@ class CoordAttention(nn.Module):
     along the spatial axis, a shared 1x1 conv to ``mip = max(min_mip, C // reduction)``
     channels with bias, BatchNorm and h-swish, split back, one 1x1 conv per
     direction to C channels, sigmoid; output ``x * a_h * a_w`` (no residual).
+
+    The forward pass computes exactly that with fewer operations (the 1x1
+    convolutions as batched matrix products on ``(N, C, L)`` rows, no transposes or
+    splits of 4-D maps); the tests hold it to :func:`literal_coord_attention` in
+    training and evaluation mode, values and gradients.
     """
 
     def __init__(self, channels: int, *, reduction: int = 32, min_mip: int = 8) -> None:
@@ -58,15 +79,48 @@ class CoordAttention(nn.Module):
         self.conv_h = nn.Conv2d(mip, channels, 1, bias=True)
         self.conv_w = nn.Conv2d(mip, channels, 1, bias=True)
 
+    def gates(self, pooled: torch.Tensor, h: int, w: int,
+              scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gates ``a_h`` (N, C, H, 1) and ``a_w`` (N, C, 1, W) from :func:`pool_rows_columns`.
+
+        ``scale`` (N, C, 1) is a per-channel factor already applied to the input
+        (CaCo's SE gate): the pooled rows and columns are scaled instead of the
+        map, and ``a_h`` includes it.
+        """
+        rows_columns = pooled[:, :, : h + w]
+        if scale is not None:
+            rows_columns = rows_columns * scale
+        y = self.bn1(_pointwise(rows_columns, self.conv1).unsqueeze(3))  # (N, mip, H+W, 1)
+        y = self.act(y).squeeze(3)
+        a_h = torch.sigmoid(_pointwise(y[:, :, :h], self.conv_h))  # (N, C, H)
+        a_w = torch.sigmoid(_pointwise(y[:, :, h:], self.conv_w))  # (N, C, W)
+        if scale is not None:
+            a_h = a_h * scale
+        return a_h.unsqueeze(3), a_w.unsqueeze(2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        pooled_h = x.mean(dim=3, keepdim=True)  # (N, C, H, 1)
-        pooled_w = x.mean(dim=2, keepdim=True).transpose(2, 3)  # (N, C, W, 1)
-        y = self.act(self.bn1(self.conv1(torch.cat([pooled_h, pooled_w], dim=2))))
-        y_h, y_w = torch.split(y, [h, w], dim=2)
-        a_h = torch.sigmoid(self.conv_h(y_h))  # (N, C, H, 1)
-        a_w = torch.sigmoid(self.conv_w(y_w.transpose(2, 3)))  # (N, C, 1, W)
+        a_h, a_w = self.gates(pool_rows_columns(x), h, w)
         return x * a_h * a_w
+
+
+def literal_coord_attention(layer: CoordAttention, x: torch.Tensor) -> torch.Tensor:
+    """Hou et al.'s definition step by step (pool, concatenate, conv-BN-h-swish, split, transpose, gate).
+
+    The reference that tests hold :meth:`CoordAttention.forward` to and that
+    ``benchmarks/attention_latency.py`` times it against.
+    """
+    h, w = x.shape[-2:]
+    pooled_h = x.mean(dim=3, keepdim=True)
+    pooled_w = x.mean(dim=2, keepdim=True).permute(0, 1, 3, 2)
+    y = layer.act(layer.bn1(layer.conv1(torch.cat([pooled_h, pooled_w], dim=2))))
+    y_h, y_w = torch.split(y, [h, w], dim=2)
+    return x * torch.sigmoid(layer.conv_h(y_h)) * torch.sigmoid(layer.conv_w(y_w.permute(0, 1, 3, 2)))
+
+
+def literal_caco(layer: CaCo, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's SE forward followed by :func:`literal_coord_attention`: CaCo as first written."""
+    return literal_coord_attention(layer.ca, SE.forward(layer, x))
 
 
 def coord_attention_parameters(channels: int, *, reduction: int = 32, min_mip: int = 8) -> int:
@@ -127,7 +181,18 @@ class CaCo(SE):
         self.ca = CoordAttention(channels, reduction=reduction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ca(super().forward(x))
+        """``ca(se(x))``, one pooling of ``x`` serving both gates, two full-size multiplies instead of three.
+
+        The SE scale ``s`` is constant per channel, so the coordinate attention's
+        poolings of ``x * s`` are ``s`` times those of ``x``, and SE's global mean is
+        the mean of the row means.
+        """
+        h, w = x.shape[-2:]
+        pooled = pool_rows_columns(x)
+        squeezed = pooled[:, :, h + w:]  # (N, C, 1): SE's global mean
+        scale = self.scale_activation(_pointwise(self.activation(_pointwise(squeezed, self.fc1)), self.fc2))
+        a_h, a_w = self.ca.gates(pooled, h, w, scale)
+        return x * a_h * a_w
 
 
 def create_attention(kind: str, channels: int, *, squeeze_channels: int | None = None) -> nn.Module:
