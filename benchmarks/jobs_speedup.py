@@ -15,7 +15,7 @@ import time
 
 import yaml
 
-from skinlib.experiments import base_config, train_all
+from skinlib.experiments import profile_config, train_all
 from skinlib.profiles import get_profile
 
 
@@ -26,8 +26,7 @@ def main() -> None:
     parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     args = parser.parse_args()
     values = get_profile(args.profile, **{k: yaml.safe_load(v) for k, v in args.param})
-    config = base_config(**{k: values[k] for k in ("image_size", "epochs", "batch_size", "lr", "subset",
-                                                   "bn_momentum", "device")})
+    config = profile_config(values)
     seconds = {}
     for jobs in (1, args.jobs):
         with tempfile.TemporaryDirectory() as runs:

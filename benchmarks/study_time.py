@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from skinlib.experiments import base_config, train_all
+from skinlib.experiments import profile_config, train_all
 from skinlib.parallel import resolve_jobs
 from skinlib.profiles import get_profile
 from skinlib.runs import Run
@@ -40,8 +40,7 @@ def main() -> None:
     values = get_profile(args.profile, **{k: yaml.safe_load(v) for k, v in args.param})
     jobs = resolve_jobs(args.jobs, values["device"])
     measured = {**values, "epochs": args.epochs}
-    config = base_config(**{k: measured[k] for k in ("image_size", "epochs", "batch_size", "lr", "subset",
-                                                     "bn_momentum", "device")})
+    config = profile_config(measured)
     with tempfile.TemporaryDirectory() as runs:
         start = time.perf_counter()
         train_all(config, [values["seeds"][0]], pretrained=values["pretrained"], runs_dir=runs, jobs=jobs)

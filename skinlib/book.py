@@ -154,11 +154,9 @@ class Chapter:
     @property
     def config(self) -> Any:
         """The base :class:`~skinlib.runs.RunConfig` of the chapter's runs."""
-        from skinlib.experiments import base_config
+        from skinlib.experiments import profile_config
 
-        p = self.params
-        return base_config(image_size=p["image_size"], epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
-                           subset=p["subset"], bn_momentum=p["bn_momentum"], device=p["device"])
+        return profile_config(self.params)
 
 
 def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None = None, data_dir: str | None = "",
@@ -340,10 +338,9 @@ def build_book(
     os.environ.update(folders)
     try:
         if jobs > 1:
-            from skinlib.experiments import base_config, train_all
+            from skinlib.experiments import profile_config, train_all
 
-            config = base_config(**{k: values[k] for k in ("image_size", "epochs", "batch_size", "lr", "subset",
-                                                           "bn_momentum", "device")})
+            config = profile_config(values)
             train_all(config, values["seeds"], pretrained=values["pretrained"], data_dir=folders[DATA_ENV],
                       runs_dir=folders[RUNS_ENV], jobs=jobs)
         for name in chapters:

@@ -131,12 +131,11 @@ def _book(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from skinlib.experiments import base_config, run_study
+    from skinlib.experiments import profile_config, run_study
     from skinlib.profiles import get_profile
 
     params = get_profile(args.profile, **_params(args))
-    config = base_config(**{k: params[k] for k in ("image_size", "epochs", "batch_size", "lr", "subset",
-                                                   "bn_momentum", "device")})
+    config = profile_config(params)
     from skinlib.parallel import resolve_jobs
 
     if args.list or args.run is not None:

@@ -24,7 +24,9 @@ from skinlib.train import fit
 
 log = logging.getLogger(__name__)
 
-CONFIG_PARAMS = ("image_size", "epochs", "batch_size", "lr", "device")
+CONFIG_PARAMS = ("image_size", "epochs", "batch_size", "lr", "batch_scaling", "device")
+# the profile parameters that make a chapter's base run configuration
+PROFILE_CONFIG_PARAMS = (*CONFIG_PARAMS, "subset", "bn_momentum")
 
 
 def base_config(*, subset: float, bn_momentum: float | str | None, **params: Any) -> RunConfig:
@@ -33,6 +35,11 @@ def base_config(*, subset: float, bn_momentum: float | str | None, **params: Any
     values = {k: params[k] for k in CONFIG_PARAMS if k in params}
     kwargs = {} if bn_momentum in (None, "default") else {"bn_momentum": bn_momentum}
     return RunConfig(subset=None if subset >= 1 else subset, progress=False, model_kwargs=kwargs, **values)
+
+
+def profile_config(params: dict[str, Any]) -> RunConfig:
+    """The base :class:`RunConfig` of a resolved profile (:func:`~skinlib.profiles.get_profile`)."""
+    return base_config(**{k: params[k] for k in PROFILE_CONFIG_PARAMS if k in params})
 
 
 def run_name(config: RunConfig) -> str:

@@ -25,6 +25,8 @@ PARAMETERS: dict[str, Parameter] = {
     "epochs": Parameter(int, "training epochs"),
     "batch_size": Parameter(int, "images per optimiser step"),
     "lr": Parameter(float, "peak learning rate of AdamW with a cosine schedule"),
+    "batch_scaling": Parameter(str, "none, linear or sqrt: scale lr by (batch_size / 64) or its square root and "
+                                    "adapt BatchNorm momentum to the steps per epoch"),
     "subset": Parameter(float, "share of HAM10000 lesions used; 1.0 for all of them"),
     "bn_momentum": Parameter(float | str, "BatchNorm momentum of every BatchNorm layer; 'default' keeps each "
                                           "layer's own"),
@@ -43,6 +45,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "epochs": 6,
         "batch_size": 32,
         "lr": 3e-3,
+        "batch_scaling": "none",
         "subset": 0.1,
         "bn_momentum": 0.1,
         "seed": 0,
@@ -58,6 +61,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "epochs": 100,
         "batch_size": 64,
         "lr": 1e-3,
+        "batch_scaling": "none",
         "subset": 1.0,
         "bn_momentum": "default",
         "seed": 0,
@@ -82,6 +86,11 @@ def check_parameter(name: str, value: Any, *, extra: dict[str, Any] | None = Non
         check_type(f"parameter {name}", value, PARAMETERS[name].type)
         if name == "bn_momentum" and isinstance(value, str) and value != "default":
             raise ValueError(f"parameter bn_momentum must be a number in (0, 1] or 'default', got {value!r}")
+        if name == "batch_scaling":
+            from skinlib.runs import BATCH_SCALINGS
+
+            if value not in BATCH_SCALINGS:
+                raise ValueError(f"parameter batch_scaling must be one of {', '.join(BATCH_SCALINGS)}, got {value!r}")
     elif name in extra:
         example = extra[name]
         if example is not None and value is not None:

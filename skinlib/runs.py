@@ -14,6 +14,7 @@ read here, nowhere else.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 RUNS_ENV = "SKINLIB_RUNS_DIR"
 
+# how the learning rate and BatchNorm momentum follow the batch size (see skinlib.train.batch_scaled)
+BATCH_SCALINGS: tuple[str, ...] = ("none", "linear", "sqrt")
+
 # fields that change where and how fast a run executes, not its result
 RUNTIME_FIELDS = frozenset({"device", "num_workers", "progress", "compile"})
 
@@ -51,6 +55,8 @@ class RunConfig:
     epochs: int = 100
     batch_size: int = 64
     lr: float = 1e-3
+    batch_scaling: str = "none"
+    reference_batch_size: int = 64
     weight_decay: float = 0.01
     optimizer: str = "adamw"
     warmup_epochs: int = 1
@@ -88,6 +94,10 @@ class RunConfig:
             raise ValueError(f"patience must be a positive number of epochs or none, got {self.patience}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.batch_scaling not in BATCH_SCALINGS:
+            raise ValueError(f"unknown batch_scaling {self.batch_scaling!r}; valid: {', '.join(BATCH_SCALINGS)}")
+        if self.reference_batch_size < 1:
+            raise ValueError(f"reference_batch_size must be positive, got {self.reference_batch_size}")
         from skinlib.data.selection import check_subset
 
         check_subset(self.subset)
@@ -117,10 +127,18 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine the result and differ from their default.
+
+        Defaults are left out so that an option added later (whose default keeps the
+        old behaviour) leaves the identity of existing runs and bundles alone.
+        """
+        defaults = _default_values()
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS and v != defaults[k]}
+
     def config_hash(self) -> str:
         """A short hash of the fields that determine the result (the data is added by :func:`run_hash`)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -286,10 +304,14 @@ def read_history(path: str | os.PathLike) -> pd.DataFrame:
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_bacc")
 
 
+@functools.cache
+def _default_values() -> dict[str, Any]:
+    return RunConfig().to_dict()
+
+
 def run_hash(config: RunConfig, data_key: str) -> str:
-    """A short hash of the result-determining config fields and the data fingerprint key."""
-    d = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
-    blob = json.dumps({"config": d, "data": data_key}, sort_keys=True, separators=(",", ":"))
+    """A short hash of the config's :meth:`~RunConfig.identity` and the data fingerprint key."""
+    blob = json.dumps({"config": config.identity(), "data": data_key}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

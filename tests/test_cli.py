@@ -59,7 +59,7 @@ def test_subset_zero_is_rejected(capsys, no_work, argv):
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    (["book", "-p", "epoch", "16"], "unknown parameter 'epoch'; valid: batch_size, bn_momentum"),
+    (["book", "-p", "epoch", "16"], "unknown parameter 'epoch'; valid: batch_scaling, batch_size, bn_momentum"),
     (["book", "-p", "epochs", "1.5"], "parameter epochs must be an integer, got 1.5"),
     (["book", "-p", "latency_runs", "many"], "parameter latency_runs must be an integer"),
     (["book", "-p", "bn_momentum", "maybe"], "bn_momentum must be a number in (0, 1] or 'default'"),

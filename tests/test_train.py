@@ -143,3 +143,27 @@ def test_device_and_option_errors():
         fit(RunConfig(model="ghostnetv2_100", image_size=32))
     with pytest.raises(ValueError, match="valid: adamw, sgd"):
         train.make_optimizer(RunConfig(optimizer="lamb"), torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("rule, lr, steps", [("none", 1e-3, 1.0), ("linear", 4e-3, 4.0), ("sqrt", 2e-3, 4.0)])
+def test_batch_scaling_of_lr_and_batchnorm_momentum(rule, lr, steps):
+    config = RunConfig(batch_size=256, lr=1e-3, batch_scaling=rule)
+    assert train.batch_scaled(config) == pytest.approx((lr, steps))
+    assert train.make_optimizer(config, torch.nn.Linear(2, 2)).param_groups[0]["lr"] == pytest.approx(lr)
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(3, momentum=0.01), torch.nn.BatchNorm2d(3, momentum=None))
+    train.scale_bn_momentum(model, steps)
+    # four EMA steps at 0.01 move a statistic as far as one step at 1 - 0.99**4
+    assert model[0].momentum == pytest.approx(1 - 0.99 ** steps)
+    assert model[1].momentum is None
+    with pytest.raises(ValueError, match="valid: none, linear, sqrt"):
+        RunConfig(batch_scaling="cubic")
+
+
+def test_options_at_their_default_leave_the_run_identity_alone():
+    """A field set to its default hashes like a config written before the field existed."""
+    from skinlib.runs import run_hash
+
+    base = RunConfig(**TINY)
+    assert run_hash(base, "d") == run_hash(base.replace(batch_scaling="none", reference_batch_size=64), "d")
+    assert run_hash(base, "d") != run_hash(base.replace(batch_scaling="sqrt"), "d")
+    assert run_hash(base, "d") != run_hash(base, "other data")
