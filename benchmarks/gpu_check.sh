@@ -37,6 +37,6 @@ for model in mobilenet_v3_small mobilenet_v3_small_caco resnet18; do
       --json "$out/throughput_${model}_b${batch}.json"
   done
 done
-step attention_latency 40 "$py" benchmarks/attention_latency.py --variants se caco ca --runs 30 --rounds 3
+step attention_latency 40 "$py" benchmarks/attention_latency.py --variants se caco caco-literal ca --runs 30 --rounds 3
 step study_time 180 "$py" benchmarks/study_time.py "${study_args[@]}" --json "$out/study_time.json"
 echo "figures in $out"

@@ -98,9 +98,11 @@ def _train(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             values[key] = value
-    for flag in ("pretrained", "deterministic", "compile"):
+    for flag in ("pretrained", "deterministic"):
         if getattr(args, flag):
             values[flag] = True
+    if args.compile:
+        values["compile"] = args.compile
     try:
         config = RunConfig.from_dict(values)  # types checked here, before any data is read
     except TypeError as exc:
@@ -210,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     from skinlib.data.verify import DATASETS
     from skinlib.experiments import STUDIES
     from skinlib.profiles import PARAMETERS, PROFILES
+    from skinlib.runs import COMPILE_MODES
     from skinlib.runtime import DEVICES
     from skinlib.train import OPTIMIZERS, SAMPLERS
 
@@ -277,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=SAMPLERS, help="training sampler; default random")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a validation bacc gain")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on CUDA)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES,
+                   help="torch.compile the model; MODE reduce-overhead adds CUDA graphs (pays at small batch on CUDA)")
     p.add_argument("--num-workers", dest="num_workers", type=int, help="CPU augmentation worker processes")
     p.add_argument("--force", action="store_true", help="delete and retrain a finished or damaged run")
     p.set_defaults(func=_train)

@@ -40,6 +40,9 @@ RUNS_ENV = "SKINLIB_RUNS_DIR"
 # how the learning rate and BatchNorm momentum follow the batch size (see skinlib.train.batch_scaled)
 BATCH_SCALINGS: tuple[str, ...] = ("none", "linear", "sqrt")
 
+# torch.compile modes (True means "default"); reduce-overhead records CUDA graphs of the step
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune")
+
 # fields that change where and how fast a run executes, not its result
 RUNTIME_FIELDS = frozenset({"device", "num_workers", "progress", "compile"})
 
@@ -72,7 +75,7 @@ class RunConfig:
     num_workers: int = 0
     progress: bool = True
     deterministic: bool = False
-    compile: bool = False
+    compile: bool | str = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -94,6 +97,9 @@ class RunConfig:
             raise ValueError(f"patience must be a positive number of epochs or none, got {self.patience}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if isinstance(self.compile, str) and self.compile not in COMPILE_MODES:
+            raise ValueError(f"unknown compile mode {self.compile!r}; valid: {', '.join(COMPILE_MODES)} "
+                             f"(or true/false)")
         if self.batch_scaling not in BATCH_SCALINGS:
             raise ValueError(f"unknown batch_scaling {self.batch_scaling!r}; valid: {', '.join(BATCH_SCALINGS)}")
         if self.reference_batch_size < 1:

@@ -193,6 +193,18 @@ def scale_bn_momentum(model: nn.Module, steps_factor: float) -> nn.Module:
     return model
 
 
+def compile_model(model: nn.Module, mode: bool | str) -> nn.Module:
+    """``torch.compile`` the model in ``mode`` (``True``: ``"default"``); ``False`` returns it as it is.
+
+    ``reduce-overhead`` records the step as CUDA graphs, removing the per-kernel launch cost that
+    dominates a 1.5 M-parameter model at batch 64; on a CPU it compiles like ``default``.
+    Compiled or not, the weights are the same module's, so checkpoints do not change.
+    """
+    if mode is False:
+        return model
+    return torch.compile(model, mode="default" if mode is True else mode)
+
+
 def make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
     """AdamW or SGD (Nesterov momentum 0.9) with the config's weight decay and learning rate
     (scaled with the batch size as :func:`batch_scaled` says).
@@ -402,7 +414,7 @@ def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | N
         log.info("batch %d with %s scaling: lr %.3g, BatchNorm momentum for %.2fx fewer steps",
                  config.batch_size, config.batch_scaling, lr, steps_factor)
     model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
-    trained_model: nn.Module = torch.compile(model) if config.compile else model
+    trained_model = compile_model(model, config.compile)
     if distributed.world_size > 1:
         trained_model = nn.parallel.DistributedDataParallel(
             trained_model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -167,3 +167,17 @@ def test_options_at_their_default_leave_the_run_identity_alone():
     assert run_hash(base, "d") == run_hash(base.replace(batch_scaling="none", reference_batch_size=64), "d")
     assert run_hash(base, "d") != run_hash(base.replace(batch_scaling="sqrt"), "d")
     assert run_hash(base, "d") != run_hash(base, "other data")
+
+
+def test_compile_modes(monkeypatch):
+    """The mode reaches torch.compile; False leaves the model alone; a wrong mode names the valid ones."""
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode: seen.append(mode) or model)
+    model = torch.nn.Linear(2, 2)
+    assert train.compile_model(model, False) is model and seen == []
+    train.compile_model(model, True)
+    train.compile_model(model, "reduce-overhead")
+    assert seen == ["default", "reduce-overhead"]
+    with pytest.raises(ValueError, match="valid: default, reduce-overhead, max-autotune"):
+        RunConfig(compile="fast")
+    assert RunConfig(compile="reduce-overhead").config_hash() == RunConfig().config_hash()  # a runtime field
