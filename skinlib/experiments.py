@@ -164,6 +164,21 @@ def study_runs(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained
     return [c.replace(seed=s) for c in study.configs.values() for s in seeds]
 
 
+def independent_runs(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True) -> list[RunConfig]:
+    """Every run of the book that depends on no other: all studies but ``final``, and the scratch baselines
+    that 08 sets beside Table 2, one configuration per (variant, seed)."""
+    studies = [make_study(n, config, seeds, pretrained=pretrained) for n in STUDIES if n != "final"]
+    studies.append(baseline_study(config, seeds))
+    return [c.replace(seed=s) for study in studies for c in study.configs.values() for s in seeds]
+
+
+def final_runs(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
+               runs_dir: str | os.PathLike | None = None) -> list[RunConfig]:
+    """The final model's runs (the loss study's runs are reused, or trained first if missing)."""
+    final, _ = final_study(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
+    return [c.replace(seed=s) for c in final.configs.values() for s in seeds]
+
+
 def train_all(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
               data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
               jobs: int = 1, threads: int | None = None) -> dict[str, int]:
@@ -174,16 +189,13 @@ def train_all(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = Tru
     """
     from skinlib.parallel import Job, train_many
 
-    independent = [make_study(n, config, seeds, pretrained=pretrained) for n in STUDIES if n != "final"]
-    independent.append(baseline_study(config, seeds))  # 08 sets the scratch baselines beside Table 2
     where = {"data_dir": None if data_dir is None else str(data_dir),
              "runs_dir": None if runs_dir is None else str(runs_dir)}
-    todo = [Job(c.replace(seed=s), **where) for study in independent for c in study.configs.values() for s in seeds]
+    todo = [Job(c, **where) for c in independent_runs(config, seeds, pretrained=pretrained)]
     trained = train_many(todo, jobs=jobs, threads=threads)
-    final, _ = final_study(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
+    finals = final_runs(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
     trained.update({len(todo) + i: t for i, t in train_many(
-        [Job(c.replace(seed=s), **where) for c in final.configs.values() for s in seeds], jobs=jobs,
-        threads=threads).items()})
+        [Job(c, **where) for c in finals], jobs=jobs, threads=threads).items()})
     counts = {"trained": sum(trained.values()), "reused": sum(not t for t in trained.values())}
     log.info("all runs of the book: %d trained, %d reused", counts["trained"], counts["reused"])
     return counts

@@ -34,6 +34,11 @@ EXTERNAL = {"isic2018": "ISIC 2018 Task 3 test"}
 def load_model(run: Run, *, device: str | torch.device = "cpu") -> nn.Module:
     """The run's best weights in a fresh model, in evaluation mode."""
     if not run.file("best.pt").is_file():
+        if run.bundled:
+            raise FileNotFoundError(
+                f"run {run.path.name} came from a results bundle, which keeps its predictions but not its weights "
+                f"(best.pt); this step needs the model: retrain the run (skinlib train with its config.yaml, "
+                f"--force) or compute this result where the run was trained and pack it")
         raise FileNotFoundError(f"run {run.path} has no best.pt; train it first (skinlib train / fit)")
     cfg = run.config
     model = create_model(cfg.model, num_classes=len(CLASSES), **cfg.model_kwargs)

@@ -378,9 +378,16 @@ class Run:
 
         return load_split(self.file("split.csv"))
 
+    @property
+    def bundled(self) -> bool:
+        """Whether the run came from a results bundle (``skinlib results unpack``): finished, without weights."""
+        return (self.path / BUNDLE_MARKER).is_file()
+
     def check_complete(self) -> None:
-        """A finished run needs its best weights and predictions; say what is missing and how to repair it."""
-        missing = [n for n in ("best.pt", "predictions.csv", "history.csv") if not self.file(n).is_file()]
+        """A finished run needs its best weights (unless bundled) and predictions; say what is missing and how
+        to repair it."""
+        needed = ("predictions.csv", "history.csv") if self.bundled else ("best.pt", "predictions.csv", "history.csv")
+        missing = [n for n in needed if not self.file(n).is_file()]
         if missing:
             raise RunFileError(f"run {self.path} looks finished (metrics.json) but lacks {', '.join(missing)}; "
                                f"pass --force (force=True) to retrain it, or delete {self.path}")
@@ -392,6 +399,18 @@ class Run:
 
 DATA_FILE = "data.json"
 LOCKS_DIR = ".locks"
+# written by `skinlib results unpack` into each run it restores: where the run came from
+BUNDLE_MARKER = "bundle.json"
+# set (to 1) while runs may only be reused, never trained: rendering a book from a results bundle
+NO_TRAIN_ENV = "SKINLIB_NO_TRAIN"
+
+
+class MissingRunError(RuntimeError):
+    """A run is needed but absent while training is switched off (:data:`NO_TRAIN_ENV`)."""
+
+
+def training_allowed() -> bool:
+    return os.environ.get(NO_TRAIN_ENV, "") in ("", "0")
 
 
 class RunLock:

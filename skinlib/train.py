@@ -15,6 +15,7 @@ parallel (DDP); ``batch_size`` stays the global batch.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -23,6 +24,7 @@ import random
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -44,12 +46,15 @@ from skinlib.losses import make_loss
 from skinlib.models import check_image_size, create_model
 from skinlib.runs import (
     DATA_FILE,
+    NO_TRAIN_ENV,
+    MissingRunError,
     Run,
     RunConfig,
     RunFileError,
     load_checkpoint,
     predictions_frame,
     read_history,
+    training_allowed,
     write_history,
     write_predictions,
 )
@@ -284,7 +289,9 @@ def _save(obj: Any, path: Any) -> None:
 
 def _environment(device: torch.device, precision: Precision, distributed: Distributed) -> dict[str, Any]:
     env = {"skinlib": __version__, "torch": torch.__version__, "python": platform.python_version(),
-           "device": str(device), "precision": precision.name, "processes": distributed.world_size}
+           "device": str(device), "precision": precision.name, "processes": distributed.world_size,
+           "cpu": platform.processor() or platform.machine(),
+           "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
@@ -330,6 +337,12 @@ def fit(
         run.check_complete()
         log.info("reusing finished run %s (no training)", run.path)
         return run
+    if not training_allowed():
+        raise MissingRunError(
+            f"run {run.path.name} is needed but neither in the run store nor in the results bundle, and "
+            f"training is switched off ({NO_TRAIN_ENV}=1, as when a book renders bundled results); make it "
+            f"where there is time (e.g. `benchmarks/gpu_results.sh` on a GPU, or `skinlib train` with this "
+            f"config: {json.dumps(config.identity(), sort_keys=True)}), then `skinlib results pack`")
     device = resolve_device(config.device)
     distributed = init_distributed(device.type)
     if distributed.world_size > 1 and device.type == "cuda":

@@ -1,0 +1,284 @@
+"""Results bundles: the small, committed outcome of a profile's runs, rendered anywhere without training.
+
+A bundle ``results/<profile>/`` holds, per finished run, what the chapters read: its
+config, data fingerprint, history, metrics, predictions (internal test and ISIC 2018
+test), and what chapter 06 draws from a trained model (Grad-CAM scores, 8-bit maps
+of a few examples), but no weights. Text stays text (YAML, JSON, the history CSV);
+the long per-image tables are gzip-compressed CSV and the splits, shared by most runs,
+are stored once. ``bundle.json`` lists every file with its SHA-256 and says when,
+where (device, versions) and with which parameters the runs were made.
+
+``unpack`` restores the runs into a run store, marked as bundled
+(:data:`~skinlib.runs.BUNDLE_MARKER`), after checking that the local data has the
+fingerprint the runs were trained on; the store then treats them as finished.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from skinlib.io import atomic_write_json
+from skinlib.runs import BUNDLE_MARKER, DATA_FILE, NO_TRAIN_ENV, Run, RunConfig, runs_root
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FILE = "bundle.json"
+FORMAT = 1
+MAX_BYTES = 10 * 1024 * 1024  # per profile, committed with the code
+PLAIN_FILES = ("config.yaml", DATA_FILE, "history.csv", "metrics.json", "isic2018_metrics.json")
+GZIP_FILES = ("predictions.csv", "isic2018_predictions.csv", "gradcam_scores.csv")
+BINARY_FILES = ("gradcam_examples.npz",)
+# the Grad-CAM examples kept for chapter 06's grid (its `examples` parameter may ask for up to this many)
+CAM_EXAMPLES = 6
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used as it is: damaged, incomplete, too large or made on other data."""
+
+
+def results_root(root: str | os.PathLike | None = None) -> Path:
+    """``results/`` in the project (or the working directory)."""
+    from skinlib.data.paths import project_root
+
+    if root is not None:
+        return Path(root)
+    base = project_root()
+    return (base if base is not None else Path.cwd()) / "results"
+
+
+def bundle_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
+    return results_root(root) / profile
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _gzip(src: Path, dst: Path) -> None:
+    """Deterministic gzip (no name, no time stamp), so an unchanged file packs to the same bytes."""
+    with open(src, "rb") as fin, open(dst, "wb") as raw, gzip.GzipFile(
+            filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as fout:
+        shutil.copyfileobj(fin, fout)
+
+
+def _gunzip(src: Path, dst: Path) -> None:
+    with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+
+
+def _git_commit() -> str | None:
+    from skinlib.data.paths import project_root
+
+    root = project_root()
+    if root is None:
+        return None
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _public_data(data: dict[str, Any]) -> dict[str, Any]:
+    """data.json without the machine's folder: only the file name of the source stays."""
+    return {**data, "source": Path(str(data.get("source", ""))).name}
+
+
+@dataclass
+class PackResult:
+    path: Path
+    runs: list[str]
+    bytes: int
+
+
+def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
+              parameters: dict[str, Any] | None = None, max_bytes: int = MAX_BYTES) -> PackResult:
+    """Write the bundle of finished ``runs`` to ``out`` (replaced as a whole, never half-written)."""
+    out = Path(out)
+    if not runs:
+        raise BundleError(f"no finished runs to pack into {out}")
+    for run in runs:
+        if not run.finished:
+            raise BundleError(f"run {run.path} is not finished; train it before packing")
+        run.check_complete()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        entries, devices = [], set()
+        for run in sorted(runs, key=lambda r: r.path.name):
+            folder = tmp / "runs" / run.path.name
+            folder.mkdir(parents=True)
+            for name in PLAIN_FILES:
+                if run.file(name).is_file():
+                    shutil.copyfile(run.file(name), folder / name)
+            (folder / DATA_FILE).write_text(json.dumps(_public_data(run.data()), indent=2, sort_keys=True) + "\n")
+            for name in GZIP_FILES:
+                if run.file(name).is_file():
+                    _gzip(run.file(name), folder / f"{name}.gz")
+            for name in BINARY_FILES:
+                if run.file(name).is_file():
+                    shutil.copyfile(run.file(name), folder / name)
+            split_tmp = tmp / "split.csv.gz"
+            _gzip(run.file("split.csv"), split_tmp)
+            split = Path("splits") / f"{_sha256(run.file('split.csv'))[:16]}.csv.gz"
+            (tmp / "splits").mkdir(exist_ok=True)
+            os.replace(split_tmp, tmp / split)
+            env = run.metrics().get("environment", {})
+            devices.add(env.get("gpu") or env.get("device", "unknown"))
+            entries.append({"folder": run.path.name, "split": split.as_posix(), "data_key": run.data()["key"],
+                            "finished_utc": env.get("finished_utc"), "device": env.get("gpu") or env.get("device"),
+                            "torch": env.get("torch"), "skinlib": env.get("skinlib")})
+        files = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        size = sum((tmp / f).stat().st_size for f in files)
+        if size > max_bytes:
+            biggest = sorted(files, key=lambda f: (tmp / f).stat().st_size, reverse=True)[:3]
+            raise BundleError(f"the bundle of {len(runs)} runs would take {size / 2**20:.1f} MB, over the "
+                              f"{max_bytes / 2**20:.0f} MB limit (largest: {', '.join(biggest)}); pack fewer runs")
+        finished = sorted(e["finished_utc"] for e in entries if e["finished_utc"])
+        meta = {"format": FORMAT, "profile": profile, "parameters": parameters or {},
+                "packed_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "runs_finished_utc": [finished[0], finished[-1]] if finished else None,
+                "devices": sorted(devices), "git_commit": _git_commit(), "runs": entries, "files": files}
+        atomic_write_json(tmp / BUNDLE_FILE, meta)
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("packed %d runs into %s (%.2f MB)", len(runs), out, size / 2**20)
+    return PackResult(out, [e["folder"] for e in entries], size)
+
+
+def read_bundle(path: str | os.PathLike, *, verify: bool = True) -> dict[str, Any]:
+    """The bundle's ``bundle.json``, after checking every listed file's checksum when ``verify``."""
+    path = Path(path)
+    meta_file = path / BUNDLE_FILE
+    if not meta_file.is_file():
+        raise BundleError(f"{path} is not a results bundle (no {BUNDLE_FILE}); make one with "
+                          f"`skinlib results pack --profile PROFILE`")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{meta_file} is damaged ({exc}); restore it from git") from exc
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"{meta_file} has format {meta.get('format')!r}; this skinlib reads format {FORMAT}")
+    if verify:
+        for name, digest in meta["files"].items():
+            file = path / name
+            if not file.is_file():
+                raise BundleError(f"{file} is listed in {meta_file} but missing; restore it from git or pack again")
+            if _sha256(file) != digest:
+                raise BundleError(f"{file} does not match its checksum in {meta_file} (changed or damaged); "
+                                  f"restore it from git or pack again")
+    return meta
+
+
+@dataclass
+class UnpackResult:
+    restored: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _local_data_key(config: RunConfig, data_dir: str | os.PathLike | None, memo: dict) -> tuple[str, str]:
+    from skinlib.data.selection import select_data
+
+    key = (config.subset, config.split_seed)
+    if key not in memo:
+        selection = select_data(data_dir, subset=config.subset, seed=config.split_seed)
+        memo[key] = (selection.fingerprint.key, selection.fingerprint.describe())
+    return memo[key]
+
+
+def unpack(source: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+           runs_dir: str | os.PathLike | None = None) -> UnpackResult:
+    """Restore a bundle's runs into the run store (``source``: a profile name or a bundle folder).
+
+    Refused, before anything is written, when a file fails its checksum or when the
+    local data's fingerprint differs from the one a run was trained on. Runs already in
+    the store are left as they are; each restored run is written to a temporary folder
+    and renamed into place.
+    """
+    path = Path(source) if Path(source).is_dir() or os.sep in str(source) else bundle_dir(str(source))
+    meta = read_bundle(path)
+    memo: dict = {}
+    configs = {}
+    for entry in meta["runs"]:
+        run_path = path / "runs" / entry["folder"]
+        config = Run.open(run_path).config
+        local, described = _local_data_key(config, data_dir, memo)
+        if local != entry["data_key"]:
+            data = json.loads((run_path / DATA_FILE).read_text())
+            raise BundleError(
+                f"{path} was computed on other data than the data here: run {entry['folder']} was trained on "
+                f"{data['images']} images / {data['lesions']} lesions (data key {entry['data_key']}), the data here "
+                f"gives {described}; point SKINLIB_DATA_DIR (or --data-dir) at the same HAM10000 copy, or "
+                f"train the profile here instead of unpacking")
+        configs[entry["folder"]] = config
+    store = runs_root(runs_dir)
+    store.mkdir(parents=True, exist_ok=True)
+    result = UnpackResult(meta=meta)
+    for entry in meta["runs"]:
+        target = store / entry["folder"]
+        if Run(target, configs[entry["folder"]]).finished:
+            result.present.append(entry["folder"])
+            continue
+        if target.exists():  # an unfinished local attempt: the bundle's finished run replaces it
+            shutil.rmtree(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry['folder']}.", suffix=".tmp", dir=store))
+        try:
+            src = path / "runs" / entry["folder"]
+            for file in src.iterdir():
+                if file.name.endswith(".gz"):
+                    _gunzip(file, tmp / file.name[:-3])
+                else:
+                    shutil.copyfile(file, tmp / file.name)
+            _gunzip(path / entry["split"], tmp / "split.csv")
+            atomic_write_json(tmp / BUNDLE_MARKER, {"bundle": meta["profile"], "packed_utc": meta["packed_utc"],
+                                                    "git_commit": meta.get("git_commit")})
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        result.restored.append(entry["folder"])
+    log.info("unpacked %s: %d runs restored, %d already in %s", path, len(result.restored), len(result.present),
+             store)
+    return result
+
+
+class no_training:
+    """Context manager: inside it :func:`~skinlib.train.fit` reuses runs but never trains one (also in child
+    processes, which inherit the environment)."""
+
+    def __enter__(self) -> no_training:
+        self._old = os.environ.get(NO_TRAIN_ENV)
+        os.environ[NO_TRAIN_ENV] = "1"
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is None:
+            os.environ.pop(NO_TRAIN_ENV, None)
+        else:
+            os.environ[NO_TRAIN_ENV] = self._old
