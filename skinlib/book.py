@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from skinlib.data.paths import DATA_ENV, project_root, resolve_data_dir
-from skinlib.io import atomic_write_json
-from skinlib.profiles import PARAMETERS, PROFILES, comparable_with_paper, get_profile
-from skinlib.runs import RUNS_ENV, runs_root
+from skinlib.io import atomic_write_json, atomic_write_text
+from skinlib.profiles import PARAMETERS, PROFILES, SUMMARIES, comparable_with_paper, get_profile
+from skinlib.runs import NO_TRAIN_ENV, RUNS_ENV, runs_root
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ CHAPTERS: tuple[str, ...] = (
     "08_reproduction",
 )
 PROFILE_FILE = ".parameters.json"  # the parameters each executed chapter was run with
+PROVENANCE_FILE = "provenance.md"  # included by the landing page: where the numbers come from
 
 
 class BookError(RuntimeError):
@@ -125,9 +126,8 @@ def profile_note(profile: str, used: dict[str, Any] | None = None, overrides: di
         return Markdown(f":::{{warning}}\nBuilt with the `{profile}` profile **with changes**, so not at the "
                         f"paper's scale.{values}{changed}\n:::")
     return Markdown(
-        f":::{{warning}}\nBuilt with the **`{profile}` profile**: a small subset, small images and a few "
-        "epochs on a CPU, so that the whole book runs in minutes. **These numbers are not comparable "
-        f"with the paper's.** Run `skinlib book --profile paper` on a GPU for those.{values}{changed}\n:::")
+        f":::{{warning}}\nBuilt with the **`{profile}` profile**: {SUMMARIES.get(profile, 'a custom profile')}. "
+        f"Run `skinlib book --profile paper` on a GPU for the paper's scale.{values}{changed}\n:::")
 
 
 @dataclass
@@ -285,6 +285,45 @@ def build_html(root: Path) -> Path:
     return html
 
 
+def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any], *,
+                    data_dir: str | os.PathLike | None, runs_dir: str | os.PathLike | None,
+                    bundle: dict[str, Any] | None) -> str:
+    """The landing page's "Where these numbers come from": profile per chapter, when and on which device the
+    runs were computed (from the runs' metrics, or the results bundle's metadata), and the command to redo it."""
+    from skinlib.results import profile_runs
+
+    runs = profile_runs(values, data_dir=data_dir, runs_dir=runs_dir).finished
+    envs = [r.metrics().get("environment", {}) for r in runs]
+    times = sorted(e["finished_utc"] for e in envs if e.get("finished_utc"))
+    devices = sorted({e.get("gpu") or e.get("device", "unknown") for e in envs})
+    torches = sorted({e.get("torch", "?") for e in envs})
+    when = (f"between {times[0]} and {times[-1]} (UTC)" if len(times) > 1 and times[0] != times[-1]
+            else f"on {times[0]} (UTC)" if times else "at an unrecorded time (older runs)")
+    lines = ["| chapter | profile | numbers |", "| --- | --- | --- |"]
+    source = "results bundle, rendered without training" if bundle else "runs trained or reused by this build"
+    for name in CHAPTERS:
+        stamp = stamps.get(name)
+        if stamp is None:
+            continue
+        lines.append(f"| {name.replace('_', ' ', 1)} | `{stamp.get('profile', '?')}` | {source} |")
+    summary = SUMMARIES.get(profile, "a custom profile")
+    text = [f"The chapters were executed with the **`{profile}`** profile: {summary}. "
+            f"Their {len(runs)} training runs were finished {when} on {', '.join(devices) or 'no device'} "
+            f"(PyTorch {', '.join(torches) or '?'}).", ""]
+    if bundle:
+        commit = f" from commit `{bundle['git_commit']}`" if bundle.get("git_commit") else ""
+        text += [f"They come from the committed results bundle `results/{bundle['profile']}`, packed "
+                 f"{bundle['packed_utc']}{commit}; this book was rendered from it on a machine that trained nothing.",
+                 ""]
+    if bundle:
+        again = (f"To render this book again: `make book PROFILE={profile}`; to compute its runs again on a GPU: "
+                 f"`benchmarks/gpu_results.sh SECONDS OUT`")
+    else:
+        again = f"To compute them again: `{'make book' if profile == 'smoke' else f'skinlib book --profile {profile}'}`"
+    text += [*lines, "", f"{again} (see {{doc}}`/book/reproduce` for the hardware and time per profile).", ""]
+    return "\n".join(text)
+
+
 def build_book(
     profile: str = "smoke",
     *,
@@ -294,11 +333,15 @@ def build_book(
     root: str | os.PathLike | None = None,
     runs_dir: str | os.PathLike | None = None,
     jobs: int = 1,
+    from_results: bool | str | os.PathLike = False,
 ) -> BookResult:
     """Execute the chapters for ``profile`` (all, or ``only`` some) and build the HTML book.
 
     With ``jobs > 1`` every run the chapters use is trained first, ``jobs`` at a time
     (:func:`skinlib.experiments.train_all`); the chapters then only read finished runs.
+    ``from_results`` (``True``: ``results/<profile>``, or a bundle folder) unpacks a
+    results bundle into the run store and renders it with training switched off: a run
+    the bundle lacks stops the build with its name and the command that makes it.
     """
     root_path = book_root(root)
     try:
@@ -329,6 +372,13 @@ def build_book(
         differ = [c for c in others if stamps[c] != stamp]
         if differ:
             log.warning("chapters %s were executed with other parameters than %s now", differ, chapters)
+    bundle = None
+    if from_results:
+        from skinlib.results import bundle_dir, unpack
+
+        source = bundle_dir(profile, root_path / "results") if from_results is True else Path(from_results)
+        bundle = unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV]).meta
+        folders[NO_TRAIN_ENV] = "1"
     html = root_path / "_build" / "html"
     shutil.rmtree(html, ignore_errors=True)  # never leave a stale book behind a failed run
     result = BookResult(html)
@@ -337,7 +387,7 @@ def build_book(
     saved = {k: os.environ.get(k) for k in folders}
     os.environ.update(folders)
     try:
-        if jobs > 1:
+        if jobs > 1 and not from_results:
             from skinlib.experiments import profile_config, train_all
 
             config = profile_config(values)
@@ -349,6 +399,9 @@ def build_book(
             result.executed[name] = execute_chapter(name, values, root=root_path)
             stamps[name] = stamp
             atomic_write_json(stamp_file, stamps)
+        atomic_write_text(executed_dir / PROVENANCE_FILE,
+                          provenance_page(profile, values, stamps, data_dir=folders[DATA_ENV],
+                                          runs_dir=folders[RUNS_ENV], bundle=bundle))
     finally:
         for key, old in saved.items():
             if old is None:

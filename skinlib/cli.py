@@ -124,12 +124,42 @@ def _book(args: argparse.Namespace) -> int:
     params = _params(args)
     jobs = resolve_jobs(args.jobs, str(params.get("device", "auto")))
     result = build_book(args.profile, data_dir=args.data_dir, params=params, only=args.only,
-                        runs_dir=args.runs_dir, jobs=jobs)
+                        runs_dir=args.runs_dir, jobs=jobs, from_results=args.from_results or False)
     for name, seconds in result.executed.items():
         print(f"executed {name} in {seconds:.0f} s")
     print(f"runs trained: {len(result.trained)}; finished runs in the store untouched: {len(result.reused)}")
     print(f"book built in {result.build_seconds:.0f} s: {result.html / 'index.html'}")
     return 0
+
+
+def _results_pack(args: argparse.Namespace) -> int:
+    from skinlib.results import pack_profile
+
+    result = pack_profile(args.profile, out=args.out, data_dir=args.data_dir, runs_dir=args.runs_dir,
+                          allow_missing=args.allow_missing, **_params(args))
+    print(f"packed {len(result.runs)} runs into {result.path} ({result.bytes / 2**20:.2f} MB)")
+    return 0
+
+
+def _results_unpack(args: argparse.Namespace) -> int:
+    from skinlib.results import unpack
+
+    result = unpack(args.bundle, data_dir=args.data_dir, runs_dir=args.runs_dir)
+    print(f"restored {len(result.restored)} runs; {len(result.present)} were already in the run store")
+    return 0
+
+
+def _results_status(args: argparse.Namespace) -> int:
+    from skinlib.profiles import get_profile
+    from skinlib.results import profile_runs
+
+    runs = profile_runs(get_profile(args.profile, **_params(args)), data_dir=args.data_dir, runs_dir=args.runs_dir)
+    bundled = sum(r.bundled for r in runs.finished)
+    print(f"profile {args.profile}: {len(runs.finished)} runs finished ({bundled} from a bundle), "
+          f"{len(runs.missing)} missing" + ("" if runs.final_known else ", final model not yet known"))
+    for config in runs.missing:
+        print(f"missing: {config.name} seed {config.seed}")
+    return 0 if not runs.missing and runs.final_known else 1
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -290,7 +320,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="execute every chapter for a profile and build the HTML book", **fmt)
     p.add_argument("--profile", default="smoke", choices=list(PROFILES), help="parameter profile")
     p.add_argument("--only", nargs="+", metavar="CHAPTER", help="re-execute only these chapters")
+    p.add_argument("--from-results", nargs="?", const=True, metavar="BUNDLE",
+                   help="render a results bundle (default results/<profile>) without training anything")
     p.set_defaults(func=_book)
+
+    results = sub.add_parser("results", help="results bundles: pack finished runs, unpack them elsewhere",
+                             **fmt).add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = results.add_parser("pack", parents=[data_dir, runs, profile],
+                           help="collect a profile's finished runs into results/<profile> (no weights)", **fmt)
+    p.add_argument("--profile", required=True, choices=list(PROFILES), help="parameter profile")
+    p.add_argument("--out", help="bundle folder (default results/<profile>)")
+    p.add_argument("--allow-missing", action="store_true", help="pack the finished runs even if some are missing")
+    p.set_defaults(func=_results_pack)
+    p = results.add_parser("unpack", parents=[data_dir, runs],
+                           help="restore a bundle's runs into the run store (checks the data fingerprint)", **fmt)
+    p.add_argument("bundle", help="a profile name (results/<profile>) or a bundle folder")
+    p.set_defaults(func=_results_unpack)
+    p = results.add_parser("status", parents=[data_dir, runs, profile],
+                           help="which of a profile's runs are finished, bundled or missing", **fmt)
+    p.add_argument("--profile", required=True, choices=list(PROFILES), help="parameter profile")
+    p.set_defaults(func=_results_status)
 
     p = sub.add_parser("study", parents=[data_dir, runs, profile, jobs],
                        help="train one of the book's studies for a profile (works under torchrun)", **fmt)

@@ -54,6 +54,24 @@ PROFILES: dict[str, dict[str, Any]] = {
         "pretrained": True,
         "device": "auto",
     },
+    # one short GPU window (<= 9 minutes of training on one H100/H200 with --jobs auto): all images,
+    # 224 px, one seed, 30 epochs at batch 256 with the square-root learning-rate rule and BatchNorm
+    # momentum following the 4x fewer steps (see skinlib.train.batch_scaled)
+    "gpu": {
+        "profile": "gpu",
+        "image_size": 224,
+        "epochs": 30,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "batch_scaling": "sqrt",
+        "subset": 1.0,
+        "bn_momentum": "default",
+        "seed": 0,
+        "seeds": [0],
+        "n_boot": 1000,
+        "pretrained": True,
+        "device": "auto",
+    },
     # one CUDA GPU: full data, 224 px, the paper's ~100 epochs
     "paper": {
         "profile": "paper",
@@ -107,6 +125,15 @@ def get_profile(name: str, *, extra: dict[str, Any] | None = None, **overrides: 
     for key, value in overrides.items():
         check_parameter(key, value, extra=extra)
     return {**PROFILES[name], **overrides}
+
+
+SUMMARIES: dict[str, str] = {
+    "smoke": "a small subset, small images and a few epochs on a CPU, so that the whole book runs in minutes: "
+             "a check of the code path, **not comparable with the paper's numbers**",
+    "gpu": "all images at 224 px but one seed and 30 epochs (the paper trains about 100): real models, "
+           "**indicative, not the paper's recipe**; intervals reflect the test set only, not seeds",
+    "paper": "all images at 224 px, the paper's ~100 epochs, three seeds: the paper's scale",
+}
 
 
 def comparable_with_paper(profile: str) -> bool:

@@ -282,3 +282,100 @@ class no_training:
             os.environ.pop(NO_TRAIN_ENV, None)
         else:
             os.environ[NO_TRAIN_ENV] = self._old
+
+
+@dataclass
+class ProfileRuns:
+    """The runs a profile's chapters use: the finished ones and the names of those still missing."""
+
+    finished: list[Run]
+    missing: list[RunConfig]
+    final_known: bool  # False while the loss study is incomplete: the final model's runs are not known yet
+
+
+def profile_runs(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
+                 runs_dir: str | os.PathLike | None = None) -> ProfileRuns:
+    """Which of the book's runs for these profile parameters are in the store; trains nothing."""
+    from skinlib.data.selection import select_data
+    from skinlib.experiments import final_runs, independent_runs, profile_config
+    from skinlib.runs import MissingRunError
+
+    config = profile_config(params)
+    configs = independent_runs(config, params["seeds"], pretrained=params["pretrained"])
+    with no_training():
+        try:
+            configs += final_runs(config, params["seeds"], data_dir=data_dir, runs_dir=runs_dir)
+            final_known = True
+        except MissingRunError:
+            final_known = False
+    finished, missing, seen = [], [], set()
+    for c in configs:
+        run = Run.for_config(c, select_data(data_dir, subset=c.subset, seed=c.split_seed).fingerprint.key, runs_dir)
+        if run.path.name in seen:
+            continue
+        seen.add(run.path.name)
+        (finished if run.finished else missing).append(run if run.finished else c)
+    return ProfileRuns(finished, missing, final_known)
+
+
+def derive(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
+           runs_dir: str | os.PathLike | None = None, device: str = "auto") -> list[str]:
+    """Compute, while the weights are at hand, what chapter 06 draws from trained models: the final model's
+    ISIC 2018 test predictions and Grad-CAM (scores and example maps), the baselines' Grad-CAM scores.
+
+    Returns the run folders it touched; runs that are missing or bundled (no weights) are skipped.
+    """
+    from skinlib.data.index import find_isic2018_test_dir
+    from skinlib.experiments import final_runs, make_study, profile_config
+    from skinlib.explain import cam_mask_scores
+    from skinlib.inference import evaluate_external
+    from skinlib.runs import MissingRunError
+    from skinlib.train import fit
+
+    config, seeds = profile_config(params), params["seeds"]
+    done = []
+    with no_training():
+        try:
+            finals = final_runs(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
+        except MissingRunError:
+            finals = []
+        baselines = make_study("baselines", config, seeds, pretrained=params["pretrained"])
+        wanted = [(c, True) for c in finals[:1]] + [(c.replace(seed=seeds[0]), False)
+                                                    for c in baselines.configs.values()]
+        for c, final in wanted:
+            try:
+                run = fit(c, data_dir=data_dir, runs_dir=runs_dir)
+            except MissingRunError:
+                continue
+            if run.bundled:
+                continue
+            if final:
+                try:
+                    find_isic2018_test_dir(data_dir)
+                except FileNotFoundError:
+                    log.warning("no ISIC 2018 test set here: the bundle will lack %s's external predictions",
+                                run.path.name)
+                else:
+                    evaluate_external(run, data_dir=data_dir, device=device)
+            cam_mask_scores(run, data_dir=data_dir, device=device, examples=CAM_EXAMPLES if final else 0)
+            done.append(run.path.name)
+    return done
+
+
+def pack_profile(profile: str, *, out: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
+                 runs_dir: str | os.PathLike | None = None, device: str = "auto", allow_missing: bool = False,
+                 **overrides: Any) -> PackResult:
+    """Derive what the chapters need (:func:`derive`) and pack every finished run of ``profile`` into
+    ``out`` (default ``results/<profile>``). Missing runs are an error naming them, unless
+    ``allow_missing`` (a GPU window that made part of the runs)."""
+    from skinlib.profiles import get_profile
+
+    params = get_profile(profile, **overrides)
+    derive(params, data_dir=data_dir, runs_dir=runs_dir, device=device)
+    runs = profile_runs(params, data_dir=data_dir, runs_dir=runs_dir)
+    if (runs.missing or not runs.final_known) and not allow_missing:
+        raise BundleError(f"{len(runs.missing)} runs of profile {profile} are not finished: "
+                          f"{', '.join(c.name for c in runs.missing) or 'the final model (loss study incomplete)'}; "
+                          f"train them (skinlib book --profile {profile}, or benchmarks/gpu_results.sh) or pass "
+                          f"--allow-missing to pack the finished ones")
+    return pack_runs(runs.finished, out or bundle_dir(profile), profile=profile, parameters=params)

@@ -1,0 +1,110 @@
+"""Results bundles: pack a finished run, unpack it elsewhere, render from it without weights or training."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from skinlib import results
+from skinlib.explain import cam_mask_scores
+from skinlib.inference import evaluate_external, load_model
+from skinlib.runs import NO_TRAIN_ENV, MissingRunError, RunConfig
+from skinlib.train import fit
+
+TINY = dict(name="tiny", image_size=32, epochs=1, batch_size=16, subset=0.03, device="cpu", progress=False,
+            model_kwargs={"bn_momentum": 0.1})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    """One finished tiny run with everything chapter 06 draws from it (ISIC predictions, Grad-CAM)."""
+    runs = tmp_path_factory.mktemp("runs")
+    run = fit(RunConfig(**TINY), runs_dir=runs)
+    evaluate_external(run, data_dir=data_dir, device="cpu")
+    cams = cam_mask_scores(run, data_dir=data_dir, device="cpu", examples=2)
+    return run, cams
+
+
+def test_pack_keeps_results_not_weights(trained, tmp_path):
+    run, _ = trained
+    packed = results.pack_runs([run], tmp_path / "bundle", profile="smoke", parameters={"epochs": 1})
+    files = {p.relative_to(packed.path).as_posix() for p in packed.path.rglob("*") if p.is_file()}
+    folder = f"runs/{run.path.name}"
+    assert {f"{folder}/{n}" for n in ("config.yaml", "data.json", "history.csv", "metrics.json",
+                                      "isic2018_metrics.json", "predictions.csv.gz",
+                                      "isic2018_predictions.csv.gz", "gradcam_scores.csv.gz",
+                                      "gradcam_examples.npz")} <= files
+    assert not any(f.endswith(".pt") for f in files)
+    meta = json.loads((packed.path / "bundle.json").read_text())
+    assert set(meta["files"]) == files - {"bundle.json"} and meta["profile"] == "smoke"
+    assert meta["runs"][0]["folder"] == run.path.name and meta["devices"] == ["cpu"]
+    assert "/" not in json.loads((packed.path / folder / "data.json").read_text())["source"]  # no machine path
+    assert packed.bytes < 1_000_000
+    again = results.pack_runs([run], tmp_path / "again", profile="smoke", parameters={"epochs": 1})
+    same = [f for f in meta["files"] if f.endswith((".gz", ".npz", ".csv"))]
+    assert all((again.path / f).read_bytes() == (packed.path / f).read_bytes() for f in same)  # deterministic
+
+
+def test_unpacked_run_is_finished_without_weights_and_trains_nothing(trained, tmp_path, data_dir, monkeypatch):
+    run, cams = trained
+    bundle = results.pack_runs([run], tmp_path / "bundle", profile="smoke").path
+    store = tmp_path / "store"
+    restored = results.unpack(bundle, data_dir=data_dir, runs_dir=store)
+    assert restored.restored == [run.path.name] and restored.present == []
+    assert results.unpack(bundle, data_dir=data_dir, runs_dir=store).present == [run.path.name]
+    monkeypatch.setenv(NO_TRAIN_ENV, "1")
+    again = fit(RunConfig(**TINY), runs_dir=store)
+    assert not again.trained and again.bundled and not again.file("best.pt").exists()
+    assert again.metrics() == run.metrics()
+    for name in ("predictions.csv", "isic2018_predictions.csv", "split.csv", "history.csv"):
+        assert again.file(name).read_bytes() == run.file(name).read_bytes(), name
+    assert evaluate_external(again, data_dir=data_dir) == json.loads(run.file("isic2018_metrics.json").read_text())
+    cached = cam_mask_scores(again, data_dir=data_dir, examples=2)  # from the bundle: no model needed
+    assert cached.table.equals(cams.table)
+    np.testing.assert_array_equal(cached.cams, cams.cams)
+    np.testing.assert_array_equal(cached.images, cams.images)
+    with pytest.raises(FileNotFoundError, match="came from a results bundle"):
+        load_model(again)
+    with pytest.raises(FileNotFoundError, match="came from a results bundle"):
+        cam_mask_scores(again, data_dir=data_dir, examples=5)  # more examples than were kept
+
+
+def test_a_missing_run_is_named_instead_of_trained(tmp_path, monkeypatch):
+    monkeypatch.setenv(NO_TRAIN_ENV, "1")
+    with pytest.raises(MissingRunError, match=r"run tiny-\w+ is needed .*gpu_results\.sh"):
+        fit(RunConfig(**TINY).replace(seed=7), runs_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_damaged_bundle_and_other_data_are_refused(trained, tmp_path, data_dir, tiny_dataset):
+    run, _ = trained
+    bundle = results.pack_runs([run], tmp_path / "bundle", profile="smoke").path
+    store = tmp_path / "store"
+    with pytest.raises(results.BundleError, match="computed on other data than the data here"):
+        results.unpack(bundle, data_dir=tiny_dataset, runs_dir=store)
+    assert not store.exists() or not any(store.iterdir())  # refused before anything was written
+    metrics = bundle / "runs" / run.path.name / "metrics.json"
+    original = metrics.read_text()
+    metrics.write_text(original.replace('"accuracy"', '"accuracy" ', 1))
+    with pytest.raises(results.BundleError, match="metrics.json does not match its checksum"):
+        results.unpack(bundle, data_dir=data_dir, runs_dir=store)
+    metrics.write_text(original)
+    shutil.rmtree(bundle / "splits")
+    with pytest.raises(results.BundleError, match=r"splits/\w+\.csv\.gz is listed .* but missing"):
+        results.read_bundle(bundle)
+    with pytest.raises(results.BundleError, match="not a results bundle"):
+        results.unpack(tmp_path, data_dir=data_dir, runs_dir=store)
+
+
+def test_pack_refuses_an_oversized_bundle_and_leaves_the_old_one(trained, tmp_path):
+    run, _ = trained
+    out = tmp_path / "bundle"
+    first = results.pack_runs([run], out, profile="smoke")
+    before = (out / "bundle.json").read_bytes()
+    with pytest.raises(results.BundleError, match="over the 0 MB limit"):
+        results.pack_runs([run], out, profile="smoke", max_bytes=1000)
+    assert (out / "bundle.json").read_bytes() == before and first.path == out
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no temporary folder left behind
