@@ -89,7 +89,7 @@ def test_damaged_bundle_and_other_data_are_refused(trained, tmp_path, data_dir, 
     metrics = bundle / "runs" / run.path.name / "metrics.json"
     original = metrics.read_text()
     metrics.write_text(original.replace('"accuracy"', '"accuracy" ', 1))
-    with pytest.raises(results.BundleError, match="metrics.json does not match its checksum"):
+    with pytest.raises(results.BundleError, match=r"metrics\.json does not match its checksum"):
         results.unpack(bundle, data_dir=data_dir, runs_dir=store)
     metrics.write_text(original)
     shutil.rmtree(bundle / "splits")
