@@ -7,8 +7,9 @@ BIN    := $(VENV)/bin
 BOOK_STAMP := $(VENV)/.installed-book
 DEV_STAMP  := $(VENV)/.installed-dev
 PROFILE ?= smoke
+JOBS ?= 1
 
-.PHONY: book test test-book lint env clean
+.PHONY: book test test-slow test-book lint env clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +25,16 @@ $(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 
 env: $(DEV_STAMP)  ## create or update the virtual environment (everything, for development)
 
-book: $(BOOK_STAMP)  ## execute every notebook with the smoke profile and build the HTML book
-	$(BIN)/skinlib book --profile $(PROFILE)
+# PROFILE=smoke (default) trains its runs on this machine; any other profile renders its committed
+# results bundle (results/$(PROFILE)) without training, e.g. `make book PROFILE=gpu`.
+book: $(BOOK_STAMP)  ## execute every notebook (smoke profile, or PROFILE=gpu from results/gpu) and build the book
+	$(BIN)/skinlib book --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),--jobs $(JOBS),--from-results)
 
 test: $(DEV_STAMP)  ## the default test run (slow tests excluded)
 	$(BIN)/python -m pytest -x -q
+
+test-slow: $(DEV_STAMP)  ## the slow tests (CI runs them in a separate step)
+	$(BIN)/python -m pytest -x -q -m slow
 
 test-book: $(DEV_STAMP)  ## read the built book in headless Chromium (builds it when absent)
 	$(BIN)/python -m pytest -x -q -m book

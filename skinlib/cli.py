@@ -149,6 +149,24 @@ def _results_unpack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results_window(args: argparse.Namespace) -> int:
+    from skinlib.parallel import resolve_jobs
+    from skinlib.profiles import get_profile
+    from skinlib.results import run_window
+
+    params = _params(args)
+    jobs = resolve_jobs(args.jobs, str(get_profile(args.profile, **params)["device"]))
+    report = run_window(args.profile, budget_s=args.budget, out=args.out, jobs=jobs, data_dir=args.data_dir,
+                        runs_dir=args.runs_dir, reserve_s=args.reserve, **params)
+    print(f"window of {args.budget:.0f} s took {report.seconds:.0f} s: {len(report.trained)} runs trained")
+    for label, items in (("stopped at the deadline", report.stopped), ("failed", report.failed),
+                         ("not started (would not fit)", report.not_started), ("still missing", report.missing)):
+        for item in items:
+            print(f"{label}: {item}")
+    print(f"archive: {report.archive}" if report.archive else "archive: none (no finished run)")
+    return 0 if not report.failed else 1
+
+
 def _results_status(args: argparse.Namespace) -> int:
     from skinlib.profiles import get_profile
     from skinlib.results import profile_runs
@@ -336,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="restore a bundle's runs into the run store (checks the data fingerprint)", **fmt)
     p.add_argument("bundle", help="a profile name (results/<profile>) or a bundle folder")
     p.set_defaults(func=_results_unpack)
+    p = results.add_parser("window", parents=[data_dir, runs, profile, jobs],
+                           help="a time-boxed training window: train the missing runs that fit, pack them", **fmt)
+    p.add_argument("--profile", required=True, choices=list(PROFILES), help="parameter profile")
+    p.add_argument("--budget", type=float, required=True, metavar="SECONDS", help="wall-clock budget of the window")
+    p.add_argument("--reserve", type=float, default=90.0, metavar="SECONDS",
+                   help="kept at the end for Grad-CAM, ISIC predictions and packing")
+    p.add_argument("--out", required=True, help="folder for results-<profile>.tar.gz")
+    p.set_defaults(func=_results_window)
     p = results.add_parser("status", parents=[data_dir, runs, profile],
                            help="which of a profile's runs are finished, bundled or missing", **fmt)
     p.add_argument("--profile", required=True, choices=list(PROFILES), help="parameter profile")

@@ -24,7 +24,7 @@ from skinlib.train import fit
 
 log = logging.getLogger(__name__)
 
-CONFIG_PARAMS = ("image_size", "epochs", "batch_size", "lr", "batch_scaling", "device")
+CONFIG_PARAMS = ("image_size", "epochs", "batch_size", "lr", "batch_scaling", "sampler", "device")
 # the profile parameters that make a chapter's base run configuration
 PROFILE_CONFIG_PARAMS = (*CONFIG_PARAMS, "subset", "bn_momentum")
 

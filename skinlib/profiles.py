@@ -28,6 +28,7 @@ PARAMETERS: dict[str, Parameter] = {
     "batch_scaling": Parameter(str, "none, linear or sqrt: scale lr by (batch_size / 64) or its square root and "
                                     "adapt BatchNorm momentum to the steps per epoch"),
     "subset": Parameter(float, "share of HAM10000 lesions used; 1.0 for all of them"),
+    "sampler": Parameter(str, "training sampler: random (the paper's recipe) or balanced (each class equally often)"),
     "bn_momentum": Parameter(float | str, "BatchNorm momentum of every BatchNorm layer; 'default' keeps each "
                                           "layer's own"),
     "seed": Parameter(int, "seed of the split shown in the data chapter"),
@@ -38,15 +39,18 @@ PARAMETERS: dict[str, Parameter] = {
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # any 2-core CPU, minutes: a lesion-grouped 10 % subset at 64 px, a few epochs, one seed
+    # any 2-core CPU, minutes: a lesion-grouped 20 % subset at 64 px, 5 epochs, one seed, and
+    # class-balanced sampling, without which so short a training predicts the majority class
+    # (MobileNetV3-Small test bacc 0.25 with random sampling, 0.42 balanced, at 20 % and 5 epochs)
     "smoke": {
         "profile": "smoke",
         "image_size": 64,
-        "epochs": 6,
+        "epochs": 5,
         "batch_size": 32,
         "lr": 3e-3,
         "batch_scaling": "none",
-        "subset": 0.1,
+        "sampler": "balanced",
+        "subset": 0.2,
         "bn_momentum": 0.1,
         "seed": 0,
         "seeds": [0],
@@ -64,6 +68,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 256,
         "lr": 1e-3,
         "batch_scaling": "sqrt",
+        "sampler": "random",
         "subset": 1.0,
         "bn_momentum": "default",
         "seed": 0,
@@ -80,6 +85,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 64,
         "lr": 1e-3,
         "batch_scaling": "none",
+        "sampler": "random",
         "subset": 1.0,
         "bn_momentum": "default",
         "seed": 0,
@@ -104,6 +110,11 @@ def check_parameter(name: str, value: Any, *, extra: dict[str, Any] | None = Non
         check_type(f"parameter {name}", value, PARAMETERS[name].type)
         if name == "bn_momentum" and isinstance(value, str) and value != "default":
             raise ValueError(f"parameter bn_momentum must be a number in (0, 1] or 'default', got {value!r}")
+        if name == "sampler":
+            from skinlib.train import SAMPLERS
+
+            if value not in SAMPLERS:
+                raise ValueError(f"parameter sampler must be one of {', '.join(SAMPLERS)}, got {value!r}")
         if name == "batch_scaling":
             from skinlib.runs import BATCH_SCALINGS
 

@@ -312,6 +312,25 @@ def _reduce(stats: dict[str, float], distributed: Distributed, device: torch.dev
     return out
 
 
+DEADLINE_ENV = "SKINLIB_DEADLINE"  # Unix time by which a training process must be done (a GPU window's end)
+
+
+class DeadlineReached(RuntimeError):
+    """Another epoch would not end before :data:`DEADLINE_ENV`: the run stops, resumable from ``last.pt``."""
+
+
+def _check_deadline(run: Run, history: list[dict[str, Any]], epochs: int) -> None:
+    """Stop before an epoch that would end after the deadline (the mean epoch so far, plus the final test)."""
+    deadline = os.environ.get(DEADLINE_ENV)
+    if not deadline or len(history) >= epochs:
+        return
+    per_epoch = sum(h["seconds"] + h.get("eval_seconds", 0.0) for h in history) / len(history)
+    if time.time() + 2 * per_epoch > float(deadline):
+        raise DeadlineReached(f"run {run.path.name} stopped after epoch {len(history)} of {epochs}: another "
+                              f"epoch ({per_epoch:.0f} s) would end after the time budget; the same command "
+                              f"resumes it from last.pt")
+
+
 def fit(
     config: RunConfig,
     *,
@@ -495,6 +514,7 @@ def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | N
         if config.patience is not None and state["bad_epochs"] >= config.patience:
             log.info("early stop after epoch %d: no val bacc gain for %d epochs", epoch + 1, config.patience)
             break
+        _check_deadline(run, history, config.epochs)
 
     if distributed.main:
         _finish(run, model, data, loss_fn, precision, state, history,

@@ -129,3 +129,35 @@ def test_second_build_retrains_nothing(book):
     result = build_book("smoke")
     assert result.trained == [], f"a rebuild retrained {result.trained}"
     assert len(result.reused) > 0 and (HTML / "index.html").is_file()
+
+
+def _text_outputs(chapter: str) -> list[str]:
+    """Every text output (plain, HTML, Markdown) of an executed chapter, in order."""
+    import nbformat
+
+    nb = nbformat.read(ROOT / "book" / "executed" / f"{chapter}.ipynb", as_version=4)
+    texts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            texts += [str(data[k]) for k in ("text/plain", "text/html", "text/markdown") if k in data]
+            if out.get("output_type") == "stream":
+                texts.append(out.get("text", ""))
+    return texts
+
+
+def test_a_results_bundle_renders_the_same_numbers_without_training(book, tmp_path):
+    """Pack the smoke runs, restore them into an empty run store, render: nothing trains, same outputs."""
+    from skinlib.results import pack_profile, read_bundle
+
+    before = {c: _text_outputs(c) for c in CHAPTERS if c != "07_efficiency"}  # 07 times latency on each render
+    packed = pack_profile("smoke", out=tmp_path / "bundle")
+    assert packed.bytes < 10 * 2**20 and len(read_bundle(packed.path)["runs"]) == len(packed.runs)
+    store = tmp_path / "fresh-store"
+    result = build_book("smoke", from_results=packed.path, runs_dir=store)
+    assert result.trained == [], f"rendering a bundle trained {result.trained}"
+    assert not any((p / "best.pt").exists() for p in store.iterdir() if p.is_dir())  # no weights were needed
+    for chapter, outputs in before.items():
+        assert _text_outputs(chapter) == outputs, f"{chapter} renders other outputs from the bundle"
+    landing = (HTML / "index.html").read_text()
+    assert "Where these numbers come from" in landing and "results bundle" in landing and "cpu" in landing

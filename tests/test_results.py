@@ -108,3 +108,22 @@ def test_pack_refuses_an_oversized_bundle_and_leaves_the_old_one(trained, tmp_pa
         results.pack_runs([run], out, profile="smoke", max_bytes=1000)
     assert (out / "bundle.json").read_bytes() == before and first.path == out
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no temporary folder left behind
+
+
+@pytest.mark.slow
+def test_two_windows_make_the_whole_profile(tmp_path, data_dir):
+    """A short window trains what fits and packs it; a second one, from that bundle, makes the rest."""
+    import tarfile
+
+    small = dict(subset=0.03, epochs=1, image_size=64)
+    first = results.run_window("smoke", budget_s=45, out=tmp_path / "out1", jobs=2, runs_dir=tmp_path / "runs1",
+                               results_dir=tmp_path / "results", reserve_s=15, startup_s=5, **small)
+    assert first.trained and first.missing and first.archive.stat().st_size < 16 * 2**20
+    assert not first.failed
+    with tarfile.open(first.archive) as tar:
+        tar.extractall(tmp_path / "results", filter="data")
+    second = results.run_window("smoke", budget_s=400, out=tmp_path / "out2", jobs=2, runs_dir=tmp_path / "runs2",
+                                results_dir=tmp_path / "results", reserve_s=15, startup_s=5, **small)
+    assert second.missing == [] and not second.failed
+    assert set(first.trained).isdisjoint(second.trained)  # nothing trained twice
+    assert (tmp_path / "runs2" / first.trained[0] / "bundle.json").is_file()
