@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 BOOK_STAMP := $(VENV)/.installed-book
 DEV_STAMP  := $(VENV)/.installed-dev
 PROFILE ?= smoke
-JOBS ?= 1
+JOBS ?= auto
 
 .PHONY: book test test-slow test-book lint env clean
 

@@ -305,7 +305,7 @@ def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any]
         stamp = stamps.get(name)
         if stamp is None:
             continue
-        lines.append(f"| {name.replace('_', ' ', 1)} | `{stamp.get('profile', '?')}` | {source} |")
+        lines.append(f"| {name.replace('_', ' ')} | `{stamp.get('profile', '?')}` | {source} |")
     summary = SUMMARIES.get(profile, "a custom profile")
     text = [f"The chapters were executed with the **`{profile}`** profile: {summary}. "
             f"Their {len(runs)} training runs were finished {when} on {', '.join(devices) or 'no device'} "

@@ -159,5 +159,23 @@ def test_a_results_bundle_renders_the_same_numbers_without_training(book, tmp_pa
     assert not any((p / "best.pt").exists() for p in store.iterdir() if p.is_dir())  # no weights were needed
     for chapter, outputs in before.items():
         assert _text_outputs(chapter) == outputs, f"{chapter} renders other outputs from the bundle"
-    landing = (HTML / "index.html").read_text()
+    landing = (HTML / "book" / "intro.html").read_text()
     assert "Where these numbers come from" in landing and "results bundle" in landing and "cpu" in landing
+
+
+def test_the_smoke_models_learn(book):
+    """The smoke profile's MobileNetV3-Small beats chance (bacc 1/7) clearly, and its runs' curves rise."""
+    from skinlib.experiments import baseline_study, profile_config
+    from skinlib.paper import TABLE3_MODELS
+    from skinlib.profiles import get_profile
+    from skinlib.results import no_training, profile_runs
+
+    params = get_profile("smoke")
+    with no_training():
+        study = baseline_study(profile_config(params), params["seeds"]).train()
+    label = next(k for k, v in TABLE3_MODELS.items() if v == "mobilenet_v3_small")
+    bacc = study.runs[label][0].metrics()["test"]["bacc"]
+    assert bacc >= 0.30, f"smoke MobileNetV3-Small test bacc {bacc:.3f} < 0.30"
+    runs = profile_runs(params).finished
+    rising = [r for r in runs if r.history()["val_bacc"].max() > r.history()["val_bacc"].iloc[0] + 0.05]
+    assert len(rising) >= 0.9 * len(runs), f"only {len(rising)} of {len(runs)} runs' validation bacc rose"
