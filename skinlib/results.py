@@ -176,8 +176,9 @@ def read_bundle(path: str | os.PathLike, *, verify: bool = True) -> dict[str, An
     path = Path(path)
     meta_file = path / BUNDLE_FILE
     if not meta_file.is_file():
-        raise BundleError(f"{path} is not a results bundle (no {BUNDLE_FILE}); make one with "
-                          f"`skinlib results pack --profile PROFILE`")
+        raise BundleError(f"{path} is not a results bundle (no {BUNDLE_FILE}); make one where the runs are "
+                          f"(`skinlib results pack --profile PROFILE`), or train them in a GPU window "
+                          f"(`benchmarks/gpu_results.sh SECONDS OUT`) and unpack its archive into results/")
     try:
         meta = json.loads(meta_file.read_text())
     except json.JSONDecodeError as exc:
