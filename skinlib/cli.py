@@ -132,6 +132,14 @@ def _book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from skinlib.export import export_chapters
+
+    for path in export_chapters(args.chapters, to=args.to, out=args.out):
+        print(path)
+    return 0
+
+
 def _results_pack(args: argparse.Namespace) -> int:
     from skinlib.results import pack_profile
 
@@ -341,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-results", nargs="?", const=True, metavar="BUNDLE",
                    help="render a results bundle (default results/<profile>) without training anything")
     p.set_defaults(func=_book)
+
+    p = sub.add_parser("export", help="executed chapters as standalone HTML, PDF or notebooks (to hand in or mark)",
+                       **fmt)
+    p.add_argument("chapters", nargs="+", metavar="CHAPTER", help="chapter names (e.g. 02_baselines) or all")
+    p.add_argument("--to", default="html", choices=["html", "ipynb", "pdf"], help="output format")
+    p.add_argument("--out", default="exported", help="output folder")
+    p.set_defaults(func=_export)
 
     results = sub.add_parser("results", help="results bundles: pack finished runs, unpack them elsewhere",
                              **fmt).add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -184,3 +184,20 @@ def test_the_smoke_models_learn(book):
     runs = profile_runs(params).finished
     rising = [r for r in runs if r.history()["val_bacc"].max() > r.history()["val_bacc"].iloc[0] + 0.05]
     assert len(rising) >= 0.9 * len(runs), f"only {len(rising)} of {len(runs)} runs' validation bacc rose"
+
+
+def test_export_chapters_for_handing_in(book, tmp_path):
+    """Executed chapters as standalone HTML (images embedded), notebooks, and PDF printed by Chromium."""
+    from skinlib.export import export_chapters
+
+    [html] = export_chapters(["02_baselines"], to="html", out=tmp_path)
+    text = html.read_text()
+    assert "data:image/png;base64," in text and "MobileNetV3" in text and "/root/" not in text
+    assert len(export_chapters(["all"], to="ipynb", out=tmp_path)) == len(CHAPTERS)
+    chromium()
+    [pdf] = export_chapters(["01_data"], to="pdf", out=tmp_path)
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 50_000
+    with pytest.raises(ValueError, match="valid: all, 01_data"):
+        export_chapters(["99_none"], to="html", out=tmp_path)
+    with pytest.raises(ValueError, match="valid: html, ipynb, pdf"):
+        export_chapters(["01_data"], to="docx", out=tmp_path)
