@@ -509,4 +509,7 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     report.seconds = time.time() - start
+    if report.seconds > budget_s:
+        log.warning("the window took %.0f s, over its %.0f s budget: deriving and packing needed more than the "
+                    "%.0f s reserve; pass a larger --reserve", report.seconds, budget_s, reserve_s)
     return report
