@@ -50,6 +50,24 @@ def _data_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _data_download(args: argparse.Namespace) -> int:
+    from skinlib.data.download import download_data
+
+    report = download_data(args.dest, what=args.what, mirror=args.mirror, keep_archives=args.keep_archives,
+                           allow_unverified=args.allow_unverified, force=args.force, timeout=args.timeout)
+    for part in report.already:
+        print(f"{part}: already downloaded and extracted (--force fetches it again)")
+    for name, res in report.fetched.items():
+        how = "already here" if res.skipped else f"{res.downloaded / 1e6:.1f} MB in {res.seconds:.1f} s"
+        print(f"{name}: {how}" + (f" (resumed at {res.resumed_from / 1e6:.1f} MB)" if res.resumed_from else ""))
+    for part, count in report.extracted.items():
+        print(f"{part}: {count} files in place")
+    for text in report.verified.values():
+        print(text)
+    print(f"\nData ready. Use it with:\n  export SKINLIB_DATA_DIR={report.dest}")
+    return 0
+
+
 def _data_split(args: argparse.Namespace) -> int:
     from skinlib.data import leakage_summary, make_split, save_split
     from skinlib.data.selection import select_data
@@ -265,6 +283,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from skinlib.data.download import PARTS as DATA_PARTS
     from skinlib.data.verify import DATASETS
     from skinlib.experiments import STUDIES
     from skinlib.profiles import PARAMETERS, PROFILES
@@ -303,6 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="ham10000", choices=DATASETS, help="which data set to check")
     p.add_argument("--no-decode", action="store_true", help="skip decoding every image (faster)")
     p.set_defaults(func=_data_verify)
+    p = data.add_parser("download", help="fetch HAM10000, its masks and the ISIC 2018 test set (resumable, verified)",
+                        **fmt)
+    p.add_argument("--dest", default="data", help="folder to lay the data out in (data/ is found without settings)")
+    p.add_argument("--what", default=",".join(DATA_PARTS), help=f"comma-separated parts: {', '.join(DATA_PARTS)}")
+    p.add_argument("--mirror", help="a server holding the files at the original paths (also $SKINLIB_MIRROR)")
+    p.add_argument("--keep-archives", action="store_true", help="keep the downloaded zip files in DEST/.downloads")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="accept a file whose server publishes no checksum (data verify still runs)")
+    p.add_argument("--force", action="store_true", help="fetch and extract parts that are already in place")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server")
+    p.set_defaults(func=_data_download)
     p = data.add_parser("split", parents=[data_dir, skip_bad], help="write a train/val/test split as CSV", **fmt)
     p.add_argument("--scheme", default="lesion", choices=["lesion", "image"],
                    help="lesion: no lesion in two parts; image: the leaky per-image split")

@@ -95,7 +95,8 @@ def find_ham10000_metadata(root: Path) -> Path:
     """The HAM10000 metadata file under ``root`` (``.csv`` or Dataverse ``.tab``)."""
     return _find_file(
         root, HAM_METADATA_NAMES, "HAM10000 metadata file",
-        "point the data directory at the folder holding the HAM10000 download",
+        "point the data directory at the folder holding the HAM10000 download, or fetch it with "
+        f"`skinlib data download --dest {root}`",
     )
 
 
@@ -248,9 +249,9 @@ def find_isic2018_test_dir(data_dir: str | os.PathLike | None = None) -> Path:
         if hits:
             return hits[0].parent
     raise FileNotFoundError(
-        f"no {ISIC_TEST_GT_NAME} under {root} or {root.parent}; download the ISIC 2018 Task 3 "
-        f"test images and ground truth from https://challenge.isic-archive.com/data/#2018 and set "
-        f"{ISIC_TEST_ENV} to their folder"
+        f"no {ISIC_TEST_GT_NAME} under {root} or {root.parent}; fetch the ISIC 2018 Task 3 test images "
+        f"and ground truth with `skinlib data download --dest {root} --what isic2018_test` (or from "
+        f"https://challenge.isic-archive.com/data/#2018 and set {ISIC_TEST_ENV} to their folder)"
     )
 
 

@@ -30,8 +30,8 @@ def find_masks(index: pd.DataFrame, data_dir: str | os.PathLike | None = None) -
     missing = [i for i in index["image_id"] if i not in found]
     if missing:
         raise FileNotFoundError(
-            f"{len(missing)} image(s) have no lesion mask under {root}, e.g. {missing[:5]}; the HAM10000 masks "
-            "come with Tschandl et al. 2020 (Harvard Dataverse doi:10.7910/DVN/DBW86T, HAM10000_segmentations)")
+            f"{len(missing)} image(s) have no lesion mask under {root}, e.g. {missing[:5]}; fetch the HAM10000 "
+            f"masks (Tschandl et al. 2020) with `skinlib data download --dest {root} --what masks`")
     return index["image_id"].map(lambda i: str(found[i]))
 
 

@@ -46,8 +46,9 @@ def _no_data_message(tried: list[Path]) -> str:
     return (
         "No data directory found. Looked in:\n"
         f"{where}\n"
-        "Download HAM10000 (images + HAM10000_metadata.csv or .tab) from:\n"
-        f"{urls}\n"
+        "Fetch HAM10000, its masks and the ISIC 2018 test set (about 3 GB) into data/ with:\n"
+        "  skinlib data download\n"
+        f"or download them by hand from:\n{urls}\n"
         f"then pass --data-dir PATH or set {DATA_ENV}=PATH."
     )
 
@@ -57,8 +58,9 @@ def _checked_dir(path: Path, what: str) -> Path:
         raise FileNotFoundError(f"{what} {path} is a file, not a folder; pass the folder that holds the data "
                                 f"(perhaps {path.parent})")
     if not path.is_dir():
-        raise FileNotFoundError(f"{what} {path} does not exist; pass an existing folder, or run "
-                                "`skinlib data verify` with no --data-dir to see where data is looked for")
+        raise FileNotFoundError(f"{what} {path} does not exist; pass an existing folder, fetch the data into it "
+                                f"with `skinlib data download --dest {path}`, or run `skinlib data verify` with no "
+                                "--data-dir to see where data is looked for")
     return path.resolve()
 
 

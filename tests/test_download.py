@@ -1,0 +1,246 @@
+"""`skinlib data download` against a local HTTP server serving fixture archives built here."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from skinlib.cli import main
+from skinlib.data import download as dl
+from skinlib.data.index import load_ham10000, load_isic2018_test
+from skinlib.data.masks import find_masks
+from skinlib.fetch import Checksum, ChecksumError, DownloadError, download, mirrored
+from tests.fileserver import FileServer
+
+HAM = [("ISIC_0024306", "HAM_0000001", "nv"), ("ISIC_0024307", "HAM_0000001", "nv"),
+       ("ISIC_0024308", "HAM_0000002", "mel"), ("ISIC_0024309", "HAM_0000003", "bkl"),
+       ("ISIC_0024310", "HAM_0000004", "bcc"), ("ISIC_0024311", "HAM_0000005", "df"),
+       ("ISIC_0024312", "HAM_0000006", "vasc")]
+ISIC = [("ISIC_0034524", "NV"), ("ISIC_0034525", "MEL"), ("ISIC_0034526", "AKIEC")]
+
+
+def _jpeg(seed: int, size: tuple[int, int] = (60, 45)) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _png_mask(seed: int) -> bytes:
+    buf = io.BytesIO()
+    mask = np.zeros((45, 60), dtype=np.uint8)
+    mask[10 + seed % 5:30, 15:40] = 255
+    Image.fromarray(mask).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def fixture_files() -> dict[str, bytes]:
+    """The six published files, a few images each, laid out as their publishers do."""
+    meta = "lesion_id,image_id,dx,dx_type,age,sex,localization\n" + "".join(
+        f"{lesion},{image},{dx},histo,50.0,male,back\n" for image, lesion, dx in HAM)
+    onehot = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    gt = "image," + ",".join(onehot) + "\n" + "".join(
+        f"{image}," + ",".join("1.0" if c == dx else "0.0" for c in onehot) + "\n" for image, dx in ISIC)
+    return {
+        "HAM10000_images_part_1.zip": _zip({f"{i}.jpg": _jpeg(k) for k, (i, _, _) in enumerate(HAM[:4])}),
+        "HAM10000_images_part_2.zip": _zip({f"{i}.jpg": _jpeg(k + 4) for k, (i, _, _) in enumerate(HAM[4:])}),
+        "HAM10000_metadata.tab": meta.encode(),
+        "HAM10000_segmentations_lesion_tschandl.zip": _zip(
+            {f"HAM10000_segmentations_lesion_tschandl/{i}_segmentation.png": _png_mask(k)
+             for k, (i, _, _) in enumerate(HAM)} | {"__MACOSX/._x_segmentation.png": b"junk"}),
+        "ISIC2018_Task3_Test_Input.zip": _zip(
+            {f"ISIC2018_Task3_Test_Input/{i}.jpg": _jpeg(k + 20) for k, (i, _) in enumerate(ISIC)}
+            | {"ISIC2018_Task3_Test_Input/LICENSE.txt": b"CC-BY-NC"}),
+        "ISIC2018_Task3_Test_GroundTruth.zip": _zip(
+            {"ISIC2018_Task3_Test_GroundTruth/ISIC2018_Task3_Test_GroundTruth.csv": gt.encode()}),
+    }
+
+
+def serve(files: dict[str, bytes], *, md5: dict[str, str] | None = None) -> FileServer:
+    """A server laid out like Dataverse's native API plus the ISIC S3 bucket."""
+    server = FileServer()
+    listing = []
+    for k, (name, data) in enumerate(files.items()):
+        if name.startswith("ISIC2018"):
+            server.add(f"/2018/{name}", data, etag=True)
+            continue
+        digest = (md5 or {}).get(name, hashlib.md5(data).hexdigest())
+        entry = {"id": 1000 + k, "filename": name, "filesize": len(data), "md5": digest,
+                 "checksum": {"type": "MD5", "value": digest}}
+        if name.endswith(".tab"):
+            entry["originalFileFormat"] = "text/csv"
+        listing.append({"label": name, "dataFile": entry})
+        server.add(f"/api/access/datafile/{1000 + k}", data)
+    server.add("/api/datasets/:persistentId/", {"status": "OK", "data": {"latestVersion": {"files": listing}}})
+    return server
+
+
+@pytest.fixture()
+def server():
+    srv = serve(fixture_files())
+    srv.url = srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_complete_download_lays_out_what_the_loader_reads(server, tmp_path, capsys):
+    dest = tmp_path / "data"
+    assert main(["data", "download", "--dest", str(dest), "--mirror", server.url]) == 0
+    out = capsys.readouterr().out
+    assert f"SKINLIB_DATA_DIR={dest}" in out and "OK: no problems found" in out
+    index = load_ham10000(dest)
+    assert sorted(index["image_id"]) == sorted(i for i, _, _ in HAM)
+    assert dict(index["dx"].value_counts()) == {"nv": 2, "mel": 1, "bkl": 1, "bcc": 1, "df": 1, "vasc": 1}
+    assert len(find_masks(index, dest)) == len(HAM)
+    test = load_isic2018_test(dest)
+    assert list(test["dx"]) == ["nv", "mel", "akiec"]
+    assert (dest / "ham10000" / "HAM10000_metadata.csv").is_file()
+    assert not list((dest / ".downloads").glob("*.zip")), "archives are removed after extraction by default"
+    # a second run fetches nothing
+    before = len(server.log)
+    assert main(["data", "download", "--dest", str(dest), "--mirror", server.url]) == 0
+    assert "already downloaded" in capsys.readouterr().out
+    assert len(server.log) == before
+
+
+def test_only_the_parts_asked_for(server, tmp_path):
+    report = dl.download_data(tmp_path, what="isic2018_test", mirror=server.url, progress=False)
+    assert set(report.fetched) == {"ISIC2018_Task3_Test_Input.zip", "ISIC2018_Task3_Test_GroundTruth.zip"}
+    assert not (tmp_path / "ham10000").exists()
+    assert len(list((tmp_path / "isic2018_task3_test" / "images").iterdir())) == len(ISIC)
+    with pytest.raises(ValueError, match="valid: ham10000, masks, isic2018_test"):
+        dl.parse_parts("ham10000,lesions")
+
+
+def test_interrupted_download_resumes_where_it_stopped(server, tmp_path):
+    name = "HAM10000_images_part_1.zip"
+    path, data = "/api/access/datafile/1000", server.files["/api/access/datafile/1000"]
+    half = len(data) // 2
+    server.drops[path] = [half]
+    with pytest.raises(DownloadError, match=r"partial file .*part_1\.zip\.part is kept.*run the same command again"):
+        dl.download_data(tmp_path, what="ham10000", mirror=server.url, retries=0, progress=False)
+    part = tmp_path / ".downloads" / f"{name}.part"
+    assert part.stat().st_size == half
+    assert not (tmp_path / "ham10000").exists(), "nothing is extracted from an incomplete download"
+    report = dl.download_data(tmp_path, what="ham10000", mirror=server.url, retries=0, progress=False)
+    assert server.gets(path) == [None, f"bytes={half}-"]
+    assert report.fetched[name].resumed_from == half
+    assert report.fetched[name].downloaded == len(data) - half
+    assert len(load_ham10000(tmp_path)) == len(HAM)
+
+
+def test_a_connection_closed_mid_file_is_retried_from_its_last_byte(server, tmp_path):
+    path = "/2018/ISIC2018_Task3_Test_Input.zip"
+    size = len(server.files[path])
+    server.drops[path] = [100, 250]
+    dl.download_data(tmp_path, what="isic2018_test", mirror=server.url, retries=3, progress=False)
+    assert server.gets(path) == [None, "bytes=100-", "bytes=350-"]
+    assert (tmp_path / "isic2018_task3_test" / "images").is_dir()
+    assert server.sent >= size
+
+
+def test_a_server_ignoring_ranges_restarts_the_file(tmp_path):
+    data = bytes(range(256)) * 400
+    srv = FileServer()
+    srv.add("/f.bin", data)
+    srv.drops["/f.bin"] = [5000]
+    srv.honour_range = False
+    url = srv.start()
+    try:
+        result = download(f"{url}/f.bin", tmp_path / "f.bin", progress=False, backoff=0,
+                          checksum=Checksum("sha256", hashlib.sha256(data).hexdigest(), "test"))
+    finally:
+        srv.stop()
+    assert (tmp_path / "f.bin").read_bytes() == data and result.downloaded == 5000 + len(data)
+
+
+def test_checksum_mismatch_is_refused_and_nothing_extracted(tmp_path):
+    files = fixture_files()
+    srv = serve(files, md5={"HAM10000_images_part_2.zip": "0" * 32})
+    url = srv.start()
+    try:
+        with pytest.raises(ChecksumError, match=r"checksum mismatch for HAM10000_images_part_2\.zip: expected md5 0+ "
+                                                r"\(Harvard Dataverse metadata"):
+            dl.download_data(tmp_path, what="ham10000", mirror=url, progress=False)
+    finally:
+        srv.stop()
+    assert not (tmp_path / "ham10000").exists()
+    assert (tmp_path / ".downloads" / "HAM10000_images_part_2.zip.rejected").is_file()
+    assert not (tmp_path / ".downloads" / "HAM10000_images_part_2.zip").exists()
+
+
+def test_missing_file_is_a_404_naming_the_url(tmp_path, capsys):
+    files = fixture_files()
+    srv = serve(files)
+    del srv.files["/2018/ISIC2018_Task3_Test_GroundTruth.zip"]
+    url = srv.start()
+    try:
+        code = main(["data", "download", "--dest", str(tmp_path), "--what", "isic2018_test", "--mirror", url])
+    finally:
+        srv.stop()
+    err = capsys.readouterr().err
+    assert code != 0 and "ISIC2018_Task3_Test_GroundTruth.zip does not exist (HTTP 404)" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "isic2018_task3_test").exists()
+
+
+def test_offline_is_one_line_saying_how_to_copy_the_data(tmp_path, capsys):
+    code = main(["data", "download", "--dest", str(tmp_path), "--mirror", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0 and len(lines) == 1, err
+    assert lines[0].startswith("error: cannot reach 127.0.0.1:9") and "copy DIR here" in lines[0]
+
+
+def test_finished_files_are_not_downloaded_again(tmp_path):
+    data = b"x" * 3000
+    srv = FileServer()
+    srv.add("/f.bin", data)
+    url = srv.start()
+    try:
+        check = Checksum("md5", hashlib.md5(data).hexdigest(), "test")
+        first = download(f"{url}/f.bin", tmp_path / "f.bin", checksum=check, progress=False)
+        second = download(f"{url}/f.bin", tmp_path / "f.bin", checksum=check, progress=False)
+    finally:
+        srv.stop()
+    assert first.downloaded == 3000 and second.skipped and second.downloaded == 0
+    assert len(srv.gets("/f.bin")) == 1
+
+
+def test_s3_multipart_etag_and_mirror_urls(tmp_path):
+    path = tmp_path / "big.bin"
+    data = np.random.default_rng(0).integers(0, 255, (17 << 20,), dtype=np.uint8).tobytes()
+    path.write_bytes(data)
+    parts = [hashlib.md5(data[i:i + (8 << 20)]).digest() for i in range(0, len(data), 8 << 20)]
+    etag = hashlib.md5(b"".join(parts)).hexdigest() + "-3"
+    assert Checksum("s3-etag", etag, "test").check(path)[0]
+    assert not Checksum("s3-etag", "0" * 32 + "-3", "test").check(path)[0]
+    assert Checksum("s3-etag", hashlib.md5(data).hexdigest(), "test").check(path)[0]
+    with pytest.raises(ValueError, match="not a s3-etag digest"):
+        Checksum("s3-etag", "abc", "test")
+    assert mirrored("https://a.org/x/y.zip?q=1", "http://127.0.0.1:8/base/") == "http://127.0.0.1:8/base/x/y.zip?q=1"
+    with pytest.raises(ValueError, match="not an http"):
+        dl.download_data(tmp_path, mirror="ftp://host")
+
+
+def test_download_throughput_is_reported(server, tmp_path):
+    report = dl.download_data(tmp_path, mirror=server.url, progress=False, keep_archives=True)
+    assert report.downloaded_bytes == sum(len(v) for v in fixture_files().values())
+    assert all((tmp_path / ".downloads" / name).is_file() for name in fixture_files())
+    again = dl.download_data(tmp_path, mirror=server.url, progress=False, force=True)
+    assert again.downloaded_bytes == 0 and all(r.skipped for r in again.fetched.values())
+    assert Path(again.dest) == tmp_path.resolve()
