@@ -263,13 +263,17 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from skinlib.models.weights import expected_weights_file, fetch_weights
+    from skinlib.models.weights import SOURCES, expected_weights_file, fetch_weights
 
-    if args.action == "where":
-        path = expected_weights_file(args.model)
-        print(f"{path} ({'present' if path.is_file() else 'absent'})")
-    else:
-        print(fetch_weights(args.model))
+    names = list(SOURCES) if args.model == "all" else [args.model]
+    for name in names:
+        if args.action == "where":
+            path = expected_weights_file(name)
+            print(f"{name}: {path} ({'present' if path.is_file() else 'absent'})")
+        else:
+            res = fetch_weights(name, mirror=args.mirror, timeout=args.timeout)
+            how = "already here, verified" if res.skipped else f"{res.downloaded / 1e6:.1f} MB in {res.seconds:.1f} s"
+            print(f"{name}: {res.path} ({how})")
     return 0
 
 
@@ -426,8 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_models)
 
     p = sub.add_parser("weights", help="where ImageNet weights are looked for, or fetch them (needs internet)", **fmt)
-    p.add_argument("action", choices=["where", "fetch"], help="show the expected file, or download it")
-    p.add_argument("model", help="registered model name")
+    p.add_argument("action", choices=["where", "fetch"], help="show the expected file, or download it (verified)")
+    p.add_argument("model", help="registered model name, or all (the five ImageNet checkpoints)")
+    p.add_argument("--mirror", help="a server holding the files at the original paths (also $SKINLIB_MIRROR)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server")
     p.set_defaults(func=_weights)
     return parser
 

@@ -134,5 +134,6 @@ def test_no_data_anywhere_says_how_to_download(tmp_path, monkeypatch):
     monkeypatch.delenv(DATA_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("skinlib.data.paths.project_root", lambda: None)
-    with pytest.raises(FileNotFoundError, match=r"(?s)No data directory found.*skinlib data download.*doi.org/10.7910/DVN/DBW86T"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"(?s)No data directory found.*skinlib data download.*doi.org/10.7910/DVN/DBW86T"):
         resolve_data_dir(None)

@@ -244,3 +244,92 @@ def test_download_throughput_is_reported(server, tmp_path):
     again = dl.download_data(tmp_path, mirror=server.url, progress=False, force=True)
     assert again.downloaded_bytes == 0 and all(r.skipped for r in again.fetched.values())
     assert Path(again.dest) == tmp_path.resolve()
+
+
+# --- `skinlib weights fetch`: the same downloader, into the caches pretrained=True reads --------------------
+
+def _state_bytes(name: str) -> tuple[dict, bytes]:
+    import torch
+
+    from skinlib.models import create_model
+
+    state = create_model(name, num_classes=1000).state_dict()
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return state, buf.getvalue()
+
+
+def test_weights_fetch_torchvision_checks_the_hash_prefix_and_resumes(tmp_path, monkeypatch):
+    import torch
+
+    from skinlib.models import create_model
+    from skinlib.models import weights as w
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    state, data = _state_bytes("mobilenet_v3_small")
+    name = f"mobilenet_v3_small-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    monkeypatch.setattr(w, "weights_url", lambda base: f"https://download.pytorch.org/models/{name}")
+    srv = FileServer()
+    srv.add(f"/models/{name}", data)
+    srv.drops[f"/models/{name}"] = [len(data) // 3]
+    url = srv.start()
+    try:
+        result = w.fetch_weights("mobilenet_v3_small_caco", mirror=url, progress=False)
+    finally:
+        srv.stop()
+    assert result.path == tmp_path / "torch" / "hub" / "checkpoints" / name
+    assert srv.gets(name) == [None, f"bytes={len(data) // 3}-"]
+    model = create_model("mobilenet_v3_small", pretrained=True)
+    assert torch.equal(model.state_dict()["features.0.0.weight"], state["features.0.0.weight"])
+
+
+def test_weights_fetch_refuses_a_file_whose_hash_prefix_differs(tmp_path, monkeypatch, capsys):
+    from skinlib.models import weights as w
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    expected = w.expected_weights_file("resnet18")
+    srv = FileServer()
+    srv.add(f"/models/{expected.name}", b"not the published checkpoint")
+    url = srv.start()
+    try:
+        code = main(["weights", "fetch", "resnet18", "--mirror", url])
+    finally:
+        srv.stop()
+    err = capsys.readouterr().err
+    assert code != 0 and f"checksum mismatch for {expected.name}" in err and "hash prefix" in err
+    assert not expected.exists()
+
+
+def test_weights_fetch_timm_uses_the_hub_listing(tmp_path, monkeypatch):
+    import safetensors.torch
+    import torch
+
+    from skinlib.models import create_model
+    from skinlib.models import weights as w
+
+    monkeypatch.setenv(w.WEIGHTS_ENV, str(tmp_path / "w"))
+    state = create_model("ghostnetv2_100", num_classes=1000).state_dict()
+    data = safetensors.torch.save({k: v.contiguous() for k, v in state.items()})
+    srv = FileServer()
+    srv.add("/api/models/timm/ghostnetv2_100.in1k", {"siblings": [
+        {"rfilename": "config.json"},
+        {"rfilename": "model.safetensors", "lfs": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}]})
+    srv.add("/timm/ghostnetv2_100.in1k/resolve/main/model.safetensors", data)
+    url = srv.start()
+    try:
+        assert main(["weights", "fetch", "ghostnetv2_100", "--mirror", url]) == 0
+    finally:
+        srv.stop()
+    assert w.expected_weights_file("ghostnetv2_100") == tmp_path / "w" / "ghostnetv2_100.in1k.safetensors"
+    model = create_model("ghostnetv2_100", pretrained=True)
+    key = next(iter(state))
+    assert torch.equal(model.state_dict()[key], state[key])
+
+
+def test_weights_fetch_offline_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    code = main(["weights", "fetch", "mobilenet_v3_small", "--mirror", "http://127.0.0.1:9"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code != 0 and len(lines) == 1
+    assert lines[0].startswith("error: cannot reach 127.0.0.1:9")
+    assert "skinlib weights fetch mobilenet_v3_small" in lines[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from skinlib.fetch import Checksum, FetchResult
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_ENV = "SKINLIB_WEIGHTS_DIR"
+HF_HUB = "https://huggingface.co"
 
 # model name -> ("torchvision", weights enum name) or ("timm", pretrained tag)
 SOURCES: dict[str, tuple[str, str]] = {
@@ -64,17 +68,31 @@ def weights_base(name: str) -> str:
     raise ValueError(f"no ImageNet weights are known for {name!r}; known: {', '.join(sorted(SOURCES))}")
 
 
-def expected_weights_file(name: str) -> Path:
-    """Where the ImageNet weights of ``name`` are looked for."""
-    base = weights_base(name)
+def weights_url(base: str) -> str:
+    """Where the published ImageNet checkpoint of a base model lives (torchvision's or timm's Hugging Face hub)."""
     kind, ident = SOURCES[base]
     if kind == "torchvision":
         import torchvision
 
         enum_name, member = ident.split(".")
-        url = getattr(torchvision.models, enum_name)[member].url
-        return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    return weights_dir() / f"{ident}.pth"
+        return getattr(torchvision.models, enum_name)[member].url
+    return f"{HF_HUB}/timm/{ident}/resolve/main/model.safetensors"
+
+
+def expected_weights_file(name: str) -> Path:
+    """Where the ImageNet weights of ``name`` are looked for.
+
+    torchvision models: torchvision's own cache (``$TORCH_HOME/hub/checkpoints``), where
+    ``pretrained=True`` in torchvision looks too. timm models: ``<weights_dir>/<tag>.safetensors``
+    (a ``.pth`` state dict saved there by an older skinlib is still read).
+    """
+    base = weights_base(name)
+    kind, ident = SOURCES[base]
+    if kind == "torchvision":
+        return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_url(base)).name
+    path = weights_dir() / f"{ident}.safetensors"
+    legacy = path.with_suffix(".pth")
+    return legacy if legacy.is_file() and not path.is_file() else path
 
 
 def weights_available(name: str) -> bool:
@@ -85,25 +103,48 @@ def weights_available(name: str) -> bool:
         return False
 
 
-def fetch_weights(name: str) -> Path:
-    """Download the ImageNet weights of ``name`` into the expected file (needs a network)."""
-    base = weights_base(name)
+def weights_checksum(base: str, *, mirror: str | None = None, timeout: float = 60.0) -> Checksum:
+    """The published checksum of a base model's checkpoint.
+
+    torchvision: the SHA-256 prefix in the file name (as ``torch.hub`` checks it);
+    timm: the SHA-256 the Hugging Face hub lists for the file (its model API).
+    """
+    from skinlib.fetch import fetch_json
+
     kind, ident = SOURCES[base]
-    target = expected_weights_file(base)
+    url = weights_url(base)
     if kind == "torchvision":
-        import torchvision
+        match = re.search(r"-([a-f0-9]{6,})\.", Path(url).name)
+        if not match:
+            raise ValueError(f"{url} carries no hash prefix in its name")
+        return Checksum("sha256", match.group(1), "hash prefix in torchvision's file name", prefix=True)
+    doc = fetch_json(f"{HF_HUB}/api/models/timm/{ident}?blobs=true", mirror=mirror, timeout=timeout,
+                     offline_hint=_offline_hint(base))
+    for sibling in doc.get("siblings", []):
+        if sibling.get("rfilename") == "model.safetensors" and (sibling.get("lfs") or {}).get("sha256"):
+            return Checksum("sha256", sibling["lfs"]["sha256"], f"Hugging Face hub listing of timm/{ident}")
+    raise ValueError(f"the Hugging Face hub lists no model.safetensors with a checksum for timm/{ident}")
 
-        enum_name, member = ident.split(".")
-        getattr(torchvision.models, enum_name)[member].get_state_dict(progress=True)
-    else:
-        import timm
 
-        from skinlib.io import atomic_write
+def _offline_hint(base: str) -> str:
+    path = expected_weights_file(base)
+    return (f"On a connected machine run `skinlib weights fetch {base}` and copy {path.name} into {path.parent} "
+            "here (or pass --mirror URL / SKINLIB_MIRROR for a reachable copy).")
 
-        model = timm.create_model(ident, pretrained=True)
-        atomic_write(target, lambda tmp: torch.save(model.state_dict(), tmp))
-    log.info("weights of %s stored in %s", base, target)
-    return target
+
+def fetch_weights(name: str, *, mirror: str | None = None, timeout: float = 60.0,
+                  progress: bool = True) -> FetchResult:
+    """Download the ImageNet checkpoint of ``name`` into the file ``pretrained=True`` reads (resumable, verified)."""
+    from skinlib.fetch import download
+
+    base = weights_base(name)
+    target = expected_weights_file(base)
+    if SOURCES[base][0] == "timm":
+        target = target.with_suffix(".safetensors")
+    result = download(weights_url(base), target, checksum=weights_checksum(base, mirror=mirror, timeout=timeout),
+                      mirror=mirror, timeout=timeout, progress=progress, offline_hint=_offline_hint(base))
+    log.info("weights of %s in %s", base, target)
+    return result
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
