@@ -32,6 +32,7 @@ CHAPTERS: tuple[str, ...] = (
     "01_data", "02_baselines", "03_pretraining", "04_attention", "05_losses", "06_final_model", "07_efficiency",
     "08_reproduction",
 )
+SOLUTION_TAG = "solution"  # cells left out of the student edition (`skinlib book --student`, `export --student`)
 PROFILE_FILE = ".parameters.json"  # the parameters each executed chapter was run with
 PROVENANCE_FILE = "provenance.md"  # included by the landing page: where the numbers come from
 
@@ -218,8 +219,20 @@ def admonition(kind: str, title: str, text: str) -> Any:
     return Markdown(f":::{{{kind}}} {title}\n{text}\n:::")
 
 
-def execute_chapter(name: str, params: dict[str, Any], *, root: Path) -> float:
-    """Execute ``notebooks/<name>.ipynb`` into ``book/executed/<name>.ipynb``; return seconds."""
+def drop_solutions(nb: Any) -> int:
+    """Remove the cells tagged ``solution`` from a notebook node; return how many."""
+    kept = [c for c in nb.cells if SOLUTION_TAG not in c.get("metadata", {}).get("tags", [])]
+    dropped = len(nb.cells) - len(kept)
+    nb.cells = kept
+    return dropped
+
+
+def execute_chapter(name: str, params: dict[str, Any], *, root: Path, student: bool = False) -> float:
+    """Execute ``notebooks/<name>.ipynb`` into ``book/executed/<name>.ipynb``; return seconds.
+
+    ``student``: the solution cells are removed before execution, so neither their
+    text nor their outputs reach the executed chapter.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -232,8 +245,16 @@ def execute_chapter(name: str, params: dict[str, Any], *, root: Path) -> float:
     tmp = out_dir / f".{name}.running.ipynb"
     failed = out_dir / f"{name}.failed.ipynb"
     used = chapter_parameters(source, params)
-    log.info("executing %s with %s", name, used)
+    log.info("executing %s with %s%s", name, used, " (student edition: no solutions)" if student else "")
     start = time.perf_counter()
+    student_source = out_dir / f".{name}.student.ipynb"
+    if student:
+        import nbformat
+
+        nb = nbformat.read(source, as_version=4)
+        log.info("%s: %d solution cells left out", name, drop_solutions(nb))
+        nbformat.write(nb, student_source)
+        source = student_source
     try:
         papermill.execute_notebook(
             str(source), str(tmp), parameters=used, kernel_name="python3", cwd=str(out_dir),
@@ -250,6 +271,8 @@ def execute_chapter(name: str, params: dict[str, Any], *, root: Path) -> float:
         tmp.unlink(missing_ok=True)
         target.unlink(missing_ok=True)
         raise
+    finally:
+        student_source.unlink(missing_ok=True)
     _fold_parameter_cells(tmp)
     os.replace(tmp, target)
     failed.unlink(missing_ok=True)
@@ -321,6 +344,9 @@ def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any]
     else:
         again = f"To compute them again: `{'make book' if profile == 'smoke' else f'skinlib book --profile {profile}'}`"
     text += [*lines, "", f"{again} (see {{doc}}`/book/reproduce` for the hardware and time per profile).", ""]
+    if any(stamps.get(name, {}).get("student") for name in CHAPTERS):
+        text += ["This is the **student edition**: the exercises keep their hints, their solutions are left out "
+                 "(`skinlib book --student`).", ""]
     return "\n".join(text)
 
 
@@ -334,6 +360,7 @@ def build_book(
     runs_dir: str | os.PathLike | None = None,
     jobs: int = 1,
     from_results: bool | str | os.PathLike = False,
+    student: bool = False,
 ) -> BookResult:
     """Execute the chapters for ``profile`` (all, or ``only`` some) and build the HTML book.
 
@@ -342,6 +369,8 @@ def build_book(
     ``from_results`` (``True``: ``results/<profile>``, or a bundle folder) unpacks a
     results bundle into the run store and renders it with training switched off: a run
     the bundle lacks stops the build with its name and the command that makes it.
+    ``student`` builds the student edition: the exercises keep their hints, the solution
+    cells are left out of every chapter.
     """
     root_path = book_root(root)
     try:
@@ -359,7 +388,7 @@ def build_book(
         if unknown:
             raise ValueError(f"unknown chapter(s) {unknown}; valid: {', '.join(CHAPTERS)}")
         chapters = [c for c in CHAPTERS if c in only]
-    stamp = {**values, "data_dir": folders[DATA_ENV], "runs_dir": folders[RUNS_ENV]}
+    stamp = {**values, "data_dir": folders[DATA_ENV], "runs_dir": folders[RUNS_ENV], "student": student}
     executed_dir = root_path / "book" / "executed"
     stamp_file = executed_dir / PROFILE_FILE
     stamps = json.loads(stamp_file.read_text()) if stamp_file.is_file() else {}
@@ -396,7 +425,7 @@ def build_book(
         for name in chapters:
             stamps.pop(name, None)
             atomic_write_json(stamp_file, stamps)
-            result.executed[name] = execute_chapter(name, values, root=root_path)
+            result.executed[name] = execute_chapter(name, values, root=root_path, student=student)
             stamps[name] = stamp
             atomic_write_json(stamp_file, stamps)
         atomic_write_text(executed_dir / PROVENANCE_FILE,

@@ -142,7 +142,8 @@ def _book(args: argparse.Namespace) -> int:
     params = _params(args)
     jobs = resolve_jobs(args.jobs, str(params.get("device", "auto")))
     result = build_book(args.profile, data_dir=args.data_dir, params=params, only=args.only,
-                        runs_dir=args.runs_dir, jobs=jobs, from_results=args.from_results or False)
+                        runs_dir=args.runs_dir, jobs=jobs, from_results=args.from_results or False,
+                        student=args.student)
     for name, seconds in result.executed.items():
         print(f"executed {name} in {seconds:.0f} s")
     print(f"runs trained: {len(result.trained)}; finished runs in the store untouched: {len(result.reused)}")
@@ -153,7 +154,7 @@ def _book(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from skinlib.export import export_chapters
 
-    for path in export_chapters(args.chapters, to=args.to, out=args.out):
+    for path in export_chapters(args.chapters, to=args.to, out=args.out, student=args.student):
         print(path)
     return 0
 
@@ -382,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="CHAPTER", help="re-execute only these chapters")
     p.add_argument("--from-results", nargs="?", const=True, metavar="BUNDLE",
                    help="render a results bundle (default results/<profile>) without training anything")
+    p.add_argument("--student", action="store_true",
+                   help="student edition: exercises keep their hints, solution cells are left out")
     p.set_defaults(func=_book)
 
     p = sub.add_parser("export", help="executed chapters as standalone HTML, PDF or notebooks (to hand in or mark)",
@@ -389,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("chapters", nargs="+", metavar="CHAPTER", help="chapter names (e.g. 02_baselines) or all")
     p.add_argument("--to", default="html", choices=["html", "ipynb", "pdf"], help="output format")
     p.add_argument("--out", default="exported", help="output folder")
+    p.add_argument("--student", action="store_true", help="leave the solution cells out (hints stay)")
     p.set_defaults(func=_export)
 
     results = sub.add_parser("results", help="results bundles: pack finished runs, unpack them elsewhere",

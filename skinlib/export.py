@@ -7,12 +7,15 @@ and no browser download is needed.
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from skinlib.io import atomic_write, atomic_write_text
 
@@ -31,11 +34,64 @@ def chromium() -> str:
                             "(apt-get install chromium, or export --to html and print it from a browser)")
 
 
-def _html(notebook: Path) -> str:
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)(?::[^`]*)?`")
+XREF_ROLE = re.compile(r"\{(?:doc|ref|numref)\}`(?:([^`<]*?)\s*<([^>]+)>|([^`]+))`")
+CITE_ROLE = re.compile(r"\{cite(?::\w+)?\}`([^`]+)`")
+ADMONITION = re.compile(r"^:::\{(\w+)\}[ \t]*([^\n]*)\n((?::[\w-]+:[^\n]*\n)*)(.*?)\n:::[ \t]*$", re.M | re.S)
+
+
+def glued_values(nb: Any) -> dict[str, str]:
+    """The values a chapter glued for its prose (``glue_text``), as the book shows them."""
+    values = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            text = out.get("data", {}).get("application/papermill.record/text/plain")
+            if name and text is not None:
+                try:
+                    value = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    value = text
+                values[name] = str(value)
+    return values
+
+
+def plain_markdown(text: str, glued: dict[str, str]) -> str:
+    """MyST-only syntax rewritten for Jupyter/nbconvert: glued values filled in, cross-references as text,
+    admonitions as blockquotes, dropdowns as ``<details>`` (still collapsible)."""
+    text = GLUE_ROLE.sub(lambda m: glued.get(m.group(1).strip(), m.group(0)), text)
+    text = XREF_ROLE.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)).strip().lstrip("/"), text)
+    text = CITE_ROLE.sub(lambda m: f"[{m.group(1)}]", text)
+
+    def admonition(m: re.Match) -> str:
+        kind, title, options, body = m.groups()
+        title = title.strip() or kind.capitalize()
+        if "dropdown" in options:
+            return f"<details><summary><b>{title}</b></summary>\n\n{body}\n\n</details>"
+        return "\n".join([f"> **{title}**", ">", *(f"> {line}" for line in body.splitlines())])
+
+    return ADMONITION.sub(admonition, text)
+
+
+def _read(notebook: Path, student: bool) -> Any:
     import nbformat
-    from nbconvert import HTMLExporter
+
+    from skinlib.book import drop_solutions
 
     nb = nbformat.read(notebook, as_version=4)
+    if student:
+        drop_solutions(nb)
+    glued = glued_values(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = plain_markdown(cell.source, glued)
+    return nb
+
+
+def _html(notebook: Path, student: bool = False) -> str:
+    from nbconvert import HTMLExporter
+
+    nb = _read(notebook, student)
     for cell in nb.cells:  # glued values are records for the book's prose, not outputs a reader sees
         if "outputs" in cell:
             cell.outputs = [o for o in cell.outputs
@@ -45,8 +101,11 @@ def _html(notebook: Path) -> str:
 
 
 def export_chapters(chapters: list[str], *, to: str, out: str | os.PathLike,
-                    root: str | os.PathLike | None = None) -> list[Path]:
-    """Write each executed chapter (``all`` for every one) as ``<out>/<chapter>.<to>``; return the files."""
+                    root: str | os.PathLike | None = None, student: bool = False) -> list[Path]:
+    """Write each executed chapter (``all`` for every one) as ``<out>/<chapter>.<to>``; return the files.
+
+    ``student`` leaves the solution cells out (hints stay), to hand chapters out as exercises.
+    """
     from skinlib.book import CHAPTERS, book_root
 
     if to not in FORMATS:
@@ -66,13 +125,15 @@ def export_chapters(chapters: list[str], *, to: str, out: str | os.PathLike,
     for name in names:
         source, target = executed / f"{name}.ipynb", out / f"{name}.{to}"
         if to == "ipynb":
-            atomic_write(target, lambda tmp, src=source: shutil.copyfile(src, tmp))
+            import nbformat
+
+            atomic_write(target, lambda tmp, src=source: nbformat.write(_read(src, student), tmp))
         elif to == "html":
-            atomic_write_text(target, _html(source))
+            atomic_write_text(target, _html(source, student))
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 page = Path(tmp) / f"{name}.html"
-                page.write_text(_html(source))
+                page.write_text(_html(source, student))
                 profile = Path(tmp) / "profile"
 
                 def render(pdf: Path, page: Path = page, profile: Path = profile, name: str = name) -> None:

@@ -190,9 +190,23 @@ def test_export_chapters_for_handing_in(book, tmp_path):
     """Executed chapters as standalone HTML (images embedded), notebooks, and PDF printed by Chromium."""
     from skinlib.export import export_chapters
 
-    [html] = export_chapters(["02_baselines"], to="html", out=tmp_path)
-    text = html.read_text()
+    import nbformat
+
+    from skinlib.export import glued_values
+
+    pages = export_chapters(["all"], to="html", out=tmp_path)
+    assert [p.stem for p in pages] == list(CHAPTERS)
+    for page in pages:  # every chapter's glued numbers are filled into its prose, none left as a role
+        text = page.read_text()
+        glued = glued_values(nbformat.read(ROOT / "book" / "executed" / f"{page.stem}.ipynb", as_version=4))
+        assert glued and "{glue" not in text and "{doc}" not in text, page.stem
+        shown = [k for k, v in glued.items() if v in text]
+        assert len(shown) >= 0.8 * len(glued), f"{page.stem}: glued values missing: {set(glued) - set(shown)}"
+        assert "Solution to exercise 1" in text and "<details>" in text
+    text = (tmp_path / "02_baselines.html").read_text()
     assert "data:image/png;base64," in text and "MobileNetV3" in text and "/root/" not in text
+    [student] = export_chapters(["02_baselines"], to="html", out=tmp_path / "student", student=True)
+    assert "Hint to exercise 1" in student.read_text() and "Solution to exercise" not in student.read_text()
     assert len(export_chapters(["all"], to="ipynb", out=tmp_path)) == len(CHAPTERS)
     chromium()
     [pdf] = export_chapters(["01_data"], to="pdf", out=tmp_path)

@@ -147,3 +147,55 @@ def test_public_path_hides_machine_folders(tmp_path, monkeypatch):
     assert public_path(tmp_path / ".cache" / "torch" / "w.pth") == "~/.cache/torch/w.pth"
     assert public_path(ROOT / "runs" / "x") == "runs/x"
     assert public_path("/opt/elsewhere/w.pth") == "w.pth"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_exercise_has_a_hint_and_a_tagged_solution_in_dropdowns(path):
+    nb = nbformat.read(path, as_version=4)
+    text = next(c.source for c in nb.cells if c.cell_type == "markdown" and "### Exercises" in c.source)
+    listed = len([line for line in text.split("### Exercises", 1)[1].splitlines() if line[:3].rstrip(". ").isdigit()])
+    hints = [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(":::{admonition} Hint")]
+    solutions = [c for c in nb.cells if c.cell_type == "markdown" and "Solution to exercise" in c.source]
+    assert listed >= 2 and len(hints) == listed and len(solutions) == listed
+    for cell in hints:
+        assert ":class: dropdown" in cell.source and "solution" not in cell.metadata.get("tags", [])
+    for cell in solutions:
+        assert cell.source.startswith(":::{admonition} Solution") and ":class: dropdown" in cell.source
+        assert "solution" in cell.metadata.get("tags", [])
+    for cell in nb.cells:  # solution code comes after its solution text and is folded
+        if cell.cell_type == "code" and "solution" in cell.metadata.get("tags", []):
+            assert "hide-input" in cell.metadata["tags"]
+
+
+def test_student_edition_leaves_solutions_out_and_never_runs_them(tmp_path):
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    marker = tmp_path / "solution-ran"
+    cells = [nbformat.v4.new_code_cell("x = 1"),
+             nbformat.v4.new_markdown_cell(":::{admonition} Hint to exercise 1\n:class: dropdown tip\nlook\n:::"),
+             nbformat.v4.new_markdown_cell(":::{admonition} Solution to exercise 1\n:class: dropdown\n42\n:::"),
+             nbformat.v4.new_code_cell(f"open({str(marker)!r}, 'w').write('ran')")]
+    for cell in cells[2:]:
+        cell.metadata["tags"] = ["solution"]
+    nb = nbformat.v4.new_notebook(cells=cells, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, root / "notebooks" / "01_data.ipynb")
+    execute_chapter("01_data", {}, root=root, student=True)
+    out = nbformat.read(root / "book" / "executed" / "01_data.ipynb", as_version=4)
+    assert [c.source[:26] for c in out.cells] == ["x = 1", ":::{admonition} Hint to ex"]
+    assert not marker.exists() and not list((root / "book" / "executed").glob(".*student*"))
+    execute_chapter("01_data", {}, root=root)
+    out = nbformat.read(root / "book" / "executed" / "01_data.ipynb", as_version=4)
+    assert len(out.cells) == 4 and marker.read_text() == "ran"
+
+
+def test_export_rewrites_myst_for_jupyter():
+    from skinlib.export import plain_markdown
+
+    text = ("Test `bacc` {glue:text}`bacc` %, see {doc}`04_attention` and {doc}`the methods </book/methods>` "
+            "{cite:p}`shi2023skin`.\n\n:::{admonition} Hint to exercise 1\n:class: dropdown tip\nLook.\n:::\n\n"
+            ":::{note} Careful\nTwo\nlines\n:::")
+    out = plain_markdown(text, {"bacc": "42.0 [40.1, 44.0]"})
+    assert "Test `bacc` 42.0 [40.1, 44.0] %, see 04_attention and the methods [shi2023skin]." in out
+    assert "<details><summary><b>Hint to exercise 1</b></summary>\n\nLook.\n\n</details>" in out
+    assert "> **Careful**\n>\n> Two\n> lines" in out and "{" not in out

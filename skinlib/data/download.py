@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 DATAVERSE = "https://dataverse.harvard.edu"
 HAM10000_DOI = "doi:10.7910/DVN/DBW86T"
 ISIC_S3 = "https://isic-challenge-data.s3.amazonaws.com"
+
+CLOUD_ENV = ("COLAB_RELEASE_TAG", "COLAB_GPU", "BINDER_SERVICE_HOST", "BINDER_REQUEST")
+"""Environment variables that Colab and Binder sessions set: there, a chapter fetches missing data itself."""
 
 PARTS: tuple[str, ...] = ("ham10000", "masks", "isic2018_test")
 """What ``--what`` can name: HAM10000 images + metadata, its lesion masks, the ISIC 2018 Task 3 test set."""
@@ -292,3 +296,25 @@ def download_data(dest: str | os.PathLike = "data", *, what: str | Iterable[str]
                     raise DownloadError(f"the downloaded {dataset} fails `skinlib data verify`:\n{rep.to_text()}")
     return report
 
+
+def in_cloud() -> bool:
+    """Whether this runs in a Colab or Binder session (a launch button's notebook)."""
+    return "google.colab" in sys.modules or any(os.environ.get(k) for k in CLOUD_ENV)
+
+
+def ensure_data(dest: str | os.PathLike = "data", *, download: bool | None = None,
+                mirror: str | None = None) -> Path:
+    """The data directory for a chapter: found the usual way or, when absent and ``download`` (default: only
+    in Colab/Binder), fetched into ``dest`` and exported as ``SKINLIB_DATA_DIR``. Elsewhere a missing data
+    set raises the usual error naming `skinlib data download`; present data is never touched."""
+    from skinlib.data.paths import DATA_ENV, resolve_data_dir
+
+    try:
+        return resolve_data_dir()
+    except FileNotFoundError:
+        if not (in_cloud() if download is None else download):
+            raise
+    log.info("no data here: fetching it into %s (the first time takes a few minutes)", dest)
+    report = download_data(dest, mirror=mirror)
+    os.environ[DATA_ENV] = str(report.dest)
+    return report.dest

@@ -1,0 +1,37 @@
+"""Sphinx extension for the book: launch buttons open the clean source notebook.
+
+The book's pages are the executed copies in ``book/executed/`` (never committed),
+so sphinx-book-theme's Binder and Colab buttons would point at files the repository
+does not hold. This rewrites those links to ``notebooks/<chapter>.ipynb``, whose first
+code cell installs skinlib and fetches the data when they are missing.
+Enabled in ``_config.yml`` (``sphinx.extra_extensions``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+EXECUTED = "book/executed/"
+SOURCE = "notebooks/"
+
+
+def source_links(buttons: Any) -> Any:
+    """``buttons`` (the theme's nested lists/dicts) with every launch URL moved from the executed copy to the source."""
+    if isinstance(buttons, list):
+        return [source_links(b) for b in buttons]
+    if isinstance(buttons, dict):
+        out = {k: source_links(v) for k, v in buttons.items()}
+        if isinstance(out.get("url"), str):
+            out["url"] = out["url"].replace(EXECUTED, SOURCE)
+        return out
+    return buttons
+
+
+def _rewrite(app: Any, pagename: str, templatename: str, context: dict[str, Any], doctree: Any) -> None:
+    if pagename.startswith(EXECUTED) and "header_buttons" in context:
+        context["header_buttons"] = source_links(context["header_buttons"])
+
+
+def setup(app: Any) -> dict[str, Any]:
+    app.connect("html-page-context", _rewrite, priority=502)  # after the theme adds its buttons (501)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

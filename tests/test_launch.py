@@ -1,0 +1,85 @@
+"""Launch buttons (Binder, Colab) and the install cell every chapter starts with."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from skinlib.data import download as dl
+from skinlib.data.paths import DATA_ENV
+from skinlib.launch import source_links
+from tests.test_download import fixture_files, serve
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+def install_cells() -> list[nbformat.NotebookNode]:
+    return [next(c for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code") for p in NOTEBOOKS]
+
+
+def test_launch_buttons_are_configured_for_the_repository():
+    repo = CONFIG["repository"]["url"]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", repo)
+    assert CONFIG["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert "skinlib.launch" in CONFIG["sphinx"]["extra_extensions"]
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    assert urls["Repository"] == repo
+
+
+def test_launch_links_open_the_source_notebook():
+    buttons = [{"type": "group", "label": "Launch", "buttons": [
+        {"type": "link", "url": "https://mybinder.org/v2/gh/o/r/main?urlpath=lab/tree/book/executed/02_baselines.ipynb"},
+        {"type": "link", "url": "https://colab.research.google.com/github/o/r/blob/main/book/executed/02_baselines.ipynb"},
+    ]}, {"type": "link", "url": "https://github.com/o/r"}]
+    out = source_links(buttons)
+    assert out[0]["buttons"][0]["url"].endswith("?urlpath=lab/tree/notebooks/02_baselines.ipynb")
+    assert out[0]["buttons"][1]["url"].endswith("/blob/main/notebooks/02_baselines.ipynb")
+    assert out[1] == buttons[1] and out[0]["label"] == "Launch"
+
+
+def test_every_chapter_starts_with_the_same_hidden_install_cell():
+    cells = install_cells()
+    assert len({c.source for c in cells}) == 1
+    cell = cells[0]
+    assert "remove-cell" in cell.metadata["tags"] and "parameters" not in cell.metadata["tags"]
+    spec = re.search(r'"(skinlib\[book\] @ git\+(\S+)@(\w+))"', cell.source)
+    assert spec and spec.group(2) == CONFIG["repository"]["url"] and spec.group(3) == CONFIG["repository"]["branch"]
+    assert "ensure_data()" in cell.source
+
+
+def test_install_cell_does_nothing_on_a_set_up_machine(monkeypatch):
+    def no_pip(*args, **kwargs):
+        raise AssertionError(f"the install cell ran {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_pip)
+    monkeypatch.setattr(dl, "download_data", no_pip)
+    exec(compile(install_cells()[0].source, "install-cell", "exec"), {})
+
+
+def test_ensure_data_downloads_only_in_a_cloud_session(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("skinlib.data.paths.project_root", lambda: None)
+    for key in dl.CLOUD_ENV:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(FileNotFoundError, match="skinlib data download"):
+        dl.ensure_data()
+    srv = serve(fixture_files())
+    url = srv.start()
+    monkeypatch.setenv("BINDER_SERVICE_HOST", "10.0.0.1")
+    try:
+        path = dl.ensure_data(mirror=url)
+    finally:
+        srv.stop()
+    assert path == tmp_path / "data" and (path / "ham10000" / "HAM10000_metadata.csv").is_file()
+    assert os.environ[DATA_ENV] == str(path)
