@@ -188,11 +188,9 @@ def test_the_smoke_models_learn(book):
 
 def test_export_chapters_for_handing_in(book, tmp_path):
     """Executed chapters as standalone HTML (images embedded), notebooks, and PDF printed by Chromium."""
-    from skinlib.export import export_chapters
-
     import nbformat
 
-    from skinlib.export import glued_values
+    from skinlib.export import export_chapters, glued_values
 
     pages = export_chapters(["all"], to="html", out=tmp_path)
     assert [p.stem for p in pages] == list(CHAPTERS)
