@@ -8,8 +8,10 @@ BOOK_STAMP := $(VENV)/.installed-book
 DEV_STAMP  := $(VENV)/.installed-dev
 PROFILE ?= smoke
 JOBS ?= auto
+# smoke trains its runs here; any other profile renders its committed bundle results/$(PROFILE)
+FROM_RESULTS ?= $(if $(filter smoke,$(PROFILE)),,1)
 
-.PHONY: book test test-slow test-book lint env clean
+.PHONY: book book-env publish test test-slow test-book lint env clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +27,18 @@ $(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 
 env: $(DEV_STAMP)  ## create or update the virtual environment (everything, for development)
 
+book-env: $(BOOK_STAMP)  ## the virtual environment with the book extra only (what publishing needs)
+
 # PROFILE=smoke (default) trains its runs on this machine; any other profile renders its committed
 # results bundle (results/$(PROFILE)) without training, e.g. `make book PROFILE=gpu`.
 book: $(BOOK_STAMP)  ## execute every notebook (smoke profile, or PROFILE=gpu from results/gpu) and build the book
-	$(BIN)/skinlib book --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),--jobs $(JOBS),--from-results)
+	$(BIN)/skinlib book --profile $(PROFILE) $(if $(FROM_RESULTS),--from-results,--jobs $(JOBS))
+
+# By hand, what .github/workflows/book.yml does on GitHub: render the committed bundle, push the HTML
+# to the gh-pages branch (GitHub Pages serves it). Needs the data (skinlib data download) and a remote.
+publish: PROFILE = gpu
+publish: book  ## build the book from results/gpu (trains nothing) and push _build/html to gh-pages
+	$(BIN)/ghp-import --no-jekyll --push --force --message "book from results/$(PROFILE)" _build/html
 
 test: $(DEV_STAMP)  ## the default test run (slow tests excluded)
 	$(BIN)/python -m pytest -x -q

@@ -60,8 +60,11 @@ def finished_runs(runs_dir: Path) -> dict[str, int]:
 
 
 def book_root(root: str | os.PathLike | None = None) -> Path:
-    """The repository root holding ``_config.yml`` and ``notebooks/``."""
-    path = Path(root) if root is not None else (project_root() or Path.cwd())
+    """The repository root holding ``_config.yml`` and ``notebooks/``: the argument, else the current folder
+    when it is one (a second clone), else the checkout skinlib is installed from."""
+    cwd = Path.cwd()
+    here = (cwd / "_config.yml").is_file() and (cwd / "notebooks").is_dir()
+    path = Path(root) if root is not None else (cwd if here else project_root() or cwd)
     if not (path / "_config.yml").is_file() or not (path / "notebooks").is_dir():
         raise BookError(f"{path} is not the skinlib repository root (needs _config.yml and notebooks/)")
     return path.resolve()

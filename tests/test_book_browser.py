@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -131,12 +132,12 @@ def test_second_build_retrains_nothing(book):
     assert len(result.reused) > 0 and (HTML / "index.html").is_file()
 
 
-def _text_outputs(chapter: str) -> list[str]:
+def _text_outputs(chapter: str, root: Path = ROOT) -> list[str]:
     """Every text output (plain, HTML, Markdown) of an executed chapter, in order, except latency tables
     and values (timed afresh on every render)."""
     import nbformat
 
-    nb = nbformat.read(ROOT / "book" / "executed" / f"{chapter}.ipynb", as_version=4)
+    nb = nbformat.read(root / "book" / "executed" / f"{chapter}.ipynb", as_version=4)
     texts = []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -152,20 +153,32 @@ def _text_outputs(chapter: str) -> list[str]:
 
 
 def test_a_results_bundle_renders_the_same_numbers_without_training(book, tmp_path):
-    """Pack the smoke runs, restore them into an empty run store, render: nothing trains, same outputs."""
+    """Pack the smoke runs into a fresh clone's results/, render it there with the publishing workflow's
+    command and an empty run store: nothing trains, no weights, the same outputs as the book built here."""
     from skinlib.results import pack_profile, read_bundle
+    from tests.test_publish import build_command
 
-    before = {c: _text_outputs(c) for c in CHAPTERS}
-    packed = pack_profile("smoke", out=tmp_path / "bundle")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", "--local", str(ROOT), str(clone)], check=True)
+    os.utime(clone / "pyproject.toml", (0, 0))  # older than this .venv's stamp: make installs nothing
+    packed = pack_profile("smoke", out=clone / "results" / "smoke")
     assert packed.bytes < 10 * 2**20 and len(read_bundle(packed.path)["runs"]) == len(packed.runs)
     store = tmp_path / "fresh-store"
-    result = build_book("smoke", from_results=packed.path, runs_dir=store)
-    assert result.trained == [], f"rendering a bundle trained {result.trained}"
+    command = shlex.split(build_command().replace('"$PROFILE"', "smoke"))
+    env = {**os.environ, "SKINLIB_RUNS_DIR": str(store)}
+    proc = subprocess.run([*command, f"VENV={ROOT / '.venv'}"], cwd=clone, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "runs trained by this build: 0 (none)" in proc.stderr
     assert not any((p / "best.pt").exists() for p in store.iterdir() if p.is_dir())  # no weights were needed
-    for chapter, outputs in before.items():
-        assert _text_outputs(chapter) == outputs, f"{chapter} renders other outputs from the bundle"
-    landing = (HTML / "book" / "intro.html").read_text()
+    for chapter in CHAPTERS:
+        assert _text_outputs(chapter, clone) == _text_outputs(chapter), f"{chapter} renders other outputs"
+    landing = (clone / "_build" / "html" / "book" / "intro.html").read_text()
     assert "Where these numbers come from" in landing and "results bundle" in landing and "cpu" in landing
+    page = (clone / "_build" / "html" / "book" / "executed" / "02_baselines.html").read_text()
+    repo = "skinlib/skinlib"
+    assert f"https://colab.research.google.com/github/{repo}/blob/main/notebooks/02_baselines.ipynb" in page
+    assert f"https://mybinder.org/v2/gh/{repo}/main?urlpath=lab/tree/notebooks/02_baselines.ipynb" in page
+    assert "book/executed/02_baselines.ipynb" not in page.replace("_sources/book/executed", "")
 
 
 def test_the_smoke_models_learn(book):

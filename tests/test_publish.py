@@ -1,0 +1,66 @@
+"""Publishing: the GitHub Actions workflow and `make publish` name the commands that build from a bundle."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import tomllib
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
+
+
+def workflow() -> dict:
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def build_command() -> str:
+    """The workflow's book-building command (the book test runs it on a fresh clone)."""
+    steps = workflow()["jobs"]["build"]["steps"]
+    return next(s["run"] for s in steps if "run" in s and s["run"].startswith("make book "))
+
+
+def test_workflow_builds_from_the_bundle_and_deploys_to_pages():
+    wf = workflow()
+    triggers = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert "main" in triggers["push"]["branches"] and "results/**" in triggers["push"]["paths"]
+    assert triggers["workflow_dispatch"]["inputs"]["profile"]["default"] == "gpu"
+    assert wf["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+    steps = wf["jobs"]["build"]["steps"]
+    runs = [s["run"] for s in steps if "run" in s]
+    assert runs == ["make book-env", ".venv/bin/skinlib data download --dest data",
+                    'make book PROFILE="$PROFILE" FROM_RESULTS=1']
+    uses = [s["uses"].split("@")[0] for s in steps if "uses" in s]
+    assert uses == ["actions/checkout", "actions/setup-python", "actions/cache", "actions/upload-pages-artifact"]
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_build/html"
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache"))
+    assert cache["with"]["path"] == "data"
+    deploy = wf["jobs"]["deploy"]
+    assert deploy["needs"] == "build" and deploy["steps"][0]["uses"].startswith("actions/deploy-pages")
+    assert "gpu" in wf["env"]["PROFILE"] and "cpu" in wf["env"]["PIP_EXTRA_INDEX_URL"]
+    # no GPU, no training anywhere in the job
+    assert not any("--jobs" in r or "skinlib train" in r or "study" in r for r in runs)
+
+
+def _make_n(*args: str) -> list[list[str]]:
+    out = subprocess.run(["make", "-n", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout
+    return [shlex.split(line) for line in out.splitlines() if "skinlib" in line or "ghp-import" in line]
+
+
+def test_make_targets_render_bundles_and_publish_by_hand():
+    book = [c for c in _make_n("book", "PROFILE=gpu") if c[0].endswith("skinlib")]
+    assert book == [[".venv/bin/skinlib", "book", "--profile", "gpu", "--from-results"]]
+    smoke = [c for c in _make_n("book") if c[0].endswith("skinlib")]
+    assert smoke == [[".venv/bin/skinlib", "book", "--profile", "smoke", "--jobs", "auto"]]
+    cmd = shlex.split(build_command().replace('"$PROFILE"', "smoke"))
+    assert [c for c in _make_n(*cmd[1:]) if c[0].endswith("skinlib")] == [
+        [".venv/bin/skinlib", "book", "--profile", "smoke", "--from-results"]]
+    publish = _make_n("publish")
+    assert publish[-2] == [".venv/bin/skinlib", "book", "--profile", "gpu", "--from-results"]
+    assert publish[-1][0].endswith("ghp-import") and publish[-1][-1] == "_build/html" and "--push" in publish[-1]
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["book"]
+    assert any(dep.startswith("ghp-import") for dep in extra)
