@@ -419,7 +419,9 @@ def build_book(
     saved = {k: os.environ.get(k) for k in folders}
     os.environ.update(folders)
     try:
-        if jobs > 1 and not from_results:
+        if jobs > 1 and only:
+            log.info("--jobs applies to whole builds; with --only the chapters train their own runs, one at a time")
+        if jobs > 1 and not from_results and not only:
             from skinlib.experiments import profile_config, train_all
 
             config = profile_config(values)

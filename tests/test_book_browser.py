@@ -99,6 +99,12 @@ def test_index_and_every_chapter_load_with_table_and_figure(book, tmp_path):
         # no machine paths in the published page (the folders reach the notebooks through the environment)
         for path in {str(ROOT), str(ROOT.parent / "shared"), os.path.expanduser("~")} - {"/", ""}:
             assert path not in dom, f"{name} publishes the machine path {path}"
+        # every exercise has a hint and a solution, both folded until the reader opens them
+        folded = re.findall(r'<div class="dropdown (tip )?admonition toggle toggle-hidden"', dom)
+        assert len(folded) >= 4 and len(folded) % 2 == 0, f"{name}: {len(folded)} folded hints/solutions"
+        assert "Solution to exercise 1" in dom and "install skinlib" not in dom  # the install cell is hidden
+    dom = render((book / "book" / "teachers.html").as_uri(), tmp_path)
+    assert "Time per exercise" in dom and "SKINLIB_RUNS_DIR" in dom
 
 
 def test_no_broken_internal_links(book):
