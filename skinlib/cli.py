@@ -459,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
         with logging_redirect_tqdm():
             return args.func(args)
     except KeyboardInterrupt:
+        if args.command in ("data", "weights"):
+            return _error("interrupted. The bytes downloaded so far are kept (<file>.part): the same command "
+                          "resumes the download.", EXIT_INTERRUPTED, args.verbose)
         return _error("interrupted. Finished epochs are kept in the run folder: the same command resumes the run.",
                       EXIT_INTERRUPTED, args.verbose)
     except FloatingPointError as exc:

@@ -333,3 +333,28 @@ def test_weights_fetch_offline_is_one_line(tmp_path, monkeypatch, capsys):
     assert code != 0 and len(lines) == 1
     assert lines[0].startswith("error: cannot reach 127.0.0.1:9")
     assert "skinlib weights fetch mobilenet_v3_small" in lines[0]
+
+
+def test_a_complete_part_file_is_finished_without_downloading_again(tmp_path):
+    """Killed after the last byte but before the checksum: the server answers 416 and the file is finished."""
+    data = b"y" * 5000
+    srv = FileServer()
+    srv.add("/f.bin", data)
+    url = srv.start()
+    (tmp_path / "f.bin.part").write_bytes(data)
+    try:
+        result = download(f"{url}/f.bin", tmp_path / "f.bin", progress=False,
+                          checksum=Checksum("md5", hashlib.md5(data).hexdigest(), "test"))
+    finally:
+        srv.stop()
+    assert srv.gets("/f.bin") == ["bytes=5000-"] and result.downloaded == 0
+    assert (tmp_path / "f.bin").read_bytes() == data and not (tmp_path / "f.bin.part").exists()
+
+
+def test_ctrl_c_during_a_download_says_it_resumes(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "download_data", interrupted)
+    assert main(["data", "download", "--dest", str(tmp_path)]) == 130
+    assert "the same command resumes the download" in capsys.readouterr().err
