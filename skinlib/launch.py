@@ -16,13 +16,15 @@ SOURCE = "notebooks/"
 
 
 def source_links(buttons: Any) -> Any:
-    """``buttons`` (the theme's nested lists/dicts) with every launch URL moved from the executed copy to the source."""
+    """``buttons`` (the theme's nested lists/dicts) with every launch URL (absolute) moved from the executed copy
+    to the source; relative links (the executed notebook's download button) stay."""
     if isinstance(buttons, list):
         return [source_links(b) for b in buttons]
     if isinstance(buttons, dict):
         out = {k: source_links(v) for k, v in buttons.items()}
-        if isinstance(out.get("url"), str):
-            out["url"] = out["url"].replace(EXECUTED, SOURCE)
+        url = out.get("url")
+        if isinstance(url, str) and url.startswith(("http://", "https://")):  # not the download of the executed page
+            out["url"] = url.replace(EXECUTED, SOURCE)
         return out
     return buttons
 

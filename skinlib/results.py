@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from skinlib.io import atomic_write_json
+from skinlib.io import atomic_write_json, replace_dir
 from skinlib.runs import BUNDLE_MARKER, DATA_FILE, NO_TRAIN_ENV, Run, RunConfig, runs_root
 
 log = logging.getLogger(__name__)
@@ -157,13 +157,7 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
                 "runs_finished_utc": [finished[0], finished[-1]] if finished else None,
                 "devices": sorted(devices), "git_commit": _git_commit(), "runs": entries, "files": files}
         atomic_write_json(tmp / BUNDLE_FILE, meta)
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

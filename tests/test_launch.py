@@ -40,11 +40,12 @@ def test_launch_links_open_the_source_notebook():
     buttons = [{"type": "group", "label": "Launch", "buttons": [
         {"type": "link", "url": "https://mybinder.org/v2/gh/o/r/main?urlpath=lab/tree/book/executed/02_baselines.ipynb"},
         {"type": "link", "url": "https://colab.research.google.com/github/o/r/blob/main/book/executed/02_baselines.ipynb"},
-    ]}, {"type": "link", "url": "https://github.com/o/r"}]
+    ]}, {"type": "link", "url": "https://github.com/o/r"},
+        {"type": "link", "url": "../../_sources/book/executed/02_baselines.ipynb"}]
     out = source_links(buttons)
     assert out[0]["buttons"][0]["url"].endswith("?urlpath=lab/tree/notebooks/02_baselines.ipynb")
     assert out[0]["buttons"][1]["url"].endswith("/blob/main/notebooks/02_baselines.ipynb")
-    assert out[1] == buttons[1] and out[0]["label"] == "Launch"
+    assert out[1:] == buttons[1:] and out[0]["label"] == "Launch"
 
 
 def test_every_chapter_starts_with_the_same_hidden_install_cell():

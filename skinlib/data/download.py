@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skinlib.fetch import Checksum, DownloadError, FetchResult, download, fetch_json, head, mirror_url, mirrored
-from skinlib.io import atomic_write_json
+from skinlib.io import atomic_write_json, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -169,19 +169,6 @@ def _extract_members(archive: Path, pattern: str, into: Path) -> int:
     return count
 
 
-def _replace_dir(staging: Path, final: Path) -> None:
-    """Put ``staging`` at ``final`` (an older ``final`` is moved away first, then removed)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def install_part(part: str, archives: dict[str, Path], dest: Path) -> int:
     """Extract/copy the downloaded files of ``part`` into the layout, each target appearing whole; return files.
 
@@ -212,7 +199,7 @@ def install_part(part: str, archives: dict[str, Path], dest: Path) -> int:
             into.mkdir(exist_ok=True)
             total += _extract_members(archives[src.name], src.member, into)
     for target, staged in folders.items():
-        _replace_dir(staged, dest / target)
+        replace_dir(staged, dest / target)
     for staged, final in tables:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, final)
