@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from skinlib.io import file_digest
+
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "SKINLIB_MIRROR"
@@ -100,15 +102,6 @@ class FetchResult:
     resumed_from: int = 0
     skipped: bool = False
     seconds: float = 0.0
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    """Hex digest of a file, read in 1 MiB blocks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _multipart_md5(path: Path, part: int) -> str:

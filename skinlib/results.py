@@ -16,7 +16,6 @@ fingerprint the runs were trained on; the store then treats them as finished.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from skinlib.io import atomic_write_json, replace_dir
+from skinlib.io import atomic_write_json, file_digest, replace_dir
 from skinlib.runs import BUNDLE_MARKER, DATA_FILE, NO_TRAIN_ENV, Run, RunConfig, runs_root
 
 log = logging.getLogger(__name__)
@@ -60,14 +59,6 @@ def results_root(root: str | os.PathLike | None = None) -> Path:
 
 def bundle_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
     return results_root(root) / profile
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _gzip(src: Path, dst: Path) -> None:
@@ -137,7 +128,7 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
                     shutil.copyfile(run.file(name), folder / name)
             split_tmp = tmp / "split.csv.gz"
             _gzip(run.file("split.csv"), split_tmp)
-            split = Path("splits") / f"{_sha256(run.file('split.csv'))[:16]}.csv.gz"
+            split = Path("splits") / f"{file_digest(run.file('split.csv'))[:16]}.csv.gz"
             (tmp / "splits").mkdir(exist_ok=True)
             os.replace(split_tmp, tmp / split)
             env = run.metrics().get("environment", {})
@@ -145,7 +136,7 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
             entries.append({"folder": run.path.name, "split": split.as_posix(), "data_key": run.data()["key"],
                             "finished_utc": env.get("finished_utc"), "device": env.get("gpu") or env.get("device"),
                             "torch": env.get("torch"), "skinlib": env.get("skinlib")})
-        files = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {p.relative_to(tmp).as_posix(): file_digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         size = sum((tmp / f).stat().st_size for f in files)
         if size > max_bytes:
             biggest = sorted(files, key=lambda f: (tmp / f).stat().st_size, reverse=True)[:3]
@@ -184,7 +175,7 @@ def read_bundle(path: str | os.PathLike, *, verify: bool = True) -> dict[str, An
             file = path / name
             if not file.is_file():
                 raise BundleError(f"{file} is listed in {meta_file} but missing; restore it from git or pack again")
-            if _sha256(file) != digest:
+            if file_digest(file) != digest:
                 raise BundleError(f"{file} does not match its checksum in {meta_file} (changed or damaged); "
                                   f"restore it from git or pack again")
     return meta

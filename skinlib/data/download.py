@@ -275,8 +275,8 @@ def download_data(dest: str | os.PathLike = "data", *, what: str | Iterable[str]
                 path.unlink()
         log.info("%s: %d files in place under %s", part, report.extracted[part], dest)
     if verify:
-        for dataset, needs in (("ham10000", "ham10000"), ("isic2018_test", "isic2018_test")):
-            if needs in parts:
+        for dataset in ("ham10000", "isic2018_test"):
+            if dataset in parts:
                 rep = verify_dataset(dest, dataset=dataset)
                 report.verified[dataset] = rep.to_text()
                 if not rep.ok:
