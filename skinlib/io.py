@@ -86,6 +86,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def make_shareable(folder: str | os.PathLike) -> Path:
+    """Give a folder made by ``tempfile.mkdtemp`` (mode 0700) the mode the umask gives any new folder."""
+    os.chmod(folder, 0o777 & ~_UMASK)
+    return Path(folder)
+
+
 def replace_dir(staging: str | os.PathLike, final: str | os.PathLike) -> Path:
     """Put the finished folder ``staging`` at ``final``: an older ``final`` is moved aside first and removed
     after, so at every moment ``final`` is either the old folder or the new one, never a mix."""

@@ -2,10 +2,10 @@
 fingerprint (part of the run's identity), and their decoded image tensors per split part.
 
 The fingerprint covers, per row in index order, ``image_id``, ``lesion_id``, ``dx`` and
-the image file's byte size. Modification times are left out on purpose: the same files
-copied to another disk or machine are the same data (a results bundle stays valid),
-while a re-encoded or replaced image changes its size, and any added, dropped or
-relabelled row changes the key.
+the SHA-256 of the image file's bytes (:mod:`skinlib.data.digests`, hashed once per
+file and remembered). Paths and modification times are left out on purpose: the same
+files copied to another disk or machine are the same data (a results bundle stays
+valid), while any changed pixel, and any added, dropped or relabelled row, changes the key.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import pandas as pd
 import torch
 
 from skinlib.data.cache import cached_images
+from skinlib.data.digests import content_digests
 from skinlib.data.index import find_ham10000_metadata, load_ham10000
 from skinlib.data.paths import resolve_data_dir
 from skinlib.data.split import split_parts, subsample
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 1: file sizes instead of content digests
 
 
 def check_subset(subset: float | None) -> None:
@@ -53,10 +54,12 @@ class DataFingerprint:
 
 
 def fingerprint(index: pd.DataFrame, *, source: str = "") -> DataFingerprint:
-    """The fingerprint of an index (``image_id, lesion_id, dx, path`` per row, order kept)."""
+    """The fingerprint of an index (``image_id, lesion_id, dx`` and the file's content per row, order kept)."""
     h = hashlib.sha256(f"skinlib-data-v{FINGERPRINT_VERSION}".encode())
-    for image_id, lesion_id, dx, path in index[["image_id", "lesion_id", "dx", "path"]].itertuples(index=False):
-        h.update(f"\n{image_id}|{lesion_id}|{dx}|{os.stat(path).st_size}".encode())
+    digests = content_digests(index["path"].tolist())
+    for (image_id, lesion_id, dx), digest in zip(index[["image_id", "lesion_id", "dx"]].itertuples(index=False),
+                                                 digests):
+        h.update(f"\n{image_id}|{lesion_id}|{dx}|{digest}".encode())
     return DataFingerprint(h.hexdigest()[:12], len(index), int(index["lesion_id"].nunique()), source)
 
 
