@@ -38,6 +38,17 @@ def _yaml_value(name: str, text: str) -> Any:
         raise ValueError(f"parameter {name}: cannot parse {text!r} as a YAML value ({yaml_problem(exc)})") from exc
 
 
+def _positive_float(text: str) -> float:
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     return {name: _yaml_value(name, value) for name, value in args.param or []}
 
@@ -336,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unverified", action="store_true",
                    help="accept a file whose server publishes no checksum (data verify still runs)")
     p.add_argument("--force", action="store_true", help="fetch and extract parts that are already in place")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server")
+    p.add_argument("--timeout", type=_positive_float, default=60.0,
+                   help="seconds to wait for the server; a transfer under 1 KiB/s for this long is given up "
+                        "(the part is kept and resumes)")
     p.set_defaults(func=_data_download)
     p = data.add_parser("split", parents=[data_dir, skip_bad], help="write a train/val/test split as CSV", **fmt)
     p.add_argument("--scheme", default="lesion", choices=["lesion", "image"],
@@ -437,7 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["where", "fetch"], help="show the expected file, or download it (verified)")
     p.add_argument("model", help="registered model name, or all (the five ImageNet checkpoints)")
     p.add_argument("--mirror", help="a server holding the files at the original paths (also $SKINLIB_MIRROR)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server")
+    p.add_argument("--timeout", type=_positive_float, default=60.0,
+                   help="seconds to wait for the server; a transfer under 1 KiB/s for this long is given up "
+                        "(the part is kept and resumes)")
     p.set_defaults(func=_weights)
     return parser
 

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MIRROR_ENV = "SKINLIB_MIRROR"
 USER_AGENT = "skinlib-fetch (+https://github.com/skinlib/skinlib)"
 CHUNK = 1 << 20
+MIN_RATE = 1024.0  # bytes per second, over the timeout: slower than this, a transfer is given up
 ALGORITHMS = ("md5", "sha256", "s3-etag")
 S3_PART_MIB = (8, 16, 5, 15, 32, 64, 100, 128)  # part sizes S3 upload tools use (aws cli and boto3: 8 MiB)
 
@@ -196,11 +197,14 @@ def _total_from(resp: Any, start: int) -> tuple[int, int | None]:
 
 def download(url: str, target: str | os.PathLike, *, checksum: Checksum | None, mirror: str | None = None,
              retries: int = 3, timeout: float = 60.0, progress: bool = True, offline_hint: str = "",
-             backoff: float = 1.0) -> FetchResult:
+             backoff: float = 1.0, min_rate: float = MIN_RATE) -> FetchResult:
     """Download ``url`` to ``target`` (resuming ``target.part``), verify it, then give it its name.
 
-    Raises :class:`DownloadError` (offline, 404, too many dropped connections: the
-    partial file is kept) or :class:`ChecksumError` (nothing keeps the final name).
+    A transfer that moves fewer than ``min_rate`` bytes per second over ``timeout`` seconds
+    is given up (a stalled or trickling server), as is one whose socket is silent for ``timeout``.
+    Raises :class:`DownloadError` (offline, 404, too slow, too many dropped connections: the
+    partial file is kept) or :class:`ChecksumError` (nothing keeps the final name; a file
+    already at ``target`` is replaced only by verified bytes).
     """
     from tqdm.auto import tqdm
 
@@ -211,8 +215,9 @@ def download(url: str, target: str | os.PathLike, *, checksum: Checksum | None, 
         if checksum is None or checksum.check(target)[0]:
             log.info("%s is already here and verified; not downloading it again", target)
             return FetchResult(target, target.stat().st_size, skipped=True)
-        log.warning("%s does not match %s; downloading it again", target, checksum.describe())
-        os.replace(target, target.with_name(target.name + ".rejected"))
+        # kept in place until a replacement has been downloaded *and* verified: a wrong mirror destroys nothing
+        log.warning("%s does not match %s; downloading a replacement (the present file stays until the new one "
+                    "is verified)", target, checksum.describe())
     real = mirrored(url, mirror_url(mirror))
     part = target.with_name(target.name + ".part")
     result = FetchResult(target, 0)
@@ -236,11 +241,24 @@ def download(url: str, target: str | os.PathLike, *, checksum: Checksum | None, 
                     desc=target.name, disable=not progress, leave=False) as bar:
                 fh.seek(first)
                 fh.truncate()
+                read = getattr(resp, "read1", resp.read)  # read1: what has arrived, so the rate is seen
+                window_start, window_bytes = time.monotonic(), 0
                 try:
-                    while block := resp.read(CHUNK):
+                    while block := read(CHUNK):
                         fh.write(block)
                         received += len(block)
+                        window_bytes += len(block)
                         bar.update(len(block))
+                        if time.monotonic() - window_start >= timeout:
+                            if window_bytes < min_rate * timeout:
+                                fh.flush()
+                                raise DownloadError(
+                                    f"{urllib.parse.urlsplit(real).netloc} sent {window_bytes:,} bytes of "
+                                    f"{target.name} in {timeout:.0f} s, below the floor of {min_rate:,.0f} bytes/s; "
+                                    f"the {first + received:,} bytes so far are kept in {part}: run the same "
+                                    "command again to resume (or --timeout to wait longer, --mirror for another "
+                                    "copy)")
+                            window_start, window_bytes = time.monotonic(), 0
                 except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
                     log.debug("read of %s stopped: %r", real, exc)
                 fh.flush()

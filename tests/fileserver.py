@@ -1,7 +1,8 @@
 """A local HTTP server for the download tests: range requests, ETags, faults on demand.
 
 It serves in-memory files at given paths (query strings ignored) on 127.0.0.1 and
-can drop a connection after N bytes of a file, answer 404, or ignore ``Range``.
+can drop a connection after N bytes of a file, send a file a byte at a time, answer 404, or ignore
+``Range``.
 Every request is logged as ``(method, path, Range header)``.
 """
 
@@ -11,6 +12,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +25,7 @@ class FileServer:
     etags: dict[str, str] = field(default_factory=dict)
     drops: dict[str, list[int]] = field(default_factory=dict)  # path -> bytes sent before closing, per request
     honour_range: bool = True
+    trickle: dict[str, float] = field(default_factory=dict)  # path -> seconds between single bytes sent
     log: list[tuple[str, str, str | None]] = field(default_factory=list)
     sent: int = 0
 
@@ -77,6 +80,16 @@ class FileServer:
                 if drops:
                     body = body[: drops.pop(0)]
                     self.close_connection = True
+                if path in server.trickle:  # a server that is alive but hardly sends anything
+                    try:
+                        for k in range(len(body)):
+                            self.wfile.write(body[k:k + 1])
+                            self.wfile.flush()
+                            server.sent += 1
+                            time.sleep(server.trickle[path])
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
                 self.wfile.write(body)
                 self.wfile.flush()
                 server.sent += len(body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -358,3 +359,118 @@ def test_ctrl_c_during_a_download_says_it_resumes(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(dl, "download_data", interrupted)
     assert main(["data", "download", "--dest", str(tmp_path)]) == 130
     assert "the same command resumes the download" in capsys.readouterr().err
+
+
+# --- hostile and clumsy servers: nothing verified is destroyed, limits hold, every failure is one line -----
+
+def test_a_trickling_server_is_given_up_with_a_resumable_part(tmp_path):
+    import time
+
+    data = bytes(range(256)) * 200
+    srv = FileServer()
+    srv.add("/f.bin", data)
+    srv.trickle["/f.bin"] = 0.01  # about 100 bytes/s: alive, so no single read times out
+    url = srv.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(DownloadError, match=r"below the floor of 1,000 bytes/s; the [\d,]+ bytes so far are kept "
+                                                r"in .*f\.bin\.part: run the same command again to resume"):
+            download(f"{url}/f.bin", tmp_path / "f.bin", checksum=None, progress=False, timeout=0.5,
+                     min_rate=1000)
+    finally:
+        srv.stop()
+    assert time.perf_counter() - t0 < 5
+    assert 0 < (tmp_path / "f.bin.part").stat().st_size < len(data) and not (tmp_path / "f.bin").exists()
+
+
+def test_a_verified_file_survives_a_mirror_serving_other_bytes(tmp_path):
+    good, other = b"g" * 4000, b"o" * 4000
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(good)
+    srv = FileServer()
+    srv.add("/m", other)
+    url = srv.start()
+    try:
+        with pytest.raises(ChecksumError):  # the mirror's listing names bytes it does not serve
+            download(f"{url}/m", target, progress=False,
+                     checksum=Checksum("sha256", hashlib.sha256(b"listed").hexdigest(), "mirror listing"))
+    finally:
+        srv.stop()
+    assert target.read_bytes() == good  # still in place, under its name
+    assert (tmp_path / "model.safetensors.rejected").read_bytes() == other
+
+
+def test_the_timm_weights_stay_when_a_mirror_lies(tmp_path, monkeypatch, capsys):
+    from skinlib.models import weights as w
+
+    monkeypatch.setenv(w.WEIGHTS_ENV, str(tmp_path / "w"))
+    installed = w.expected_weights_file("ghostnetv2_100")
+    installed.parent.mkdir(parents=True)
+    installed.write_bytes(b"the verified checkpoint")
+    srv = FileServer()
+    srv.add("/api/models/timm/ghostnetv2_100.in1k", {"siblings": [
+        {"rfilename": "model.safetensors", "lfs": {"sha256": hashlib.sha256(b"x").hexdigest(), "size": 1}}]})
+    srv.add("/timm/ghostnetv2_100.in1k/resolve/main/model.safetensors", b"other bytes")
+    url = srv.start()
+    try:
+        code = main(["weights", "fetch", "ghostnetv2_100", "--mirror", url])
+    finally:
+        srv.stop()
+    assert code != 0 and "checksum mismatch" in capsys.readouterr().err
+    assert installed.read_bytes() == b"the verified checkpoint"
+
+
+def test_an_archive_member_over_the_cap_is_refused_before_extraction(tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "MAX_MEMBER", 1 << 20)
+    files = fixture_files()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ISIC_0024306.jpg", b"\0" * (4 << 20))  # 4 MB from about 4 KB
+    files["HAM10000_images_part_1.zip"] = buf.getvalue()
+    assert len(buf.getvalue()) < 50_000
+    srv = serve(files)
+    url = srv.start()
+    try:
+        with pytest.raises(DownloadError, match=r"holds ISIC_0024306\.jpg, which expands to 4 MB \(the limit is 1 MB"):
+            dl.download_data(tmp_path, what="ham10000", mirror=url, progress=False)
+    finally:
+        srv.stop()
+    assert not (tmp_path / "ham10000").exists()
+
+
+def test_a_part_that_fails_verify_is_fetched_again(tmp_path, capsys):
+    files = fixture_files()
+    bad = dict(files)
+    bad["HAM10000_metadata.tab"] = files["HAM10000_metadata.tab"] + b"HAM_0000009,ISIC_0099999,nv,histo,5,male,back\n"
+    srv = serve(bad)
+    url = srv.start()
+    try:
+        with pytest.raises(DownloadError, match="fails `skinlib data verify` \\(the next call downloads it again\\)"):
+            dl.download_data(tmp_path, what="ham10000", mirror=url, progress=False)
+    finally:
+        srv.stop()
+    assert "ham10000" not in dl._complete(tmp_path)
+    srv = serve(files)
+    url = srv.start()
+    try:
+        report = dl.download_data(tmp_path, what="ham10000", mirror=url, progress=False)
+    finally:
+        srv.stop()
+    assert report.already == [] and report.downloaded_bytes > 0 and len(load_ham10000(tmp_path)) == len(HAM)
+
+
+def test_allow_unverified_applies_to_dataverse_files_too(tmp_path):
+    srv = serve(fixture_files())
+    doc = json.loads(srv.files["/api/datasets/:persistentId/"])
+    for f in doc["data"]["latestVersion"]["files"]:
+        f["dataFile"].pop("md5")
+        f["dataFile"].pop("checksum")
+    srv.add("/api/datasets/:persistentId/", doc)
+    url = srv.start()
+    try:
+        with pytest.raises(DownloadError, match=r"publishes no usable checksum for .*pass --allow-unverified"):
+            dl.download_data(tmp_path, what="ham10000", mirror=url, progress=False)
+        dl.download_data(tmp_path, what="ham10000", mirror=url, progress=False, allow_unverified=True)
+    finally:
+        srv.stop()
+    assert len(load_ham10000(tmp_path)) == len(HAM)
