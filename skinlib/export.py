@@ -114,12 +114,14 @@ def export_chapters(chapters: list[str], *, to: str, out: str | os.PathLike,
     unknown = [c for c in names if c not in CHAPTERS]
     if unknown:
         raise ValueError(f"unknown chapter(s) {', '.join(unknown)}; valid: all, {', '.join(CHAPTERS)}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the exported chapters (it is created if missing)")
     executed = book_root(root) / "book" / "executed"
     missing = [c for c in names if not (executed / f"{c}.ipynb").is_file()]
     if missing:
         raise FileNotFoundError(f"chapter(s) {', '.join(missing)} not executed yet (no {executed}/<chapter>.ipynb); "
                                 f"run `skinlib book` (or `make book`) first")
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in names:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -84,6 +85,47 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+class NoSpaceError(OSError):
+    """Not enough free disk space for what is about to be written; the message says how much, where and which
+    setting moves it."""
+
+
+def check_free_space(folder: str | os.PathLike, needed: int, *, what: str, setting: str) -> None:
+    """Raise :class:`NoSpaceError` when ``folder``'s disk has fewer than ``needed`` bytes free (plus a margin)."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    margin = 64 * 1024 * 1024
+    if needed + margin > free:
+        raise NoSpaceError(f"{what} needs {_size(needed)} in {folder}, but only {_size(free)} are free there; "
+                           f"free some space or point {setting} at a disk with room")
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TB"
+
+
+def reserve(fd: int, size: int, *, path: Path, what: str, setting: str) -> None:
+    """Allocate ``size`` bytes of the open file ``fd`` on disk now, so writing through a memory map later cannot
+    fail with SIGBUS on a full disk; ``NoSpaceError`` when they are not there."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceError(f"{what} needs {_size(size)} in {path.parent}, which the disk cannot give "
+                               f"({exc.strerror}); free some space or point {setting} at a disk with room") from None
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # file systems without fallocate
+            raise
 
 
 def make_shareable(folder: str | os.PathLike) -> Path:

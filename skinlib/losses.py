@@ -126,10 +126,23 @@ def build_loss(name: str, class_counts: Sequence[int], **options: Any) -> nn.Mod
     if name == "wce":
         return WeightedCE(inverse_frequency_weights(class_counts))
     if name == "cb":
-        return WeightedCE(class_balanced_weights(class_counts, float(options.get("beta", 0.999))))
+        return WeightedCE(class_balanced_weights(class_counts, _option(name, "beta", options, 0.999, 0, 1)))
     if name == "focal":
-        return FocalLoss(float(options.get("gamma", 2.0)), _alpha(options.get("alpha"), class_counts))
-    return WeightedCE(smoothing=float(options.get("smoothing", 0.1)))
+        return FocalLoss(_option(name, "gamma", options, 2.0, 0, 10, high_open=False),
+                         _alpha(options.get("alpha"), class_counts))
+    return WeightedCE(smoothing=_option(name, "smoothing", options, 0.1, 0, 1))
+
+
+def _option(loss: str, key: str, options: dict[str, Any], default: float, low: float, high: float, *,
+            high_open: bool = True) -> float:
+    """A numeric loss option in ``[low, high)`` (or ``[low, high]``), named with its loss when it is not."""
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ValueError(f"loss {loss!r}: option {key} must be a number, got {value!r}")
+    if not (low <= value < high if high_open else low <= value <= high):
+        raise ValueError(f"loss {loss!r}: option {key} must be in [{low:g}, {high:g}{')' if high_open else ']'}, "
+                         f"got {value:g}")
+    return float(value)
 
 
 def _literal(text: str) -> Any:
@@ -162,9 +175,27 @@ def parse_loss_spec(spec: str | Sequence[Any]) -> list[tuple[float, str, dict[st
         return terms
     out = []
     for term in spec:
-        weight, name, *rest = term
-        out.append((float(weight), str(name), dict(rest[0]) if rest else {}))
+        ok = isinstance(term, list | tuple) and len(term) in (2, 3) and isinstance(term[1], str) and \
+            isinstance(term[0], int | float) and not isinstance(term[0], bool) and \
+            (len(term) == 2 or isinstance(term[2], dict))
+        if not ok:
+            raise ValueError(f"loss term {term!r} must be [weight, name] or [weight, name, {{option: value}}], "
+                             "e.g. [0.5, focal, {gamma: 2}]; or write the loss as a string like 'cb+focal'")
+        out.append((float(term[0]), term[1], dict(term[2]) if len(term) == 3 else {}))
     return out
+
+
+def check_loss_spec(spec: str | Sequence[Any]) -> None:
+    """Raise ``ValueError`` naming what is wrong with a loss spec, before any data is read."""
+    if not isinstance(spec, str) and not isinstance(spec, list | tuple):
+        raise ValueError(f"loss must be a spec string like 'cb+focal' or a list of terms, got {spec!r}")
+    terms = parse_loss_spec(spec)
+    if not terms:
+        raise ValueError(f"loss {spec!r} has no terms; valid losses: {', '.join(LOSSES)}")
+    for weight, _, _ in terms:
+        if not weight == weight or weight in (float("inf"), float("-inf")):
+            raise ValueError(f"loss {spec!r}: the weight {weight} is not a finite number")
+    make_loss(spec, [1] * 7)  # names, options and their ranges
 
 
 def make_loss(spec: str | Sequence[Any], class_counts: Sequence[int]) -> nn.Module:

@@ -120,6 +120,7 @@ def check_parameter(name: str, value: Any, *, extra: dict[str, Any] | None = Non
 
             if value not in BATCH_SCALINGS:
                 raise ValueError(f"parameter batch_scaling must be one of {', '.join(BATCH_SCALINGS)}, got {value!r}")
+        _check_range(name, value)
     elif name in extra:
         example = extra[name]
         if example is not None and value is not None:
@@ -127,6 +128,37 @@ def check_parameter(name: str, value: Any, *, extra: dict[str, Any] | None = Non
     else:
         valid = sorted({*PARAMETERS, *extra})
         raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(valid)}")
+
+
+def _check_range(name: str, value: Any) -> None:
+    """The value ranges of the profile parameters, checked with their types, before anything runs."""
+    from skinlib.data.cache import MAX_IMAGE_SIZE
+
+    def bad(rule: str) -> ValueError:
+        return ValueError(f"parameter {name} must be {rule}, got {value!r}")
+
+    if name == "image_size" and not 8 <= value <= MAX_IMAGE_SIZE:
+        raise bad(f"8 to {MAX_IMAGE_SIZE} pixels")
+    if name == "epochs" and value < 1:
+        raise bad("at least 1")
+    if name == "batch_size" and value < 2:
+        raise bad("at least 2 (BatchNorm needs two images per batch)")
+    if name == "lr" and not 0 < value < float("inf"):
+        raise bad("a positive number")
+    if name == "subset" and not 0 < value <= 1:
+        raise bad("a fraction in (0, 1] (1.0 = all data)")
+    if name == "bn_momentum" and not isinstance(value, str) and not 0 < value <= 1:
+        raise bad("a number in (0, 1] or 'default'")
+    if name == "n_boot" and value < 10:
+        raise bad("at least 10 bootstrap resamples (1000 for 95 % intervals)")
+    if name == "seed" and not 0 <= value < 2**32:
+        raise bad("an integer in [0, 2**32)")
+    if name == "seeds" and (not value or len(set(value)) != len(value) or not all(0 <= v < 2**32 for v in value)):
+        raise bad("a non-empty list of distinct integers in [0, 2**32) (papermill: -y seeds '[0, 1, 2]')")
+    if name == "device":
+        from skinlib.runtime import resolve_device
+
+        resolve_device(value)  # unknown or absent devices are named now, not a chapter later
 
 
 def get_profile(name: str, *, extra: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:

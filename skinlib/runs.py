@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 import types
@@ -36,6 +37,9 @@ from skinlib.io import atomic_write_text, pid_alive
 log = logging.getLogger(__name__)
 
 RUNS_ENV = "SKINLIB_RUNS_DIR"
+
+MAX_NAME = 100
+RUN_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{MAX_NAME - 1}}}")
 
 # how the learning rate and BatchNorm momentum follow the batch size (see skinlib.train.batch_scaled)
 BATCH_SCALINGS: tuple[str, ...] = ("none", "linear", "sqrt")
@@ -85,18 +89,33 @@ class RunConfig:
             check_type(f.name, value, hints[f.name])
             if type(value) is int and _matches(0.5, hints[f.name]):
                 object.__setattr__(self, f.name, float(value))  # lr: 1 and lr: 1.0 are one config
-        if not self.name or any(ch in self.name for ch in "/\\ "):
-            raise ValueError(f"run name {self.name!r} must be non-empty without slashes or spaces")
+        if not RUN_NAME.fullmatch(self.name):
+            raise ValueError(f"run name {self.name[:60]!r}{'...' if len(self.name) > 60 else ''} must be 1 to "
+                             f"{MAX_NAME} letters, digits, '.', '_', '+' or '-' (it names the run's folder)")
         for key in ("image_size", "epochs"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        from skinlib.data.cache import MAX_IMAGE_SIZE
+
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be at most {MAX_IMAGE_SIZE} pixels (the paper's is 224; the "
+                             f"decoded cache grows with its square), got {self.image_size}")
+        for key in ("seed", "split_seed"):
+            if not 0 <= getattr(self, key) < 2**32:
+                raise ValueError(f"{key} must be an integer in [0, 2**32), got {getattr(self, key)}")
+        for key in ("warmup_epochs", "num_workers"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be 0 or more, got {getattr(self, key)}")
+        if not 0 <= self.weight_decay < float("inf"):
+            raise ValueError(f"weight_decay must be 0 or a positive number, got {self.weight_decay}")
+        self._check_choices()
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (BatchNorm needs two images per batch to compute "
                              f"its statistics), got {self.batch_size}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be a positive number of epochs or none, got {self.patience}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 < self.lr < float("inf"):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
         if isinstance(self.compile, str) and self.compile not in COMPILE_MODES:
             raise ValueError(f"unknown compile mode {self.compile!r}; valid: {', '.join(COMPILE_MODES)} "
                              f"(or true/false)")
@@ -110,6 +129,20 @@ class RunConfig:
         if self.subset == 1:
             object.__setattr__(self, "subset", None)  # all data, one identity
         object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+
+    def _check_choices(self) -> None:
+        """The fields chosen from a list, the loss spec and the model's options: checked here, before data is read."""
+        from skinlib.data.split import SCHEMES, check_fractions
+        from skinlib.losses import check_loss_spec
+        from skinlib.models import check_model_kwargs
+        from skinlib.train import OPTIMIZERS, SAMPLERS
+
+        for key, valid in (("optimizer", OPTIMIZERS), ("sampler", SAMPLERS), ("split", SCHEMES)):
+            if getattr(self, key) not in valid:
+                raise ValueError(f"unknown {key} {getattr(self, key)!r}; valid: {', '.join(valid)}")
+        check_fractions(self.fractions)
+        check_loss_spec(self.loss)
+        check_model_kwargs(self.model, self.model_kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -25,6 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,12 +42,13 @@ from skinlib.data.augment import BatchAugment, Normalize
 from skinlib.data.pipeline import BatchIterator, WorkerBatches
 from skinlib.data.selection import DataSelection, part_tensors, select_data
 from skinlib.evaluate import classification_metrics
-from skinlib.io import atomic_write, atomic_write_json, atomic_write_text
+from skinlib.io import atomic_write, atomic_write_json, atomic_write_text, check_free_space, remove_stale_temporaries
 from skinlib.losses import make_loss
 from skinlib.models import check_image_size, create_model
 from skinlib.runs import (
     DATA_FILE,
     NO_TRAIN_ENV,
+    RUNS_ENV,
     MissingRunError,
     Run,
     RunConfig,
@@ -283,8 +285,28 @@ def train_one_epoch(
             "seconds": seconds}
 
 
+def _tensor_bytes(obj: Any) -> int:
+    """The bytes of every tensor in a (nested) checkpoint object: what ``torch.save`` writes, near enough."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
 def _save(obj: Any, path: Any) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """Write a checkpoint atomically, after checking the disk has room; a full disk is one clear error."""
+    path = Path(path)
+    needed = _tensor_bytes(obj)
+    setting = f"{RUNS_ENV} (or --runs-dir)"
+    check_free_space(path.parent, needed, what=f"checkpoint {path.name}", setting=setting)
+    try:
+        atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    except (RuntimeError, OSError):  # torch reports a full disk as "enforce fail at inline_container.cc"
+        check_free_space(path.parent, needed, what=f"checkpoint {path.name}", setting=setting)
+        raise
 
 
 def _environment(device: torch.device, precision: Precision, distributed: Distributed) -> dict[str, Any]:
@@ -409,6 +431,7 @@ def _train(run: Run, selection: DataSelection, *, device: torch.device, distribu
             shutil.rmtree(run.path)
         created = not run.path.exists()
         run.path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run.path)  # a checkpoint half-written by a killed process (we hold the lock)
         atomic_write_text(run.file("config.yaml"), yaml.safe_dump(config.to_dict(), sort_keys=False))
         atomic_write_json(run.file(DATA_FILE), selection.fingerprint.to_dict())
     distributed.barrier()

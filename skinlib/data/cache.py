@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skinlib.io import atomic_write_json, remove_stale_temporaries
+from skinlib.io import atomic_write_json, check_free_space, remove_stale_temporaries, reserve
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,40 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "skinlib"
 
 
+MAX_PIXELS = 64_000_000
+"""The largest image decoded (a HAM10000 image has 0.27 million pixels); larger files are refused unread,
+so a small file declaring a huge image (a decompression bomb) cannot fill the memory."""
+MAX_IMAGE_SIZE = 1024
+"""The largest training size in pixels: 224 is the paper's; the cache of 10,015 images at 1024 px takes 31 GB."""
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _open_checked(path: str | os.PathLike) -> Image.Image:
+    im = Image.open(path)
+    if im.width * im.height > MAX_PIXELS:
+        im.close()
+        raise ValueError(f"image is {im.width}x{im.height} pixels, over the {MAX_PIXELS:,}-pixel limit "
+                         "(a decompression bomb, or not a dermoscopy image)")
+    return im
+
+
+def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir`` or :func:`default_cache_dir`, refused (naming the setting) when it is a file."""
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if folder.exists() and not folder.is_dir():
+        source = "--cache-dir" if cache_dir is not None else f"{CACHE_ENV}" if os.environ.get(CACHE_ENV) else \
+            "the default cache folder"
+        raise ValueError(f"the image cache folder {folder} ({source}) is a file, not a folder; point "
+                         f"{CACHE_ENV} (or --cache-dir) at a folder")
+    return folder
+
+
 def decode_image(path: str | os.PathLike, size: int) -> np.ndarray:
     """Decode one image file to a ``(3, size, size)`` uint8 array (RGB, bicubic resize)."""
     try:
-        with Image.open(path) as im:
+        with _open_checked(path) as im:
             rgb = im.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as exc:
+    except _DECODE_ERRORS as exc:
         raise ValueError(
             f"cannot decode image {path}: {exc}; run `skinlib data verify` to list every bad file"
         ) from exc
@@ -53,11 +81,11 @@ def decode_image(path: str | os.PathLike, size: int) -> np.ndarray:
 def decode_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot be decoded as an image of at least 8x8 pixels, or ``None`` when it can."""
     try:
-        with Image.open(path) as im:
+        with _open_checked(path) as im:
             im.load()
             if im.width < 8 or im.height < 8:
                 return f"image is only {im.width}x{im.height}"
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL raises these for broken files
+    except _DECODE_ERRORS as exc:  # PIL raises these for broken files and bombs
         return f"{type(exc).__name__}: {exc}"
     return None
 
@@ -65,7 +93,7 @@ def decode_problem(path: str | os.PathLike) -> str | None:
 def decode_problems(paths: Sequence[str | os.PathLike], *, cache_dir: str | os.PathLike | None = None,
                     workers: int | None = None) -> list[str | None]:
     """:func:`decode_problem` for every path, remembered per image set in the cache folder (decoded once)."""
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = cache_folder(cache_dir)
     memo = folder / f"decode-check-{len(paths)}-{cache_key(paths, 0)}.json"
     if memo.is_file():
         try:
@@ -120,9 +148,9 @@ def cached_images(
     :func:`default_cache_dir`); it is written atomically, so an interrupted
     build leaves no half-written cache behind.
     """
-    if size < 8:
-        raise ValueError(f"image size must be at least 8 pixels, got {size}")
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if not 8 <= size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"image size must be 8 to {MAX_IMAGE_SIZE} pixels, got {size}")
+    folder = cache_folder(cache_dir)
     key = cache_key(paths, size)
     target = folder / f"images-{size}px-{len(paths)}-{key}.npy"
     shape = (len(paths), 3, size, size)
@@ -160,9 +188,15 @@ def _build(target: Path, paths: Sequence[str | os.PathLike], size: int, shape: t
                               f"{CACHE_ENV} or --cache-dir to a writable folder") from exc
     remove_stale_temporaries(folder)
     tmp = folder / f".{target.name}.{os.getpid()}.tmp"
+    nbytes = int(np.prod(shape))
+    what = f"the decoded-image cache of {len(paths):,} images at {size} px"
+    check_free_space(folder, nbytes, what=what, setting=f"{CACHE_ENV} (or --cache-dir)")
     log.info("decoding %d images at %d px into %s", len(paths), size, target)
     try:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        with open(tmp, "r+b") as fh:  # the blocks are taken now: a disk filling up later cannot SIGBUS the map
+            reserve(fh.fileno(), arr.offset + arr.nbytes, path=tmp, what=what,
+                    setting=f"{CACHE_ENV} (or --cache-dir)")
         _decode_into(arr, paths, size, workers)
         arr.flush()
         del arr

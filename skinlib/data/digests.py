@@ -51,9 +51,9 @@ def _read_memo(memo: Path) -> dict[str, list]:
 def content_digests(paths: Sequence[str | os.PathLike], *, cache_dir: str | os.PathLike | None = None,
                     workers: int | None = None) -> list[str]:
     """The SHA-256 of each file in ``paths`` (in order), hashing only files not seen unchanged before."""
-    from skinlib.data.cache import default_cache_dir
+    from skinlib.data.cache import cache_folder
 
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = cache_folder(cache_dir)
     memo = folder / MEMO_NAME
     known = _read_memo(memo)
     keys = [os.path.abspath(p) for p in paths]

@@ -8,6 +8,7 @@ or Dataverse ``.tab``) and a flat ``images/`` folder.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import pandas as pd
 
 from skinlib.data.cache import decode_problems
 from skinlib.data.info import CLASS_TO_LABEL, CLASSES, HAM10000_METADATA_COLUMNS, IMAGE_SUFFIXES
-from skinlib.data.paths import ISIC_TEST_ENV, find_named, resolve_data_dir, walk_files
+from skinlib.data.paths import ISIC_TEST_ENV, checked_dir, find_named, resolve_data_dir, walk_files
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +69,42 @@ class Problems:
         return "\n".join(lines)
 
 
-def find_images(root: Path) -> dict[str, Path]:
-    """Map every image file stem under ``root`` to its path (first in sorted order wins; links followed)."""
+def find_images(root: Path, duplicates: dict[str, list[Path]] | None = None) -> dict[str, Path]:
+    """Map every image file stem under ``root`` to its path (first in sorted order wins; links followed).
+
+    When ``duplicates`` is given, every stem found more than once gets its further paths there.
+    """
     found: dict[str, Path] = {}
     for folder, filenames in walk_files(root):
         for name in filenames:
             stem, suffix = os.path.splitext(name)
-            if suffix.lower() in IMAGE_SUFFIXES and stem not in found:
+            if suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if stem not in found:
                 found[stem] = folder / name
+            elif duplicates is not None:
+                duplicates.setdefault(stem, []).append(folder / name)
     return found
+
+
+def _image_problems(meta: pd.DataFrame, images: dict[str, Path], duplicates: dict[str, list[Path]],
+                    problems: Problems) -> None:
+    """Broken links, and an image id found twice with different bytes (which copy is meant cannot be told)."""
+    from skinlib.io import file_digest
+
+    for pos, image_id in enumerate(meta["image_id"]):
+        if not isinstance(image_id, str) or image_id not in images:
+            continue
+        path = images[image_id]
+        if not path.exists():
+            problems.add("missing image file", image_id, f"{path} is a link to a file that does not exist",
+                         row=pos)
+            continue
+        others = [o for o in duplicates.get(image_id, []) if o.exists()]
+        differ = [o for o in others if o.stat().st_size != path.stat().st_size or file_digest(o) != file_digest(path)]
+        if differ:
+            problems.add("image found twice", image_id, f"{path} and {differ[0]} differ; keep one of them",
+                         row=pos)
 
 
 def _find_file(root: Path, names: tuple[str, ...], what: str, fix: str) -> Path:
@@ -107,10 +135,13 @@ def read_metadata(path: Path) -> pd.DataFrame:
     with every cell empty (``,,,,,,`` left by spreadsheets) are dropped with a warning.
     """
     sep = "\t" if path.suffix.lower() == ".tab" else None
+    if path.stat().st_size == 0:
+        raise ValueError(f"metadata file {path} is empty; restore it from the HAM10000 download "
+                         "(`skinlib data download --what ham10000`)")
     try:
         meta = pd.read_csv(path, sep=sep, engine="python", encoding="utf-8-sig",
                            dtype={"lesion_id": str, "image_id": str, "dx": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"cannot read metadata file {path}: {exc}; it must be a comma- or tab-separated "
                          "table with a header row (lesion_id, image_id, dx, ...), saved as UTF-8") from exc
     meta.columns = [str(c).strip().strip('"') for c in meta.columns]
@@ -132,6 +163,9 @@ def check_index(meta: pd.DataFrame, images: dict[str, Path], source: Path) -> Pr
             f"metadata file {source} lacks column(s) {missing_cols}; it has {list(meta.columns)}. "
             f"HAM10000 metadata needs {list(HAM10000_METADATA_COLUMNS)}."
         )
+    if len(meta) == 0:
+        raise ValueError(f"metadata file {source} has a header but no rows; restore it from the download "
+                         "(`skinlib data download`)")
     problems = Problems()
     ids = meta["image_id"].tolist()
 
@@ -200,16 +234,20 @@ def raw_ham10000(data_dir: str | os.PathLike | None = None) -> RawIndex:
     root = resolve_data_dir(data_dir)
     source = find_ham10000_metadata(root)
     meta = read_metadata(source)
-    images = find_images(source.parent)
+    duplicates: dict[str, list[Path]] = {}
+    images = find_images(source.parent, duplicates)
     if not images and source.parent != root:
-        images = find_images(root)
-    return RawIndex(meta, images, source, check_index(meta, images, source))
+        images = find_images(root, duplicates)
+    problems = check_index(meta, images, source)
+    _image_problems(meta, images, duplicates, problems)
+    return RawIndex(meta, images, source, problems)
 
 
 def add_decode_problems(raw: RawIndex, *, cache_dir: str | os.PathLike | None = None) -> None:
     """Decode every image of ``raw`` once and add an ``unreadable image`` problem per file that fails."""
     meta = raw.meta
-    ids = [(pos, i) for pos, i in enumerate(meta["image_id"]) if isinstance(i, str) and i in raw.images]
+    ids = [(pos, i) for pos, i in enumerate(meta["image_id"])
+           if isinstance(i, str) and i in raw.images and raw.images[i].exists()]
     why = decode_problems([raw.images[i] for _, i in ids], cache_dir=cache_dir)
     for (pos, image_id), reason in zip(ids, why):
         if reason is not None:
@@ -242,8 +280,9 @@ def find_isic2018_test_dir(data_dir: str | os.PathLike | None = None) -> Path:
     ``.../ham10000`` still finds its sibling ``isic2018_task3_test``).
     """
     if data_dir is None and os.environ.get(ISIC_TEST_ENV):
-        data_dir = os.environ[ISIC_TEST_ENV]
-    root = resolve_data_dir(data_dir)
+        root = checked_dir(Path(os.environ[ISIC_TEST_ENV]).expanduser(), ISIC_TEST_ENV)
+    else:
+        root = resolve_data_dir(data_dir)
     for base in (root, root.parent):
         hits = find_named(base, ISIC_TEST_GT_NAME) if base.is_dir() else []
         if hits:
@@ -262,7 +301,15 @@ def raw_isic2018_test(data_dir: str | os.PathLike | None = None) -> RawIndex:
     """
     folder = find_isic2018_test_dir(data_dir)
     source = folder / ISIC_TEST_GT_NAME
-    gt = pd.read_csv(source, dtype={"image": str}, encoding="utf-8-sig")
+    try:
+        gt = pd.read_csv(source, dtype={"image": str}, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the ISIC 2018 ground truth {source}: {exc}; it must be the UTF-8 CSV of "
+                         f"the challenge (image,{','.join(c.upper() for c in CLASSES)}); fetch it again with "
+                         "`skinlib data download --what isic2018_test`") from exc
+    if len(gt) == 0:
+        raise ValueError(f"the ISIC 2018 ground truth {source} has no rows; fetch it again with "
+                         "`skinlib data download --what isic2018_test`")
     onehot = [c.upper() for c in CLASSES]
     missing = [c for c in ["image", *onehot] if c not in gt.columns]
     if missing:
@@ -272,8 +319,11 @@ def raw_isic2018_test(data_dir: str | os.PathLike | None = None) -> RawIndex:
     meta["dx"] = [CLASSES[i] for i in values.argmax(axis=1)]
     bad_rows = (values.sum(axis=1) != 1) | ~((values == 0) | (values == 1)).all(axis=1)
     meta.loc[bad_rows, "dx"] = "not one-hot"
-    images = find_images(folder)
-    return RawIndex(meta, images, source, check_index(meta, images, source))
+    duplicates: dict[str, list[Path]] = {}
+    images = find_images(folder, duplicates)
+    problems = check_index(meta, images, source)
+    _image_problems(meta, images, duplicates, problems)
+    return RawIndex(meta, images, source, problems)
 
 
 def load_isic2018_test(data_dir: str | os.PathLike | None = None, *, skip_bad: bool = False) -> pd.DataFrame:

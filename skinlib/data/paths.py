@@ -53,7 +53,8 @@ def _no_data_message(tried: list[Path]) -> str:
     )
 
 
-def _checked_dir(path: Path, what: str) -> Path:
+def checked_dir(path: Path, what: str) -> Path:
+    """``path`` resolved, or ``FileNotFoundError`` naming ``what`` set it when it is a file or absent."""
     if path.is_file():
         raise FileNotFoundError(f"{what} {path} is a file, not a folder; pass the folder that holds the data "
                                 f"(perhaps {path.parent})")
@@ -67,10 +68,10 @@ def _checked_dir(path: Path, what: str) -> Path:
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Return the data directory to use, or raise ``FileNotFoundError`` saying how to get it."""
     if data_dir is not None and str(data_dir) != "":
-        return _checked_dir(Path(data_dir).expanduser(), "data directory (given explicitly)")
+        return checked_dir(Path(data_dir).expanduser(), "data directory (given explicitly)")
     env = os.environ.get(DATA_ENV)
     if env:
-        return _checked_dir(Path(env).expanduser(), f"{DATA_ENV}")
+        return checked_dir(Path(env).expanduser(), f"{DATA_ENV}")
     tried = default_data_candidates()
     for cand in tried:
         if cand.is_dir():

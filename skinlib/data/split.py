@@ -23,7 +23,8 @@ PARTS = ("train", "val", "test")
 SPLIT_COLUMNS = ["image_id", "lesion_id", "dx", "split"]
 
 
-def _check_fractions(fractions: tuple[float, ...], n_parts: int) -> np.ndarray:
+def check_fractions(fractions: tuple[float, ...], n_parts: int = 3) -> np.ndarray:
+    """The split shares as an array; ``ValueError`` unless there are ``n_parts`` non-negative ones summing to 1."""
     frac = np.asarray(fractions, dtype=float)
     if frac.shape != (n_parts,) or (frac < 0).any() or not np.isclose(frac.sum(), 1.0):
         raise ValueError(f"fractions must be {n_parts} non-negative numbers summing to 1, got {fractions}")
@@ -64,7 +65,9 @@ def make_split(
     """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown split scheme {scheme!r}; valid: {', '.join(SCHEMES)}")
-    frac = _check_fractions(fractions, len(PARTS))
+    frac = check_fractions(fractions, len(PARTS))
+    if len(index) == 0:
+        raise ValueError("cannot split an empty index; check the metadata file (`skinlib data verify`)")
     group_col = "lesion_id" if scheme == "lesion" else "image_id"
     parts = _assign_groups(index, group_col, frac, seed)
     out = index[["image_id", "lesion_id", "dx"]].copy()
@@ -79,6 +82,9 @@ def subsample(index: pd.DataFrame, *, fraction: float, seed: int = 0) -> pd.Data
     if fraction == 1:
         return index.reset_index(drop=True)
     keep = _assign_groups(index, "lesion_id", np.array([fraction, 1 - fraction]), seed + 7919) == 0
+    if keep.sum() < len(PARTS):
+        raise ValueError(f"subset {fraction:g} keeps {int(keep.sum())} of {len(index)} images, too few for a "
+                         f"train/val/test split; use a subset of at least {min(1, 20 / max(len(index), 1)):.3g}")
     return index[keep].reset_index(drop=True)
 
 

@@ -40,6 +40,29 @@ def check_image_size(name: str, image_size: int) -> None:
                          f"feature map further), got {image_size}")
 
 
+def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """Raise ``ValueError`` for a keyword that :func:`create_model` of ``name`` does not take (naming the valid
+    ones), a BatchNorm momentum outside (0, 1], or an unknown attention kind."""
+    import inspect
+
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
+    params = inspect.signature(_REGISTRY[name]).parameters
+    valid = sorted({"bn_momentum", *(p for p in params if p != "num_classes")})
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"model_kwargs {unknown} are not options of {name}; valid: {', '.join(valid)}")
+    momentum = kwargs.get("bn_momentum")
+    if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, int | float)
+                                 or not 0 < momentum <= 1):
+        raise ValueError(f"bn_momentum must be a number in (0, 1] (or none: each layer's own), got {momentum!r}")
+    if "attention" in kwargs:
+        from skinlib.models.attention import ATTENTIONS
+
+        if kwargs["attention"] not in ATTENTIONS:
+            raise ValueError(f"unknown attention {kwargs['attention']!r}; valid: {', '.join(ATTENTIONS)}")
+
+
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`, sorted."""
     return sorted(_REGISTRY)
