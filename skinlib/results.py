@@ -302,8 +302,11 @@ def _local_data_key(config: RunConfig, data_dir: str | os.PathLike | None, memo:
 
     key = (config.subset, config.split_seed)
     if key not in memo:
-        selection = select_data(data_dir, subset=config.subset, seed=config.split_seed)
-        memo[key] = (selection.fingerprint.key, selection.fingerprint.describe())
+        try:
+            selection = select_data(data_dir, subset=config.subset, seed=config.split_seed)
+            memo[key] = (selection.fingerprint.key, selection.fingerprint.describe())
+        except ValueError as exc:  # e.g. a subset this data is too small for: certainly other data
+            memo[key] = ("", f"no such selection ({exc})")
     return memo[key]
 
 
