@@ -8,6 +8,11 @@ Two balanced accuracies are reported and never confused:
   per class (one-vs-rest), averaged over classes. On 7 classes it runs much
   higher than ``bacc`` because specificity is high for every rare class.
 
+And beside top-1 ``accuracy``, ``ovr_accuracy``: the paper's eq. 8, ``(TP + TN) / N``
+per class (one-vs-rest), averaged over classes: one reading of the paper's
+"accuracy", under which always answering the majority class scores about 90 %
+on HAM10000 (:func:`null_metrics`).
+
 Uncertainty: percentile bootstrap intervals that resample *lesions* (all images
 of a lesion together) when lesion ids are known, a paired bootstrap for the
 difference between two models on the same test images, and mean ± sd over seeds.
@@ -24,7 +29,8 @@ from scipy.stats import rankdata
 
 from skinlib.data.info import CLASSES
 
-SCALARS: tuple[str, ...] = ("accuracy", "bacc", "bacc_paper", "macro_f1", "macro_auc", "ece", "brier")
+SCALARS: tuple[str, ...] = ("accuracy", "bacc", "bacc_paper", "ovr_accuracy", "macro_f1", "macro_auc", "ece",
+                            "brier")
 ECE_BINS = 15
 
 
@@ -43,7 +49,8 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
 
 
 def per_class_rates(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """One-vs-rest sensitivity, specificity, precision and F1 per class (NaN where undefined)."""
+    """One-vs-rest sensitivity, specificity, precision, F1 and accuracy ``(TP + TN) / N`` (the paper's eq. 8) per
+    class (NaN where undefined)."""
     cm = np.asarray(cm, dtype=float)
     tp = np.diag(cm)
     fn = cm.sum(axis=1) - tp
@@ -54,7 +61,8 @@ def per_class_rates(cm: np.ndarray) -> dict[str, np.ndarray]:
         spec = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
         prec = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-    return {"sensitivity": sens, "specificity": spec, "precision": prec, "f1": f1}
+        acc = np.where(cm.sum() > 0, (tp + tn) / cm.sum(), np.nan)
+    return {"sensitivity": sens, "specificity": spec, "precision": prec, "f1": f1, "ovr_accuracy": acc}
 
 
 def ovr_auc(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -110,6 +118,7 @@ def scalar_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
             "accuracy": float(np.trace(cm) / max(1, cm.sum())),
             "bacc": float(np.mean(rates["sensitivity"][present])),
             "bacc_paper": float(np.mean(((rates["sensitivity"] + rates["specificity"]) / 2)[present])),
+            "ovr_accuracy": float(np.mean(rates["ovr_accuracy"][present])),
             "macro_f1": float(np.mean(rates["f1"][seen])),
             "macro_auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan"),
             "ece": expected_calibration_error(y_true, probs),
@@ -171,11 +180,24 @@ def _group_indices(groups: Sequence[Any] | None, n: int) -> list[np.ndarray]:
     return np.split(order, bounds)
 
 
-def bootstrap_indices(groups: Sequence[Any] | None, n: int, n_boot: int, seed: int) -> list[np.ndarray]:
-    """``n_boot`` resamples of row indices, drawing whole groups (lesions) with replacement."""
+def bootstrap_indices(groups: Sequence[Any] | None, n: int, n_boot: int, seed: int,
+                      strata: Sequence[Any] | None = None) -> list[np.ndarray]:
+    """``n_boot`` resamples of row indices, drawing whole groups (lesions) with replacement.
+
+    With ``strata`` (the class of each row), groups are drawn within their class (a group's
+    class is that of its first row), as many per class as the class has: every resample keeps
+    every class present with its number of lesions, so a per-class average such as ``bacc``
+    never averages over fewer classes than the test set has.
+    """
     members = _group_indices(groups, n)
     rng = np.random.default_rng(seed)
-    return [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+    if strata is None:
+        return [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+                for _ in range(n_boot)]
+    strata = np.asarray(list(strata))
+    group_class = np.array([strata[m[0]] for m in members])
+    pools = [np.flatnonzero(group_class == c) for c in pd.unique(group_class)]
+    return [np.concatenate([members[g] for pool in pools for g in pool[rng.integers(0, len(pool), len(pool))]])
             for _ in range(n_boot)]
 
 
@@ -196,22 +218,28 @@ def bootstrap_ci(
     seed: int = 0,
     level: float = 0.95,
     metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]] = scalar_metrics,
+    stratify: bool = True,
 ) -> pd.DataFrame:
     """Point estimate and percentile bootstrap interval of every scalar metric.
 
     ``groups`` (lesion ids) makes the bootstrap resample lesions, keeping all
-    images of a lesion together; without it, images are resampled.
-    Returns a frame indexed by metric with ``estimate, low, high``.
+    images of a lesion together; without it, images are resampled. ``stratify``
+    resamples within each true class (:func:`bootstrap_indices`), so every draw holds
+    every class. Returns a frame indexed by metric with ``estimate, low, high``; its
+    ``attrs`` say how many resamples, images and lesions stand behind the intervals.
     """
     y_true, probs = np.asarray(y_true, dtype=int), np.asarray(probs, dtype=float)
     point = metrics(y_true, probs)
-    draws = [metrics(y_true[i], probs[i]) for i in bootstrap_indices(groups, len(y_true), n_boot, seed)]
+    draws = [metrics(y_true[i], probs[i]) for i in bootstrap_indices(groups, len(y_true), n_boot, seed,
+                                                                     y_true if stratify else None)]
     rows = {}
     for key, value in point.items():
         low, high = _interval(np.array([d[key] for d in draws]), level)
         rows[key] = {"estimate": value, "low": low, "high": high}
     table = pd.DataFrame.from_dict(rows, orient="index")
-    table.attrs.update(n_boot=n_boot, level=level, resampled="lesions" if groups is not None else "images")
+    table.attrs.update(n_boot=n_boot, level=level, resampled="lesions" if groups is not None else "images",
+                       stratified=stratify, n_images=len(y_true),
+                       n_lesions=len(set(groups)) if groups is not None else len(y_true))
     return table
 
 
@@ -225,12 +253,13 @@ def paired_bootstrap(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    stratify: bool = True,
 ) -> dict[str, float]:
     """Difference ``metric(a) - metric(b)`` on the same test images, with a paired bootstrap interval.
 
     Both models are scored on the same resampled images (lesions) in every draw,
     so the interval reflects the difference, not the two spreads. ``p_not_better``
-    is the share of draws where a does not beat b.
+    is the share of draws where a does not beat b. ``stratify`` as in :func:`bootstrap_ci`.
     """
     y_true = np.asarray(y_true, dtype=int)
     probs_a, probs_b = np.asarray(probs_a, dtype=float), np.asarray(probs_b, dtype=float)
@@ -239,10 +268,53 @@ def paired_bootstrap(
                          f"{probs_b.shape} for {len(y_true)} labels")
     diff = scalar_metrics(y_true, probs_a)[metric] - scalar_metrics(y_true, probs_b)[metric]
     draws = np.array([scalar_metrics(y_true[i], probs_a[i])[metric] - scalar_metrics(y_true[i], probs_b[i])[metric]
-                      for i in bootstrap_indices(groups, len(y_true), n_boot, seed)])
+                      for i in bootstrap_indices(groups, len(y_true), n_boot, seed, y_true if stratify else None)])
     low, high = _interval(draws, level)
     return {"metric": metric, "difference": float(diff), "low": low, "high": high,
             "p_not_better": float(np.mean(draws <= 0)), "n_boot": n_boot}
+
+
+def null_metrics(y_true: np.ndarray, num_classes: int = len(CLASSES), *,
+                 classes: tuple[str, ...] = CLASSES) -> dict[str, dict[str, float]]:
+    """What a model that learned nothing scores on these labels: always the majority class, and uniform
+    guessing (its expected metrics), for :data:`SCALARS` that a constant answer defines. Every results
+    table shows these rows, so a number can be read against what it takes to beat."""
+    y_true = np.asarray(y_true, dtype=int)
+    majority = int(np.bincount(y_true, minlength=num_classes).argmax())
+    constant = np.zeros((len(y_true), num_classes))
+    constant[:, majority] = 1.0
+    always = scalar_metrics(y_true, constant)
+    uniform = np.full((len(y_true), num_classes), 1 / num_classes)
+    share = np.bincount(y_true, minlength=num_classes) / max(1, len(y_true))
+    present = share > 0
+    # expected per-class rates of guessing uniformly: sensitivity 1/K, specificity 1 - 1/K, accuracy
+    # (TP + TN) / N = share / K + (1 - share)(1 - 1/K)
+    k = num_classes
+    guess = {"accuracy": 1 / k, "bacc": 1 / k, "bacc_paper": 0.5,
+             "ovr_accuracy": float(np.mean((share / k + (1 - share) * (1 - 1 / k))[present])),
+             "brier": brier(y_true, uniform), "macro_auc": 0.5}
+    keep = ("accuracy", "bacc", "bacc_paper", "ovr_accuracy")
+    return {f"majority class ({classes[majority]})": {key: always[key] for key in keep},
+            "chance (uniform guess)": {key: guess[key] for key in keep}}
+
+
+def sensitivity_at_specificity(y_true: np.ndarray, scores: np.ndarray, positive: int,
+                               specificities: Sequence[float] = (0.8, 0.9)) -> dict[float, float]:
+    """One class against the rest: the sensitivity reached when the threshold on ``scores`` (that class's
+    probability) is set so that at least each given specificity holds on these labels."""
+    y = np.asarray(y_true) == positive
+    scores = np.asarray(scores, dtype=float)
+    neg, pos = np.sort(scores[~y]), scores[y]
+    out = {}
+    for spec in specificities:
+        if not len(neg) or not len(pos):
+            out[spec] = float("nan")
+            continue
+        # the smallest threshold t with share(neg < t) >= spec: negatives strictly above t are false positives
+        k = int(np.ceil(spec * len(neg))) - 1
+        threshold = neg[min(max(k, 0), len(neg) - 1)]
+        out[spec] = float(np.mean(pos > threshold))
+    return out
 
 
 def summarize_seeds(values: Sequence[float]) -> dict[str, float]:

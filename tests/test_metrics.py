@@ -147,3 +147,48 @@ def test_paired_bootstrap_and_seed_summary():
     assert s["mean"] == pytest.approx(0.6) and s["sd"] == pytest.approx(0.1) and s["n"] == 3
     assert format_mean_sd(s) == "60.0 ± 10.0 (n=3)"
     assert format_ci(0.5, 0.4, 0.6) == "50.0 [40.0, 60.0]"
+
+
+def test_stratified_bootstrap_keeps_every_class_in_every_draw():
+    from skinlib.evaluate import bootstrap_ci, bootstrap_indices
+
+    rng = np.random.default_rng(3)
+    y = np.concatenate([np.zeros(200, int), np.full(2, 5)])  # a rare class with two lesions
+    groups = [f"L{i}" for i in range(len(y))]
+    plain = [idx for idx in bootstrap_indices(groups, len(y), 300, 0)]
+    strat = [idx for idx in bootstrap_indices(groups, len(y), 300, 0, strata=y)]
+    assert any((y[idx] == 5).sum() == 0 for idx in plain)  # the unstratified draws lose the rare class
+    assert all((y[idx] == 5).sum() == 2 and len(idx) == len(y) for idx in strat)
+    probs = one_hot(np.where(rng.random(len(y)) < 0.8, y, 0))
+    ci = bootstrap_ci(y, probs, groups=groups, n_boot=100)
+    assert ci.attrs["stratified"] and ci.attrs["n_images"] == 202 and ci.attrs["n_lesions"] == 202
+
+
+def test_null_rows_and_the_papers_per_class_accuracy():
+    from skinlib.evaluate import null_metrics, scalar_metrics
+
+    y = np.array([1] * 67 + [0] * 11 + [2] * 5 + [3] * 3 + [4] * 11 + [5] * 1 + [6] * 2)
+    nulls = null_metrics(y)
+    always = nulls["majority class (nv)"]
+    assert always["accuracy"] == pytest.approx(0.67) and always["bacc"] == pytest.approx(1 / 7)
+    assert always["bacc_paper"] == pytest.approx(0.5)
+    # eq. 8 per class, averaged: nv (TP + TN) / N = 0.67, every other class 1 - its share
+    assert always["ovr_accuracy"] == pytest.approx((0.67 + sum(1 - c / 100 for c in (11, 5, 3, 11, 1, 2))) / 7)
+    assert always["ovr_accuracy"] > 0.9  # the reading under which doing nothing scores 90 %
+    guess = nulls["chance (uniform guess)"]
+    rng = np.random.default_rng(0)
+    sims = [scalar_metrics(y, one_hot(rng.integers(0, 7, len(y)))) for _ in range(400)]
+    for key in ("accuracy", "bacc", "bacc_paper", "ovr_accuracy"):
+        assert np.mean([s[key] for s in sims]) == pytest.approx(guess[key], abs=0.01), key
+
+
+def test_sensitivity_at_fixed_specificity():
+    from skinlib.evaluate import sensitivity_at_specificity
+
+    y = np.array([0] * 10 + [1] * 10)
+    scores = np.concatenate([np.arange(10) / 10, np.arange(10) / 10 + 0.35])  # negatives 0..0.9, positives 0.35..1.25
+    got = sensitivity_at_specificity(y, scores, positive=1, specificities=(0.8, 0.9))
+    # spec 0.8: threshold at the 8th negative (0.7): positives above 0.7 are 0.75..1.25 -> 6 of 10
+    assert got[0.8] == pytest.approx(0.6) and got[0.9] == pytest.approx(0.5)
+    perfect = sensitivity_at_specificity(y, np.r_[np.zeros(10), np.ones(10)], positive=1)
+    assert perfect == {0.8: 1.0, 0.9: 1.0}
