@@ -1,4 +1,5 @@
-"""Model cost: parameters, FLOPs, and the parameter audit against the paper's counts."""
+"""Model cost: parameters, FLOPs, latency compared against its noise, ONNX parity, and the parameter audit
+against the paper's counts."""
 
 from __future__ import annotations
 
@@ -91,28 +92,116 @@ def measure_latency(
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "runs": runs}
 
 
-def onnx_parity(model: nn.Module, path: str, *, image_size: int = 224, batch: int = 4, atol: float = 1e-4
-                ) -> dict[str, float]:
-    """Export ``model`` to ONNX at ``path`` and compare onnxruntime's probabilities with PyTorch's.
+AA_ARM = "(reference again)"
 
-    Needs the optional extras (``pip install skinlib[extras]``: onnx, onnxruntime).
-    Returns the largest absolute probability difference and whether it is within ``atol``.
+
+def compare_latency(models: dict[str, nn.Module], *, reference: str, image_size: int = 224, batch: int = 1,
+                    rounds: int = 15, per_round: int = 5, warmup: int = 3, threads: int | None = 1,
+                    seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """CPU latency of several models measured so that a difference can be told from noise.
+
+    Every round times each model ``per_round`` times, the models in a new random order each round
+    (interleaved: a slow spell of the machine hits all of them), and once more the ``reference``
+    model as a second, identical arm (the A/A control). Per round the median of each arm is kept,
+    and each model's ratio to the reference. The **noise floor** is how far the A/A ratio strays from
+    1 (the larger distance of its ``level`` interval's ends); a model is called faster or slower only
+    when its ratio's interval excludes 1 *and* its median ratio is further from 1 than that floor,
+    else "no difference". Returns one row per model (and the A/A arm) with the median ms and its
+    interval over rounds, the ratio with its interval and the verdict; ``attrs`` hold the floor.
+    """
+    import time
+
+    import numpy as np
+
+    if reference not in models:
+        raise ValueError(f"reference {reference!r} is not among the models: {', '.join(models)}")
+    if rounds < 3 or per_round < 1:
+        raise ValueError(f"rounds must be >= 3 and per_round >= 1, got {rounds}, {per_round}")
+    arms = {**models, AA_ARM: models[reference]}
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    x = torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+    rng = np.random.default_rng(seed)
+    per_arm: dict[str, list[float]] = {name: [] for name in arms}
+    try:
+        with torch.inference_mode():
+            for model in arms.values():
+                model.eval()
+                for _ in range(warmup):
+                    model(x)
+            names = list(arms)
+            for _ in range(rounds):
+                for i in rng.permutation(len(names)):
+                    model, times = arms[names[i]], []
+                    for _ in range(per_round):
+                        start = time.perf_counter()
+                        model(x)
+                        times.append(time.perf_counter() - start)
+                    per_arm[names[i]].append(1e3 * float(np.median(times)))
+    finally:
+        torch.set_num_threads(previous)
+    alpha = (1 - level) / 2
+    ref = np.array(per_arm[reference])
+    aa = np.array(per_arm[AA_ARM]) / ref
+    floor = float(max(np.quantile(aa, 1 - alpha) - 1, 1 - np.quantile(aa, alpha)))
+    rows = {}
+    for name, values in per_arm.items():
+        ms = np.array(values)
+        ratio = ms / ref
+        low, mid, high = (float(np.quantile(ratio, q)) for q in (alpha, 0.5, 1 - alpha))
+        if name == reference:
+            verdict = "reference"
+        elif name == AA_ARM:
+            verdict = "noise control"
+        elif (low > 1 or high < 1) and abs(mid - 1) > floor:
+            verdict = "slower" if mid > 1 else "faster"
+        else:
+            verdict = "no difference"
+        rows[name] = {"median ms": float(np.median(ms)), "ms low": float(np.quantile(ms, alpha)),
+                      "ms high": float(np.quantile(ms, 1 - alpha)), "ratio": mid, "ratio low": low,
+                      "ratio high": high, "verdict": verdict}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.attrs.update(noise_floor=floor, rounds=rounds, per_round=per_round, threads=threads,
+                       reference=reference, level=level)
+    return table
+
+
+def onnx_parity(model: nn.Module, path: str, *, image_size: int = 224, batch: int = 8, atol: float = 1e-4,
+                inputs: torch.Tensor | None = None, export: bool = True) -> dict[str, float]:
+    """Export ``model`` to ONNX at ``path`` (unless ``export`` is False: check a file already there) and compare
+    onnxruntime's outputs with PyTorch's on ``inputs`` (default: seeded noise images).
+
+    The check must be able to fail: it compares the logits relative to their spread, not only the
+    probabilities, and it reports ``informative: False`` when the model's probabilities barely differ
+    between classes and images (an untrained model: every probability near 1/7, so any export agrees).
+    Needs the ``onnx`` extra (``pip install 'skinlib[onnx]'``). Returns the largest absolute probability
+    difference, the largest logit difference relative to the logits' range, the probability spread,
+    and whether both differences are within ``atol``.
     """
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise ImportError("ONNX parity needs onnxruntime: pip install 'skinlib[extras]'") from exc
+        raise ImportError("ONNX parity needs onnxruntime: pip install 'skinlib[onnx]'") from exc
     model = model.eval().cpu()
-    x = torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    torch.onnx.export(model, (x,), path, input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    x = inputs if inputs is not None else torch.randn(batch, 3, image_size, image_size,
+                                                      generator=torch.Generator().manual_seed(0))
+    x = x.float().cpu()
+    if export:
+        torch.onnx.export(model, (x,), path, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    logits = session.run(None, {"input": x.numpy()})[0]
+    got_logits = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
     with torch.no_grad():
-        expected = torch.softmax(model(x), 1).numpy()
-    got = torch.softmax(torch.from_numpy(logits), 1).numpy()
-    diff = float(abs(got - expected).max())
-    return {"max_abs_diff": diff, "within_tolerance": diff <= atol, "atol": atol}
+        logits = model(x)
+    expected, got = torch.softmax(logits, 1), torch.softmax(got_logits, 1)
+    prob_diff = float((got - expected).abs().max())
+    span = float(logits.max() - logits.min())
+    logit_diff = float((got_logits - logits).abs().max()) / max(span, 1e-12)
+    spread = float(expected.max() - expected.min())
+    return {"max_abs_diff": prob_diff, "max_rel_logit_diff": logit_diff, "prob_spread": spread,
+            "informative": spread > 0.05, "within_tolerance": prob_diff <= atol and logit_diff <= atol,
+            "atol": atol}
 
 
 def measure_throughput(model: nn.Module, *, image_size: int = 224, batch: int = 256, steps: int = 20,

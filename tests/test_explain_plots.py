@@ -36,12 +36,52 @@ def test_gradcam_runs_for_the_zoo(name):
     assert cams.shape == (2, 64, 64) and cams.min() >= 0 and cams.max() <= 1 + 1e-6
 
 
-def test_onnx_parity_caco(tmp_path):
-    pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (pip install skinlib[extras])")
+def test_onnx_parity_caco_can_fail(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (pip install skinlib[onnx])")
+    import onnx
+    from onnx import numpy_helper
+
     from skinlib.efficiency import onnx_parity
 
-    result = onnx_parity(create_model("mobilenet_v3_small_caco"), str(tmp_path / "caco.onnx"), image_size=64)
-    assert result["within_tolerance"], result
+    path = str(tmp_path / "caco.onnx")
+    fresh = onnx_parity(create_model("mobilenet_v3_small_caco"), path, image_size=64)
+    assert not fresh["informative"]  # untrained: every probability near 1/7, any export would agree
+    # outputs that differ between images and classes, as a trained model's do: BatchNorm statistics from one
+    # batch (a fresh network in eval mode shrinks every activation towards 0) and a classifier of unit gain
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v3_small_caco", bn_momentum=1.0).train()
+    with torch.no_grad():
+        model(torch.randn(32, 3, 64, 64))
+    for layer in model.classifier:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, std=layer.in_features ** -0.5)
+    result = onnx_parity(model, path, image_size=64)
+    assert result["informative"] and result["within_tolerance"], result
+    graph = onnx.load(path)
+    for init in graph.graph.initializer:  # perturb one weight tensor of the exported file by 1 %
+        if init.dims and len(init.dims) == 4:
+            values = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array(values * 1.01, init.name))
+            break
+    onnx.save(graph, path)
+    broken = onnx_parity(model, path, image_size=64, export=False)
+    assert not broken["within_tolerance"], broken
+
+
+def test_interleaved_latency_tells_identical_models_apart_from_slower_ones():
+    from torch import nn
+
+    from skinlib.efficiency import AA_ARM, compare_latency
+
+    def net(depth: int) -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(*[nn.Conv2d(3, 3, 3, padding=1) for _ in range(depth)])
+
+    table = compare_latency({"a": net(4), "b": net(4), "c": net(40)}, reference="a", image_size=48, rounds=9,
+                            per_round=3, warmup=1)
+    assert table.loc["b", "verdict"] == "no difference", table
+    assert table.loc["c", "verdict"] == "slower" and table.loc["c", "ratio"] > 3, table
+    assert table.loc[AA_ARM, "verdict"] == "noise control" and table.attrs["noise_floor"] >= 0
 
 
 def _history(epochs: int) -> pd.DataFrame:
