@@ -151,3 +151,34 @@ def test_data_figures(ham_index):
     images = np.zeros((len(sample), 3, 16, 16), dtype=np.uint8)
     fig = plots.montage(images, sample, per_class=3)
     assert len(fig.axes) == 21
+
+
+def test_gradcam_reads_a_layer_with_enough_cells():
+    from skinlib.explain import MIN_CELLS, map_size
+
+    for name in ("mobilenet_v3_small_caco", "resnet18"):
+        model = create_model(name)
+        assert map_size(model, target_layer(model), 64) == (2, 2)  # the last stage: four cells
+        for size in (64, 224):
+            grid = map_size(model, target_layer(model, image_size=size), size)
+            assert min(grid) >= MIN_CELLS, (name, size, grid)
+
+
+def test_cam_scores_are_read_against_their_nulls():
+    from skinlib.explain import cam_null_summary, mask_score_table
+
+    rng = np.random.default_rng(0)
+    n, size = 40, 16
+    masks = np.zeros((n, size, size), dtype=bool)
+    for i in range(n):  # lesions of different places and sizes
+        r, c, h = rng.integers(0, 8), rng.integers(0, 8), rng.integers(3, 8)
+        masks[i, r:r + h, c:c + h] = True
+    index = pd.DataFrame({"image_id": [f"I{i}" for i in range(n)], "dx": "nv", "label": 1})
+    preds = np.ones(n, dtype=int)
+    on_lesion = mask_score_table(index, masks.astype(float), masks, preds)
+    uniform = mask_score_table(index, np.ones((n, size, size)), masks, preds)
+    assert np.allclose(on_lesion["cam_in_mask"], 1) and np.allclose(uniform["cam_in_mask"], uniform["mask_area"])
+    good, flat = cam_null_summary(on_lesion, n_boot=200), cam_null_summary(uniform, n_boot=200)
+    assert set(good["verdict"]) == {"more on the lesion than the null"}
+    assert flat.iloc[0]["verdict"] == "no different from the null"  # a uniform map scores the mask area
+    assert flat.attrs["n_images"] == n
