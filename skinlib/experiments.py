@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skinlib.evaluate import bootstrap_ci, format_ci, format_mean_sd, paired_bootstrap, summarize_seeds
+from skinlib.evaluate import (
+    bootstrap_ci,
+    format_ci,
+    format_mean_sd,
+    null_metrics,
+    paired_bootstrap,
+    summarize_seeds,
+)
 from skinlib.inference import arrays
 from skinlib.paper import TABLE3_MODELS
 from skinlib.runs import Run, RunConfig
@@ -252,9 +259,16 @@ class Study:
     def metrics(self, label: str, key: str, *, part: str = "test") -> list[float]:
         return [r.metrics()[part][key] for r in self.runs[label]]
 
-    def table(self, *, n_boot: int = 1000, keys: Sequence[str] = ("accuracy", "bacc", "bacc_paper")) -> pd.DataFrame:
-        """Per variant: mean ± sd over seeds of each metric, and the lesion-bootstrap 95 % CI of
-        ``bacc`` for the first seed, as strings in percent, plus numeric columns for plots."""
+    def table(self, *, n_boot: int = 1000, keys: Sequence[str] = ("accuracy", "bacc", "bacc_paper"),
+              nulls: bool = True) -> pd.DataFrame:
+        """Per variant: mean ± sd over seeds of each metric, and the class-stratified lesion-bootstrap 95 % CI
+        of ``bacc`` for the first seed, as strings in percent, plus numeric columns for plots.
+
+        With ``nulls`` two rows follow the variants: always answering the majority class, and uniform
+        guessing (:func:`~skinlib.evaluate.null_metrics` on the first variant's test labels), the scores
+        a model must beat to have learned anything. ``attrs`` say what stands behind the intervals
+        (``n_boot``, ``n_images``, ``n_lesions``) and which rows are nulls.
+        """
         rows = []
         for label, runs in self.runs.items():
             row: dict[str, Any] = {"variant": label}
@@ -270,7 +284,24 @@ class Study:
             row["params (M)"] = round(runs[0].metrics()["parameters"] / 1e6, 3)
             row["val bacc %"] = format_mean_sd(summarize_seeds(self.metrics(label, "bacc", part="val")))
             rows.append(row)
-        return pd.DataFrame(rows).set_index("variant")
+        first = next(iter(self.runs.values()))[0]
+        y = arrays(first.predictions())[0]
+        null_labels = []
+        if nulls:
+            for label, values in null_metrics(y).items():
+                row = {"variant": label}
+                for key in keys:
+                    value = values.get(key, float("nan"))
+                    row[f"{key} %"] = f"{100 * value:.1f}"
+                    row[f"_{key}"], row[f"_{key}_sd"] = value, 0.0
+                row.update({"bacc 95 % CI (seed 0)": "", "_bacc_low": float("nan"), "_bacc_high": float("nan"),
+                            "params (M)": float("nan"), "val bacc %": ""})
+                rows.append(row)
+                null_labels.append(label)
+        table = pd.DataFrame(rows).set_index("variant")
+        table.attrs.update(n_boot=n_boot, n_images=int(ci.attrs["n_images"]), n_lesions=int(ci.attrs["n_lesions"]),
+                           null_rows=null_labels, seeds=len(self.seeds))
+        return table
 
     def per_class(self, key: str = "sensitivity") -> pd.DataFrame:
         """Mean over seeds of a per-class metric (in %), one row per variant."""
@@ -300,6 +331,11 @@ def histories(study: Study, *, seed_index: int = 0) -> dict[str, pd.DataFrame]:
 def public(table: pd.DataFrame) -> pd.DataFrame:
     """Drop the numeric helper columns (prefixed ``_``) before showing a table."""
     return table[[c for c in table.columns if not c.startswith("_")]]
+
+
+def trained_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """A :meth:`Study.table` without its null rows (majority class, chance)."""
+    return table.drop(index=table.attrs.get("null_rows", []))
 
 
 def best_by_validation(study: Study) -> str:

@@ -1,0 +1,73 @@
+"""Words that depend on numbers: the book's comparisons are computed, never typed.
+
+A chapter glues the sentence these functions return beside the numbers it rests on,
+so the prose says "higher", "lower" or "no difference shown" exactly when the
+interval does, at every profile. Each function takes plain numbers (fractions, as
+the metrics are stored) and returns text in percent points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def interval_word(low: float, high: float) -> str:
+    """``higher`` when an interval of a difference lies above 0, ``lower`` below, else ``no difference shown``."""
+    if low > 0:
+        return "higher"
+    if high < 0:
+        return "lower"
+    return "no difference shown"
+
+
+def points(value: float, digits: int = 1) -> str:
+    """A fraction as signed percent points: ``0.031 -> "+3.1"``."""
+    return f"{100 * value:+.{digits}f}"
+
+
+def paired_sentence(diff: Mapping[str, float], *, a: str, b: str, metric: str = "bacc") -> str:
+    """One sentence on a paired difference ``a - b`` (:func:`~skinlib.evaluate.paired_bootstrap`'s result)."""
+    word = interval_word(diff["low"], diff["high"])
+    span = f"{points(diff['difference'])} points [{points(diff['low'])}, {points(diff['high'])}]"
+    if word == "no difference shown":
+        return (f"{a} minus {b}: {span} of `{metric}`; the interval includes 0, so these runs show no difference "
+                f"between them")
+    return f"{a} is {word} than {b}: {span} of `{metric}`; the interval excludes 0"
+
+
+def null_sentence(value: float, majority: float, chance: float, *, metric: str = "accuracy",
+                  low: float | None = None) -> str:
+    """Whether a score beats what learning nothing gives (majority class, chance), said with the numbers."""
+    score = f"{100 * value:.1f} %"
+    if low is not None and low > majority:
+        verdict = "above the majority-class rate even at the low end of its interval"
+    elif value > majority:
+        verdict = "above the majority-class rate, though its interval reaches down to it" if low is not None \
+            else "above the majority-class rate"
+    elif value > chance:
+        verdict = "below the majority-class rate (a model answering only the commonest class does better) but " \
+                  "above chance"
+    else:
+        verdict = "no better than chance"
+    return (f"{metric} {score} is {verdict} (majority class {100 * majority:.1f} %, chance "
+            f"{100 * chance:.1f} %)")
+
+
+def overlap_sentence(intervals: Mapping[str, tuple[float, float]], *, metric: str = "bacc") -> str:
+    """Which rows' intervals overlap the best row's: the ranking these intervals can and cannot settle.
+
+    ``intervals`` maps a row to ``(low, high)`` of its metric; the best is the highest midpoint.
+    Marginal intervals overlapping does not prove equality (a paired test can still separate two
+    models), and not overlapping is evidence of a difference; the sentence says which holds.
+    """
+    best = max(intervals, key=lambda k: sum(intervals[k]) / 2)
+    low_best = intervals[best][0]
+    overlapping = [k for k, (_, high) in intervals.items() if k != best and high >= low_best]
+    separated = [k for k in intervals if k != best and k not in overlapping]
+    if not overlapping:
+        return f"{best}'s `{metric}` interval lies above every other row's: the ranking at the top is settled"
+    text = (f"{best} has the highest `{metric}`, but the intervals of {', '.join(overlapping)} overlap its own, "
+            "so these runs do not rank them (a paired comparison on the same images is the sharper test)")
+    if separated:
+        text += f"; {', '.join(separated)} lie below it"
+    return text
