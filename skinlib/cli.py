@@ -99,8 +99,8 @@ def _data_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAIN_FLAGS = ("name", "model", "image_size", "epochs", "batch_size", "lr", "seed", "split", "subset", "device",
-               "optimizer", "loss", "sampler", "patience", "num_workers")
+TRAIN_FLAGS = ("name", "model", "image_size", "epochs", "batch_size", "lr", "batch_scaling", "seed", "split",
+               "subset", "device", "optimizer", "loss", "sampler", "patience", "num_workers")
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -118,24 +118,65 @@ def read_config_file(path: str) -> dict[str, Any]:
     return values
 
 
-def _train(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~skinlib.runs.RunConfig` of ``skinlib train``'s arguments (config file, then flags)."""
     from skinlib.runs import RunConfig
-    from skinlib.train import fit
 
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
     for key in TRAIN_FLAGS:
         value = getattr(args, key)
         if value is not None:
             values[key] = value
+    if args.bn_momentum is not None:
+        values["model_kwargs"] = {**values.get("model_kwargs", {}), "bn_momentum": args.bn_momentum}
     for flag in ("pretrained", "deterministic"):
         if getattr(args, flag):
             values[flag] = True
     if args.compile:
         values["compile"] = args.compile
     try:
-        config = RunConfig.from_dict(values)  # types checked here, before any data is read
+        return RunConfig.from_dict(values)  # types and ranges checked here, before any data is read
     except TypeError as exc:
         raise ValueError(f"invalid run configuration: {exc}") from exc
+
+
+# the flag of every RunConfig field that decides a run's identity (see train_command)
+_FLAGS = {"name": "--name", "model": "--model", "image_size": "--image-size", "epochs": "--epochs",
+          "batch_size": "--batch-size", "lr": "--lr", "batch_scaling": "--batch-scaling", "loss": "--loss",
+          "sampler": "--sampler", "seed": "--seed", "split": "--split", "subset": "--subset",
+          "optimizer": "--optimizer", "patience": "--patience"}
+
+
+def train_command(config: Any) -> str:
+    """The ``skinlib train`` command that makes exactly ``config``'s run (same identity, same folder).
+
+    Raises ``ValueError`` for a field no flag can set (then only ``--config FILE`` reproduces it).
+    """
+    import shlex
+
+    parts = ["skinlib train"]
+    for key, value in config.identity().items():
+        if key == "pretrained":
+            parts.append("--pretrained")
+        elif key == "deterministic":
+            parts.append("--deterministic")
+        elif key == "model_kwargs":
+            extra = sorted(set(value) - {"bn_momentum"})
+            if extra:
+                raise ValueError(f"model_kwargs {extra} have no flag; write them in a --config file")
+            parts.append(f"--bn-momentum {value['bn_momentum']:g}")
+        elif key in _FLAGS:
+            text = f"{value:g}" if isinstance(value, float) else str(value)
+            parts.append(f"{_FLAGS[key]} {shlex.quote(text)}")
+        else:
+            raise ValueError(f"the run field {key} has no flag of skinlib train; write it in a --config file")
+    return " ".join(parts)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from skinlib.train import fit
+
+    config = config_from_args(args)
     run = fit(config, data_dir=args.data_dir, runs_dir=args.runs_dir, cache_dir=args.cache_dir, force=args.force,
               skip_bad=args.skip_bad)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -303,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     from skinlib.data.verify import DATASETS
     from skinlib.experiments import STUDIES
     from skinlib.profiles import PARAMETERS, PROFILES
-    from skinlib.runs import COMPILE_MODES
+    from skinlib.runs import BATCH_SCALINGS, COMPILE_MODES
     from skinlib.runtime import DEVICES
     from skinlib.train import OPTIMIZERS, SAMPLERS
 
@@ -375,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="training epochs; default 100")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="images per optimiser step (>= 2); default 64")
     p.add_argument("--lr", type=float, help="peak learning rate; default 1e-3")
+    p.add_argument("--batch-scaling", dest="batch_scaling", choices=BATCH_SCALINGS,
+                   help="lr and BatchNorm momentum follow the batch size (none, linear, sqrt); default none")
+    p.add_argument("--bn-momentum", dest="bn_momentum", type=float,
+                   help="momentum of every BatchNorm layer, in (0, 1]; default: each layer's own")
     p.add_argument("--seed", type=int, help="training seed; default 0")
     p.add_argument("--split", choices=["lesion", "image"], help="split scheme; default lesion")
     p.add_argument("--subset", type=float, help="a lesion-grouped share of the data in (0, 1]; default all")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,11 @@ def test_study_table_is_computed_from_the_runs(loss_study):
 
     study, y, good, poor = loss_study
     table = study.table(n_boot=50)
-    assert list(table.index) == list(study.configs)
+    assert list(experiments.trained_rows(table).index) == list(study.configs)
+    assert table.attrs["null_rows"] == ["majority class (" + CLASSES[np.bincount(y).argmax()] + ")",
+                                        "chance (uniform guess)"]
+    assert table.loc["chance (uniform guess)", "_bacc"] == pytest.approx(1 / 7)
+    assert table.attrs["n_images"] == 120 and table.attrs["n_lesions"] == 60 and table.attrs["n_boot"] == 50
     row = table.loc["CB + LS (joint)"]
     assert row["_bacc"] == pytest.approx(scalar_metrics(y, good)["bacc"])
     assert row["_bacc_sd"] == 0.0  # two seeds with identical predictions
@@ -106,3 +111,26 @@ def test_base_config_maps_profile_values():
     config = experiments.base_config(subset=1.0, bn_momentum="default", image_size=224, epochs=3)
     assert config.subset is None and config.model_kwargs == {} and config.epochs == 3
     assert experiments.base_config(subset=0.1, bn_momentum=0.1).model_kwargs == {"bn_momentum": 0.1}
+
+
+def test_the_loss_study_measures_the_losses_without_the_sampler():
+    base = RunConfig(sampler="balanced", epochs=3)
+    study = experiments.loss_study(base, [0])
+    losses = {k: c for k, c in study.configs.items() if k != experiments.SAMPLER_ROW}
+    assert {c.sampler for c in losses.values()} == {"random"}  # the loss is the only correction
+    row = study.configs[experiments.SAMPLER_ROW]
+    assert row.sampler == "balanced" and row.loss == "ce" and row.epochs == 3
+
+
+@pytest.mark.parametrize("profile", ["smoke", "gpu"])
+def test_the_printed_train_command_makes_the_studys_run(profile, tmp_path):
+    """A solution that gives a command must name the study's run: parsed back, it has the same identity."""
+    from skinlib import cli
+    from skinlib.profiles import get_profile
+
+    config = experiments.profile_config(get_profile(profile))
+    for label, wanted in experiments.loss_study(config, [0]).configs.items():
+        command = cli.train_command(wanted)
+        args = cli.build_parser().parse_args(shlex.split(command)[1:])
+        got = cli.config_from_args(args)
+        assert got.identity() == wanted.identity() and got.config_hash() == wanted.config_hash(), (label, command)

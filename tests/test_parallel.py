@@ -62,9 +62,10 @@ def test_final_study_waits_for_the_loss_study(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "LOSS_VARIANTS", {"CE": "ce", "CB + focal (joint)": "cb+focal"})
     monkeypatch.setattr(experiments, "JOINT_LOSSES", ["CB + focal (joint)"])
     study = experiments.run_study("final", TINY, [0], runs_dir=tmp_path, jobs=2)
-    assert order[0] == ["CB + focal (joint)", "CE"] and order[1] == ["MobileNetV3-CaCo"]
+    assert order[0] == ["CB + focal (joint)", "CE", experiments.SAMPLER_ROW] and order[1] == ["MobileNetV3-CaCo"]
     [run] = study.runs["MobileNetV3-CaCo"]
     assert run.finished and run.config.loss == "cb+focal" and run.config.model == "mobilenet_v3_small_caco"
+    assert run.config.sampler == experiments.LOSS_SAMPLER
 
 
 def test_study_list_prints_one_command_per_run_and_run_trains_one(tmp_path, capsys):
