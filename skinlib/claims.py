@@ -71,3 +71,13 @@ def overlap_sentence(intervals: Mapping[str, tuple[float, float]], *, metric: st
     if separated:
         text += f"; {', '.join(separated)} lie below it"
     return text
+
+
+def latency_phrase(verdict: str, reference: str) -> str:
+    """A :func:`~skinlib.efficiency.compare_latency` verdict as words: ``slower than SE's``, ``not
+    distinguishable from SE's (within the noise)``."""
+    if verdict in ("slower", "faster"):
+        return f"{verdict} than {reference}'s"
+    if verdict == "no difference":
+        return f"not distinguishable from {reference}'s (within the noise)"
+    raise ValueError(f"unknown latency verdict {verdict!r}; valid: slower, faster, no difference")

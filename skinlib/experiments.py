@@ -333,6 +333,40 @@ class Study:
                                 metric=metric, n_boot=n_boot)
 
 
+def paired_table(study: Study, reference: str, *, metrics: Sequence[str] = ("bacc", "accuracy"),
+                 n_boot: int = 1000, variants: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every variant against ``reference`` on the same test images: the paired difference of each metric in
+    points with its interval, and the word the interval allows (higher, lower, no difference shown)."""
+    from skinlib.claims import interval_word, points
+
+    rows = {}
+    for label in variants or [v for v in study.runs if v != reference]:
+        row = {}
+        for metric in metrics:
+            d = study.paired(label, reference, metric=metric, n_boot=n_boot)
+            row[f"Δ {metric} (points)"] = f"{points(d['difference'])} [{points(d['low'])}, {points(d['high'])}]"
+            row[f"{metric}"] = interval_word(d["low"], d["high"])
+            row[f"_{metric}"], row[f"_{metric}_low"], row[f"_{metric}_high"] = d["difference"], d["low"], d["high"]
+        rows[label] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = f"vs {reference}"
+    return table
+
+
+def word_counts(table: pd.DataFrame, metric: str) -> str:
+    """``"2 higher, 1 lower, 4 no difference shown"`` from a :func:`paired_table` column."""
+    counts = table[metric].value_counts()
+    return ", ".join(f"{counts[w]} {w}" for w in ("higher", "lower", "no difference shown") if w in counts) or "none"
+
+
+def part_counts(run: Run, part: str = "val") -> pd.Series:
+    """Images per class in one part of a run's split (in label order)."""
+    from skinlib.data import CLASSES
+
+    split = run.split()
+    return split.loc[split["split"] == part, "dx"].value_counts().reindex(list(CLASSES), fill_value=0)
+
+
 def histories(study: Study, *, seed_index: int = 0) -> dict[str, pd.DataFrame]:
     """The training history of one seed per variant (for the training-curve figure)."""
     return {label: runs[seed_index].history() for label, runs in study.runs.items()}

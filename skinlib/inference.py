@@ -107,3 +107,15 @@ def test_index(run: Run, data_dir: str | os.PathLike | None = None) -> pd.DataFr
     ids = run.predictions()["image_id"]
     index = load_ham10000(data_dir).set_index("image_id")
     return index.loc[ids].reset_index()
+
+
+def onnx_parity_of_run(run: Run, path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+                       images: int = 16) -> dict[str, Any]:
+    """:func:`~skinlib.efficiency.onnx_parity` of a finished run's trained model on its first test images
+    (the run's own preprocessing), so the check compares the outputs a user would see."""
+    from skinlib.efficiency import onnx_parity
+
+    index = test_index(run, data_dir).head(images)
+    x = Normalize(size=run.config.image_size)(cached_images(index["path"].tolist(), run.config.image_size))
+    return onnx_parity(load_model(run), str(path), inputs=x)
+

@@ -15,7 +15,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # smaller than the smoke profile so that the test run stays short
 # 64 px: the smallest size every zoo model accepts (GhostNetV2)
 TINY = {"profile": "smoke", "image_size": 64, "epochs": 1, "subset": 0.03, "bn_momentum": 0.1, "device": "cpu",
-        "n_boot": 20, "latency_runs": 2, "seeds": [0]}
+        "n_boot": 20, "latency_runs": 3, "seeds": [0]}
 
 
 @pytest.fixture(scope="module")
