@@ -317,6 +317,26 @@ def sensitivity_at_specificity(y_true: np.ndarray, scores: np.ndarray, positive:
     return out
 
 
+def sensitivity_at_specificity_ci(y_true: np.ndarray, probs: np.ndarray, positive: int, *,
+                                  specificities: Sequence[float] = (0.8, 0.9), groups: Sequence[Any] | None = None,
+                                  n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """:func:`sensitivity_at_specificity` of one class with a class-stratified (lesion) bootstrap interval, the
+    threshold set afresh in every resample; one row per specificity, with the positives and negatives behind it."""
+    y_true, probs = np.asarray(y_true, dtype=int), np.asarray(probs, dtype=float)
+    scores = probs[:, positive]
+    point = sensitivity_at_specificity(y_true, scores, positive, specificities)
+    draws = [sensitivity_at_specificity(y_true[i], scores[i], positive, specificities)
+             for i in bootstrap_indices(groups, len(y_true), n_boot, seed, y_true)]
+    rows = {}
+    for spec in specificities:
+        low, high = _interval(np.array([d[spec] for d in draws]), level)
+        rows[f"at specificity {100 * spec:.0f} %"] = {"sensitivity": point[spec], "low": low, "high": high}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.attrs.update(positives=int((y_true == positive).sum()), negatives=int((y_true != positive).sum()),
+                       n_boot=n_boot)
+    return table
+
+
 def summarize_seeds(values: Sequence[float]) -> dict[str, float]:
     """Mean, sample standard deviation (ddof=1; 0 for one seed) and count over seeds."""
     v = np.asarray(list(values), dtype=float)

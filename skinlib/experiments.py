@@ -266,6 +266,14 @@ class Study:
                  sum(map(len, self.runs.values())) - trained)
         return self
 
+    @classmethod
+    def of_runs(cls, runs: dict[str, list[Run]]) -> Study:
+        """A study of finished runs gathered from other studies (to compare them paired on one test set)."""
+        study = cls({label: rs[0].config for label, rs in runs.items()}, [r.config.seed for r in next(iter(
+            runs.values()))])
+        study.runs = dict(runs)
+        return study
+
     def metrics(self, label: str, key: str, *, part: str = "test") -> list[float]:
         return [r.metrics()[part][key] for r in self.runs[label]]
 
@@ -365,6 +373,88 @@ def part_counts(run: Run, part: str = "val") -> pd.Series:
 
     split = run.split()
     return split.loc[split["split"] == part, "dx"].value_counts().reindex(list(CLASSES), fill_value=0)
+
+
+def leakage_breakdown(image_run: Run, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Inside a run on the image-level split: test accuracy of the images whose lesion also has images in the
+    training part (the model may have memorised it) and of the others, each with a lesion-bootstrap
+    interval. If the leakage gap is memorisation, the first group scores higher."""
+    from skinlib.evaluate import bootstrap_ci
+
+    split = image_run.split()
+    seen = set(split.loc[split["split"] == "train", "lesion_id"])
+    y, probs, lesions = arrays(image_run.predictions())
+    in_train = np.isin(lesions, list(seen))
+    rows = {}
+    for label, mask in (("lesion also in training", in_train), ("lesion not in training", ~in_train)):
+        if mask.sum() == 0:
+            rows[label] = {"images": 0, "accuracy": float("nan"), "low": float("nan"), "high": float("nan")}
+            continue
+        ci = bootstrap_ci(y[mask], probs[mask], groups=lesions[mask], n_boot=n_boot, seed=seed, stratify=False)
+        rows[label] = {"images": int(mask.sum()), "accuracy": ci.loc["accuracy", "estimate"],
+                       "low": ci.loc["accuracy", "low"], "high": ci.loc["accuracy", "high"]}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def unpaired_gap(run_a: Run, run_b: Run, *, metrics: Sequence[str] = ("accuracy", "bacc"), n_boot: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """``metric(a) - metric(b)`` for two runs tested on *different* test sets (a paired test is impossible):
+    each set is resampled on its own (lesions, within classes) and the difference taken per draw."""
+    from skinlib.evaluate import bootstrap_indices, scalar_metrics
+
+    ya, pa, la = arrays(run_a.predictions())
+    yb, pb, lb = arrays(run_b.predictions())
+    ia = bootstrap_indices(la, len(ya), n_boot, seed, ya)
+    ib = bootstrap_indices(lb, len(yb), n_boot, seed + 1, yb)
+    alpha = (1 - level) / 2
+    rows = {}
+    for metric in metrics:
+        point = scalar_metrics(ya, pa)[metric] - scalar_metrics(yb, pb)[metric]
+        draws = np.array([scalar_metrics(ya[i], pa[i])[metric] - scalar_metrics(yb[j], pb[j])[metric]
+                          for i, j in zip(ia, ib)])
+        rows[metric] = {"difference": point, "low": float(np.quantile(draws, alpha)),
+                        "high": float(np.quantile(draws, 1 - alpha))}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def metric_readings(run: Run) -> pd.DataFrame:
+    """One run's test predictions under every reading of the paper's two numbers: top-1 accuracy and the mean
+    one-vs-rest accuracy of eq. 8 (for "accuracy"), ``bacc`` and ``bacc_paper`` (for "BACC"), beside what
+    the majority class scores under each."""
+    from skinlib.evaluate import null_metrics, scalar_metrics
+
+    y, probs, _ = arrays(run.predictions())
+    ours = scalar_metrics(y, probs)
+    majority = next(iter(null_metrics(y).values()))
+    readings = {"accuracy: top-1 (ours)": "accuracy", "accuracy: mean one-vs-rest, eq. 8": "ovr_accuracy",
+                "BACC: mean recall (ISIC, ours)": "bacc", "BACC: mean (sens + spec) / 2, eq. 8-11": "bacc_paper"}
+    return pd.DataFrame({"this model %": {k: 100 * ours[v] for k, v in readings.items()},
+                         "majority class %": {k: 100 * majority[v] for k, v in readings.items()}})
+
+
+def error_examples(run: Run, *, pairs: int = 3, per_pair: int = 4,
+                   data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """The wrong test predictions of a run from its ``pairs`` most frequent confusion pairs (most confident
+    first, ``per_pair`` each): their uint8 images at the run's size and a frame for
+    :func:`~skinlib.plots.error_gallery` (``image_id, pair, p_pred, p_true``)."""
+    from skinlib.data import CLASSES, cached_images
+    from skinlib.inference import test_index
+
+    pred = run.predictions()
+    wrong = pred[pred["pred"] != pred["label"]].copy()
+    wrong["pair"] = [f"{CLASSES[t]} -> {CLASSES[p]}" for t, p in zip(wrong["label"], wrong["pred"])]
+    cols = [f"p_{c}" for c in CLASSES]
+    probs = wrong[cols].to_numpy()
+    wrong["p_pred"] = probs[np.arange(len(wrong)), wrong["pred"].to_numpy()]
+    wrong["p_true"] = probs[np.arange(len(wrong)), wrong["label"].to_numpy()]
+    top = wrong["pair"].value_counts().head(pairs).index
+    if not len(top):
+        size = run.config.image_size
+        return np.zeros((0, 3, size, size), np.uint8), pd.DataFrame(columns=["image_id", "pair", "p_pred", "p_true"])
+    chosen = pd.concat([wrong[wrong["pair"] == p].sort_values("p_pred", ascending=False).head(per_pair) for p in top])
+    index = test_index(run, data_dir).set_index("image_id").loc[chosen["image_id"]]
+    images = cached_images(index["path"].tolist(), run.config.image_size).numpy().copy()
+    return images, chosen[["image_id", "pair", "p_pred", "p_true"]].reset_index(drop=True)
 
 
 def histories(study: Study, *, seed_index: int = 0) -> dict[str, pd.DataFrame]:

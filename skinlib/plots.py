@@ -200,3 +200,31 @@ def gradcam_grid(images: np.ndarray, masks: np.ndarray, cams: np.ndarray, titles
         axes[0, j].set_title(name, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def error_gallery(images: np.ndarray, rows: pd.DataFrame, *, per_pair: int = 4) -> Figure:
+    """Misclassified test images grouped by confusion pair: one row per (true, predicted) pair, its images
+    titled with the model's probability of the wrong class and of the true one. ``rows`` has ``pair``
+    (``"true -> predicted"``), ``p_pred`` and ``p_true`` per image, in the order of ``images``."""
+    style()
+    pairs = list(dict.fromkeys(rows["pair"]))
+    fig, axes = plt.subplots(max(1, len(pairs)), per_pair, figsize=(per_pair * 1.5, max(1, len(pairs)) * 1.6),
+                             squeeze=False)
+    for r, pair in enumerate(pairs):
+        members = np.flatnonzero(rows["pair"].to_numpy() == pair)[:per_pair]
+        for k in range(per_pair):
+            ax = axes[r, k]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if k < len(members):
+                i = members[k]
+                ax.imshow(np.asarray(images[i]).transpose(1, 2, 0))
+                ax.set_title(f"p {rows['p_pred'].iloc[i]:.2f} / {rows['p_true'].iloc[i]:.2f}", fontsize=7)
+            else:
+                ax.axis("off")
+        axes[r, 0].set_ylabel(pair, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("wrong predictions by confusion pair (p of the predicted / of the true class)", fontsize=9)
+    fig.tight_layout()
+    return fig
+

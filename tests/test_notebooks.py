@@ -199,3 +199,25 @@ def test_export_rewrites_myst_for_jupyter():
     assert "Test `bacc` 42.0 [40.1, 44.0] %, see 04_attention and the methods [shi2023skin]." in out
     assert "<details><summary><b>Hint to exercise 1</b></summary>\n\nLook.\n\n</details>" in out
     assert "> **Careful**\n>\n> Two\n> lines" in out and "{" not in out
+
+
+def test_the_teachers_page_counts_come_from_the_chapters():
+    """The runs an exercise trains, as the teachers page states them, are the studies' own counts."""
+    import re
+
+    from skinlib import experiments, paper
+    from skinlib.profiles import get_profile
+
+    text = (ROOT / "book" / "teachers.md").read_text()
+
+    def stated(exercise: str) -> int:
+        return int(re.search(rf"^\| {re.escape(exercise)}[^|]*\| (\d+) ", text, re.M).group(1))
+
+    assert stated("02.1") == len(paper.TABLE3_MODELS)
+    assert stated("03.1") == sum(k.endswith("(pretrained)") for k in paper.TABLE2)
+    params = get_profile("paper")
+    config = experiments.profile_config(params)
+    independent = {(c.name, c.seed, c.config_hash()) for c in experiments.independent_runs(
+        config, params["seeds"], pretrained=True)}
+    assert stated("08.1") == len(independent) + len(params["seeds"])  # + the final model's seeds
+    assert stated("04.1") == len(experiments.ATTENTION_MODELS)
