@@ -243,6 +243,28 @@ def bootstrap_ci(
     return table
 
 
+def _one_metric(metric: str, k: int) -> Callable[[np.ndarray, np.ndarray], float] | None:
+    """A function of (labels, predicted labels) for the metrics a confusion matrix defines, else ``None``."""
+    if metric not in ("accuracy", "bacc", "bacc_paper", "ovr_accuracy"):
+        if metric not in SCALARS:
+            raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(SCALARS)}")
+        return None
+
+    def score(y: np.ndarray, pred: np.ndarray) -> float:
+        cm = confusion(y, pred, k)
+        if metric == "accuracy":
+            return float(np.trace(cm) / max(1, cm.sum()))
+        rates = per_class_rates(cm)
+        present = cm.sum(axis=1) > 0
+        if metric == "bacc":
+            return float(np.mean(rates["sensitivity"][present]))
+        if metric == "bacc_paper":
+            return float(np.mean(((rates["sensitivity"] + rates["specificity"]) / 2)[present]))
+        return float(np.mean(rates["ovr_accuracy"][present]))
+
+    return score
+
+
 def paired_bootstrap(
     y_true: np.ndarray,
     probs_a: np.ndarray,
@@ -266,9 +288,17 @@ def paired_bootstrap(
     if probs_a.shape != probs_b.shape or len(y_true) != len(probs_a):
         raise ValueError(f"paired comparison needs predictions on the same images: {probs_a.shape} vs "
                          f"{probs_b.shape} for {len(y_true)} labels")
-    diff = scalar_metrics(y_true, probs_a)[metric] - scalar_metrics(y_true, probs_b)[metric]
-    draws = np.array([scalar_metrics(y_true[i], probs_a[i])[metric] - scalar_metrics(y_true[i], probs_b[i])[metric]
-                      for i in bootstrap_indices(groups, len(y_true), n_boot, seed, y_true if stratify else None)])
+    score = _one_metric(metric, probs_a.shape[1])
+    pred_a, pred_b = probs_a.argmax(axis=1), probs_b.argmax(axis=1)
+    if score is None:  # a metric that needs the probabilities (AUC, ECE, Brier)
+        diff = scalar_metrics(y_true, probs_a)[metric] - scalar_metrics(y_true, probs_b)[metric]
+        draws = np.array([scalar_metrics(y_true[i], probs_a[i])[metric] - scalar_metrics(y_true[i], probs_b[i])[metric]
+                          for i in bootstrap_indices(groups, len(y_true), n_boot, seed,
+                                                     y_true if stratify else None)])
+    else:  # from the confusion matrix alone: the same numbers, many times faster
+        diff = score(y_true, pred_a) - score(y_true, pred_b)
+        draws = np.array([score(y_true[i], pred_a[i]) - score(y_true[i], pred_b[i])
+                          for i in bootstrap_indices(groups, len(y_true), n_boot, seed, y_true if stratify else None)])
     low, high = _interval(draws, level)
     return {"metric": metric, "difference": float(diff), "low": low, "high": high,
             "p_not_better": float(np.mean(draws <= 0)), "n_boot": n_boot}

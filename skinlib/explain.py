@@ -159,7 +159,10 @@ def cam_null_summary(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, 
             continue
         diff = scores - table[null].to_numpy(dtype=float)
         diff = diff[np.isfinite(diff)]
-        if not len(diff):
+        if not len(diff):  # every map empty (a model whose gradients vanish): nothing to score
+            rows[label] = {"mean score": float("nan"), "mean null": float(table[null].mean()),
+                           "difference": float("nan"), "low": float("nan"), "high": float("nan"),
+                           "images above null %": float("nan"), "verdict": "not measurable (every map is empty)"}
             continue
         draws = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(n_boot)])
         low, high = float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha))

@@ -54,7 +54,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "bn_momentum": 0.1,
         "seed": 0,
         "seeds": [0],
-        "n_boot": 200,
+        "n_boot": 1000,
         "pretrained": True,
         "device": "auto",
     },

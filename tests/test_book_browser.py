@@ -232,3 +232,40 @@ def test_export_chapters_for_handing_in(book, tmp_path):
         export_chapters(["99_none"], to="html", out=tmp_path)
     with pytest.raises(ValueError, match="valid: html, ipynb, pdf"):
         export_chapters(["01_data"], to="docx", out=tmp_path)
+
+
+def test_every_computed_solution_holds(book):
+    """The answers the solution cells glued into the built chapters, recomputed here independently."""
+    import nbformat
+    import numpy as np
+
+    from skinlib import cli, experiments
+    from skinlib.export import glued_values
+    from skinlib.models import create_model
+    from skinlib.models.attention import CaCo, coord_attention_parameters
+    from skinlib.profiles import get_profile
+
+    def glued(chapter: str) -> dict[str, str]:
+        return glued_values(nbformat.read(ROOT / "book" / "executed" / f"{chapter}.ipynb", as_version=4))
+
+    g = glued("02_baselines")  # a model predicting nv and mel only
+    sens = np.array([110 / 170, 1.0, 0, 0, 0, 0, 0])
+    pos, fp = np.array([170, 900, 90, 40, 210, 40, 35]), np.array([0, 475, 0, 0, 0, 0, 0])
+    n = pos.sum()
+    spec = 1 - fp / (n - pos)
+    assert g["sol_02_2_bacc"] == f"{100 * sens.mean():.1f} %"
+    assert g["sol_02_2_paper"] == f"{100 * ((sens + spec) / 2).mean():.1f} %"
+    g = glued("04_attention")
+    widths = [m.ca.conv_h.out_channels for m in create_model("mobilenet_v3_small_caco").modules()
+              if isinstance(m, CaCo)]
+    changed = [c for c in widths if max(8, c // 16) != max(8, c // 32)]
+    assert g["sol_04_2_changed"] == ", ".join(map(str, changed))
+    assert g["sol_04_2_r16"] == f"{sum(coord_attention_parameters(c, reduction=16) for c in widths):,}"
+    g = glued("05_losses")
+    command = g["sol_05_1_command"].strip("`")
+    config = cli.config_from_args(cli.build_parser().parse_args(shlex.split(command)[1:]))
+    params = get_profile("smoke")
+    study_ce = experiments.loss_study(experiments.profile_config(params), params["seeds"]).configs["CE"]
+    wanted = experiments.variant(study_ce, loss="0.5*cb+0.5*focal(gamma=1)")
+    assert config.identity() == wanted.identity() and config.sampler == "random"
+    assert glued("07_efficiency")["sol_07_2_head"] == f"{576 * 1024 + 1024 + 1024 * 1000 + 1000:,}"

@@ -134,3 +134,13 @@ def test_the_printed_train_command_makes_the_studys_run(profile, tmp_path):
         args = cli.build_parser().parse_args(shlex.split(command)[1:])
         got = cli.config_from_args(args)
         assert got.identity() == wanted.identity() and got.config_hash() == wanted.config_hash(), (label, command)
+
+
+def test_paired_words_flip_with_the_runs(loss_study):
+    study, *_ = loss_study
+    up = experiments.paired_table(study, "focal", variants=["CB + LS (joint)"], n_boot=100)
+    down = experiments.paired_table(study, "CB + LS (joint)", variants=["focal"], n_boot=100)
+    assert up.loc["CB + LS (joint)", "bacc"] == "higher" and down.loc["focal", "bacc"] == "lower"
+    same = experiments.paired_table(study, "focal", variants=["CE"], n_boot=100)  # identical predictions
+    assert same.loc["CE", "bacc"] == "no difference shown"
+    assert experiments.word_counts(up, "bacc") == "1 higher"
