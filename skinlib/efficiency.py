@@ -167,7 +167,7 @@ def compare_latency(models: dict[str, nn.Module], *, reference: str, image_size:
     return table
 
 
-def same_cost_check(table: pd.DataFrame, flops: dict[str, float], *, tolerance: float = 0.01) -> str:
+def same_cost_check(table: pd.DataFrame, flops: dict[str, float], *, tolerance: float = 0.001) -> str:
     """A sentence on whether models of (nearly) equal FLOPs timed alike in a :func:`compare_latency` table:
     the check that the timing can be trusted. Pairs whose FLOPs differ by less than ``tolerance`` (relative)
     must have a per-round ratio whose interval stays within the noise floor; otherwise the machine was too

@@ -342,22 +342,25 @@ class Study:
 
 
 def paired_table(study: Study, reference: str, *, metrics: Sequence[str] = ("bacc", "accuracy"),
-                 n_boot: int = 1000, variants: Sequence[str] | None = None) -> pd.DataFrame:
+                 n_boot: int = 1000, variants: Sequence[str] | None = None,
+                 reference_minus: bool = False) -> pd.DataFrame:
     """Every variant against ``reference`` on the same test images: the paired difference of each metric in
-    points with its interval, and the word the interval allows (higher, lower, no difference shown)."""
+    points with its interval (variant minus reference; with ``reference_minus``, reference minus variant),
+    and the word the interval allows (higher, lower, no difference shown) for the first of the two."""
     from skinlib.claims import interval_word, points
 
     rows = {}
     for label in variants or [v for v in study.runs if v != reference]:
         row = {}
         for metric in metrics:
-            d = study.paired(label, reference, metric=metric, n_boot=n_boot)
+            a, b = (reference, label) if reference_minus else (label, reference)
+            d = study.paired(a, b, metric=metric, n_boot=n_boot)
             row[f"Δ {metric} (points)"] = f"{points(d['difference'])} [{points(d['low'])}, {points(d['high'])}]"
             row[f"{metric}"] = interval_word(d["low"], d["high"])
             row[f"_{metric}"], row[f"_{metric}_low"], row[f"_{metric}_high"] = d["difference"], d["low"], d["high"]
         rows[label] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
-    table.index.name = f"vs {reference}"
+    table.index.name = f"{reference} minus" if reference_minus else f"minus {reference}"
     return table
 
 
@@ -463,8 +466,9 @@ def histories(study: Study, *, seed_index: int = 0) -> dict[str, pd.DataFrame]:
 
 
 def public(table: pd.DataFrame) -> pd.DataFrame:
-    """Drop the numeric helper columns (prefixed ``_``) before showing a table."""
-    return table[[c for c in table.columns if not c.startswith("_")]]
+    """Drop the numeric helper columns (prefixed ``_``) before showing a table; empty cells stay empty."""
+    shown = table[[c for c in table.columns if not c.startswith("_")]]
+    return shown.astype(object).where(shown.notna(), "")
 
 
 def trained_rows(table: pd.DataFrame) -> pd.DataFrame:

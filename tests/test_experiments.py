@@ -141,6 +141,9 @@ def test_paired_words_flip_with_the_runs(loss_study):
     up = experiments.paired_table(study, "focal", variants=["CB + LS (joint)"], n_boot=100)
     down = experiments.paired_table(study, "CB + LS (joint)", variants=["focal"], n_boot=100)
     assert up.loc["CB + LS (joint)", "bacc"] == "higher" and down.loc["focal", "bacc"] == "lower"
+    flipped = experiments.paired_table(study, "CB + LS (joint)", variants=["focal"], n_boot=100, reference_minus=True)
+    assert flipped.loc["focal", "bacc"] == "higher"  # now CB + LS minus focal
+    assert flipped.loc["focal", "_bacc"] == pytest.approx(-down.loc["focal", "_bacc"])
     same = experiments.paired_table(study, "focal", variants=["CE"], n_boot=100)  # identical predictions
     assert same.loc["CE", "bacc"] == "no difference shown"
     assert experiments.word_counts(up, "bacc") == "1 higher"
