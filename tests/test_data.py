@@ -137,3 +137,18 @@ def test_no_data_anywhere_says_how_to_download(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError,
                        match=r"(?s)No data directory found.*skinlib data download.*doi.org/10.7910/DVN/DBW86T"):
         resolve_data_dir(None)
+
+
+def test_split_deviation_and_class_mix_distance():
+    import pandas as pd
+
+    from skinlib.data import mix_distance, split_deviation
+
+    split = pd.DataFrame({"dx": ["nv"] * 10 + ["df"] * 4, "lesion_id": [f"L{i}" for i in range(14)],
+                          "image_id": [f"I{i}" for i in range(14)],
+                          "split": ["train"] * 7 + ["val"] + ["test"] * 2 + ["train", "train", "train", "test"]})
+    dev = split_deviation(split)
+    assert dev["nv"] == pytest.approx(0.0) and dev["df"] == pytest.approx(10.0)  # df: 75 / 0 / 25 % vs 70 / 10 / 20
+    a = pd.DataFrame({"dx": ["nv"] * 3 + ["mel"]})
+    b = pd.DataFrame({"dx": ["nv"] * 1 + ["mel"]})
+    assert mix_distance(a, b) == pytest.approx(25.0)

@@ -1,7 +1,7 @@
 """Data layer: dataset indexes, integrity checks, splits, transforms and the decoded-image cache."""
 
 from skinlib.data.cache import cached_images, decode_images
-from skinlib.data.describe import class_table, leakage_table, split_table
+from skinlib.data.describe import class_table, leakage_table, mix_distance, split_deviation, split_table
 from skinlib.data.index import load_ham10000, load_isic2018_test
 from skinlib.data.info import CLASS_NAMES, CLASSES, NUM_CLASSES
 from skinlib.data.paths import resolve_data_dir
@@ -37,10 +37,12 @@ __all__ = [
     "load_isic2018_test",
     "load_split",
     "make_split",
+    "mix_distance",
     "resolve_data_dir",
     "save_split",
     "select_data",
     "shared_lesions",
+    "split_deviation",
     "split_parts",
     "split_table",
     "subsample",

@@ -31,6 +31,20 @@ def split_table(split: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def split_deviation(split: pd.DataFrame, fractions: tuple[float, ...] = (0.7, 0.1, 0.2)) -> pd.Series:
+    """Per class, the largest distance (in points) between a part's share of that class and its target
+    fraction: how far grouping by lesion pulls a class away from the 70 / 10 / 20 deal."""
+    counts = pd.crosstab(split["dx"], split["split"]).reindex(index=list(CLASSES), columns=list(PARTS), fill_value=0)
+    shares = 100 * counts.div(counts.sum(axis=1).clip(lower=1), axis=0)
+    return (shares - [100 * f for f in fractions]).abs().max(axis=1)
+
+
+def mix_distance(a: pd.DataFrame, b: pd.DataFrame) -> float:
+    """The largest difference (points) between two indexes' class shares."""
+    share = [100 * x["dx"].value_counts(normalize=True).reindex(list(CLASSES), fill_value=0) for x in (a, b)]
+    return float((share[0] - share[1]).abs().max())
+
+
 def leakage_table(index: pd.DataFrame, *, seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> pd.DataFrame:
     """Leakage of the lesion and image schemes over several split seeds (mean over seeds)."""
     rows = []
