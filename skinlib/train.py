@@ -60,7 +60,7 @@ from skinlib.runs import (
     write_history,
     write_predictions,
 )
-from skinlib.runtime import Precision, predict, resolve_device, to_device
+from skinlib.runtime import Precision, memory_format, predict, resolve_device, to_device
 
 log = logging.getLogger(__name__)
 
@@ -468,7 +468,7 @@ def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | N
     if config.batch_scaling != "none":
         log.info("batch %d with %s scaling: lr %.3g, BatchNorm momentum for %.2fx fewer steps",
                  config.batch_size, config.batch_scaling, lr, steps_factor)
-    model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
+    model = model.to(device, memory_format=memory_format(device))
     trained_model = compile_model(model, config.compile)
     if distributed.world_size > 1:
         trained_model = nn.parallel.DistributedDataParallel(
