@@ -8,6 +8,10 @@ BOOK_STAMP := $(VENV)/.installed-book
 DEV_STAMP  := $(VENV)/.installed-dev
 PROFILE ?= smoke
 JOBS ?= auto
+# the most complete results bundle present (PROFILE=best): paper, then gpu, cpu, smoke
+BUNDLE_ORDER := paper gpu cpu smoke
+BEST_BUNDLE := $(or $(firstword $(foreach p,$(BUNDLE_ORDER),$(if $(wildcard results/$(p)/bundle.json),$(p)))),gpu)
+override PROFILE := $(if $(filter best,$(PROFILE)),$(BEST_BUNDLE),$(PROFILE))
 # smoke trains its runs here; any other profile renders its committed bundle results/$(PROFILE)
 FROM_RESULTS ?= $(if $(filter smoke,$(PROFILE)),,1)
 
@@ -34,10 +38,12 @@ book-env: $(BOOK_STAMP)  ## the virtual environment with the book extra only (wh
 book: $(BOOK_STAMP)  ## execute every notebook (smoke profile, or PROFILE=gpu from results/gpu) and build the book
 	$(BIN)/skinlib book --profile $(PROFILE) $(if $(FROM_RESULTS),--from-results,--jobs $(JOBS))
 
-# By hand, what .github/workflows/book.yml does on GitHub: render the committed bundle, push the HTML
-# to the gh-pages branch (GitHub Pages serves it). Needs the data (skinlib data download) and a remote.
-publish: PROFILE = gpu
-publish: book  ## build the book from results/gpu (trains nothing) and push _build/html to gh-pages
+# By hand, what .github/workflows/book.yml does on GitHub: render the most complete committed bundle
+# (results/paper, gpu, cpu, then smoke), push the HTML to the gh-pages branch (GitHub Pages serves it).
+# Needs the data (skinlib data download) and a remote.
+publish: PROFILE = $(BEST_BUNDLE)
+publish: FROM_RESULTS = 1
+publish: book  ## build the book from the most complete bundle (trains nothing) and push _build/html to gh-pages
 	$(BIN)/ghp-import --no-jekyll --push --force --message "book from results/$(PROFILE)" _build/html
 
 test: $(DEV_STAMP)  ## the default test run (slow tests excluded)

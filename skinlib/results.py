@@ -90,6 +90,21 @@ def _public_data(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "source": Path(str(data.get("source", ""))).name}
 
 
+def _without_folders(value: Any) -> Any:
+    """A JSON value whose ``source`` entries (the data files a run read) keep only their file names."""
+    if isinstance(value, dict):
+        return {k: Path(v).name if k == "source" and isinstance(v, str) else _without_folders(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_folders(v) for v in value]
+    return value
+
+
+def _copy_public_json(src: Path, dst: Path) -> None:
+    """Copy a run's JSON file into a bundle without the machine's folders (a committed bundle names none)."""
+    dst.write_text(json.dumps(_without_folders(json.loads(src.read_text())), indent=2, sort_keys=True) + "\n")
+
+
 @dataclass
 class PackResult:
     path: Path
@@ -135,7 +150,10 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
             folder.mkdir(parents=True)
             for name in PLAIN_FILES:
                 if run.file(name).is_file():
-                    shutil.copyfile(run.file(name), folder / name)
+                    if name.endswith(".json"):
+                        _copy_public_json(run.file(name), folder / name)
+                    else:
+                        shutil.copyfile(run.file(name), folder / name)
             (folder / DATA_FILE).write_text(json.dumps(_public_data(run.data()), indent=2, sort_keys=True) + "\n")
             for name in GZIP_FILES:
                 if run.file(name).is_file():

@@ -27,7 +27,7 @@ def test_workflow_builds_from_the_bundle_and_deploys_to_pages():
     wf = workflow()
     triggers = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` as true
     assert "main" in triggers["push"]["branches"] and "results/**" in triggers["push"]["paths"]
-    assert triggers["workflow_dispatch"]["inputs"]["profile"]["default"] == "gpu"
+    assert triggers["workflow_dispatch"]["inputs"]["profile"]["default"] == "best"
     assert wf["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
     steps = wf["jobs"]["build"]["steps"]
     runs = [s["run"] for s in steps if "run" in s]
@@ -41,7 +41,7 @@ def test_workflow_builds_from_the_bundle_and_deploys_to_pages():
     assert cache["with"]["path"] == "data"
     deploy = wf["jobs"]["deploy"]
     assert deploy["needs"] == "build" and deploy["steps"][0]["uses"].startswith("actions/deploy-pages")
-    assert "gpu" in wf["env"]["PROFILE"] and "cpu" in wf["env"]["PIP_EXTRA_INDEX_URL"]
+    assert "best" in wf["env"]["PROFILE"] and "cpu" in wf["env"]["PIP_EXTRA_INDEX_URL"]
     # no GPU, no training anywhere in the job
     assert not any("--jobs" in r or "skinlib train" in r or "study" in r for r in runs)
 
@@ -59,8 +59,13 @@ def test_make_targets_render_bundles_and_publish_by_hand():
     cmd = shlex.split(build_command().replace('"$PROFILE"', "smoke"))
     assert [c for c in _make_n(*cmd[1:]) if c[0].endswith("skinlib")] == [
         [".venv/bin/skinlib", "book", "--profile", "smoke", "--from-results"]]
+    best = next(p for p in ("paper", "gpu", "cpu", "smoke") if (ROOT / "results" / p / "bundle.json").is_file())
+    assert best == "smoke" or (ROOT / "results" / best).is_dir()  # smoke is always committed
+    cmd = shlex.split(build_command().replace('"$PROFILE"', "best"))
+    assert [c for c in _make_n(*cmd[1:]) if c[0].endswith("skinlib")] == [
+        [".venv/bin/skinlib", "book", "--profile", best, "--from-results"]]
     publish = _make_n("publish")
-    assert publish[-2] == [".venv/bin/skinlib", "book", "--profile", "gpu", "--from-results"]
+    assert publish[-2] == [".venv/bin/skinlib", "book", "--profile", best, "--from-results"]
     assert publish[-1][0].endswith("ghp-import") and publish[-1][-1] == "_build/html" and "--push" in publish[-1]
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["book"]
     assert any(dep.startswith("ghp-import") for dep in extra)

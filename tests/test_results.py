@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 
@@ -28,7 +29,7 @@ def trained(tmp_path_factory, data_dir):
     return run, cams
 
 
-def test_pack_keeps_results_not_weights(trained, tmp_path):
+def test_pack_keeps_results_not_weights(trained, tmp_path, data_dir):
     run, _ = trained
     packed = results.pack_runs([run], tmp_path / "bundle", profile="smoke", parameters={"epochs": 1})
     files = {p.relative_to(packed.path).as_posix() for p in packed.path.rglob("*") if p.is_file()}
@@ -42,6 +43,10 @@ def test_pack_keeps_results_not_weights(trained, tmp_path):
     assert set(meta["files"]) == files - {"bundle.json"} and meta["profile"] == "smoke"
     assert meta["runs"][0]["folder"] == run.path.name and meta["devices"] == ["cpu"]
     assert "/" not in json.loads((packed.path / folder / "data.json").read_text())["source"]  # no machine path
+    for name in files - {"bundle.json"}:  # no file of the bundle names a folder of this machine
+        raw = (packed.path / name).read_bytes()
+        text = gzip.decompress(raw) if name.endswith(".gz") else raw
+        assert str(data_dir).encode() not in text and str(run.path.parent).encode() not in text, name
     assert packed.bytes < 1_000_000
     again = results.pack_runs([run], tmp_path / "again", profile="smoke", parameters={"epochs": 1})
     same = [f for f in meta["files"] if f.endswith((".gz", ".npz", ".csv"))]
@@ -58,10 +63,11 @@ def test_unpacked_run_is_finished_without_weights_and_trains_nothing(trained, tm
     monkeypatch.setenv(NO_TRAIN_ENV, "1")
     again = fit(RunConfig(**TINY), runs_dir=store)
     assert not again.trained and again.bundled and not again.file("best.pt").exists()
-    assert again.metrics() == run.metrics()
+    public = results._without_folders  # a bundle keeps the data files' names, not the machine's folders
+    assert again.metrics() == public(run.metrics()) and again.metrics() != {}
     for name in ("predictions.csv", "isic2018_predictions.csv", "split.csv", "history.csv"):
         assert again.file(name).read_bytes() == run.file(name).read_bytes(), name
-    assert evaluate_external(again, data_dir=data_dir) == json.loads(run.file("isic2018_metrics.json").read_text())
+    assert evaluate_external(again, data_dir=data_dir) == public(json.loads(run.file("isic2018_metrics.json").read_text()))
     cached = cam_mask_scores(again, data_dir=data_dir, examples=2)  # from the bundle: no model needed
     assert cached.table.equals(cams.table)
     np.testing.assert_array_equal(cached.cams, cams.cams)
@@ -127,3 +133,17 @@ def test_two_windows_make_the_whole_profile(tmp_path, data_dir):
     assert second.missing == [] and not second.failed
     assert set(first.trained).isdisjoint(second.trained)  # nothing trained twice
     assert (tmp_path / "runs2" / first.trained[0] / "bundle.json").is_file()
+
+
+def test_the_committed_smoke_bundle_is_in_step_with_the_code(tmp_path, data_dir):
+    """results/smoke holds exactly the runs the smoke book asks for: a change of any smoke run's identity (its
+    config, a study's definition, the data fingerprint) without packing the bundle again fails here."""
+    from skinlib.profiles import get_profile
+
+    bundle = results.bundle_dir("smoke")
+    assert (bundle / "bundle.json").is_file(), "results/smoke is missing: make book && skinlib results pack --profile smoke"
+    restored = results.unpack(bundle, data_dir=data_dir, runs_dir=tmp_path)  # checksums and data fingerprint
+    state = results.profile_runs(get_profile("smoke"), data_dir=data_dir, runs_dir=tmp_path)
+    stale = "results/smoke is stale: run `make book` and `skinlib results pack --profile smoke`, then commit it"
+    assert state.final_known and not state.missing, f"{stale} (missing: {[c.name for c in state.missing]})"
+    assert sorted(r.path.name for r in state.finished) == sorted(restored.restored), stale
