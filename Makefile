@@ -8,9 +8,10 @@ BOOK_STAMP := $(VENV)/.installed-book
 DEV_STAMP  := $(VENV)/.installed-dev
 PROFILE ?= smoke
 JOBS ?= auto
-# the most complete results bundle present (PROFILE=best): paper, then gpu, cpu, smoke
+# the most complete results bundle present (PROFILE=best): the first complete one of paper, gpu, cpu, smoke
 BUNDLE_ORDER := paper gpu cpu smoke
-BEST_BUNDLE := $(or $(firstword $(foreach p,$(BUNDLE_ORDER),$(if $(wildcard results/$(p)/bundle.json),$(p)))),gpu)
+BEST_BUNDLE := $(or $(firstword $(foreach p,$(BUNDLE_ORDER),$(if $(shell grep -ls '"complete": true' \
+                 results/$(p)/bundle.json),$(p)))),gpu)
 override PROFILE := $(if $(filter best,$(PROFILE)),$(BEST_BUNDLE),$(PROFILE))
 # smoke trains its runs here; any other profile renders its committed bundle results/$(PROFILE)
 FROM_RESULTS ?= $(if $(filter smoke,$(PROFILE)),,1)

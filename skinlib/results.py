@@ -131,8 +131,13 @@ def _check_pack_target(out: Path, profile: str) -> None:
 
 
 def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
-              parameters: dict[str, Any] | None = None, max_bytes: int = MAX_BYTES) -> PackResult:
-    """Write the bundle of finished ``runs`` to ``out`` (replaced as a whole, never half-written)."""
+              parameters: dict[str, Any] | None = None, max_bytes: int = MAX_BYTES,
+              missing: Sequence[str] | None = None) -> PackResult:
+    """Write the bundle of finished ``runs`` to ``out`` (replaced as a whole, never half-written).
+
+    ``missing`` names the profile's runs not in it (a partial bundle); ``bundle.json`` records them and
+    ``"complete": true`` only when there are none (``None``: not known, recorded as incomplete).
+    """
     out = Path(out)
     if not runs:
         raise BundleError(f"no finished runs to pack into {out}")
@@ -181,7 +186,8 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
         meta = {"format": FORMAT, "profile": profile, "parameters": parameters or {},
                 "packed_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "runs_finished_utc": [finished[0], finished[-1]] if finished else None,
-                "devices": sorted(devices), "git_commit": _git_commit(), "runs": entries, "files": files}
+                "devices": sorted(devices), "git_commit": _git_commit(), "runs": entries, "files": files,
+                "complete": missing is not None and not missing, "missing": sorted(missing or [])}
         atomic_write_json(tmp / BUNDLE_FILE, meta)
         replace_dir(tmp, out)
     except BaseException:
@@ -570,7 +576,10 @@ def pack_profile(profile: str, *, out: str | os.PathLike | None = None, data_dir
                           f"{', '.join(c.name for c in runs.missing) or 'the final model (loss study incomplete)'}; "
                           f"train them (skinlib book --profile {profile}, or benchmarks/gpu_results.sh) or pass "
                           f"--allow-missing to pack the finished ones")
-    return pack_runs(runs.finished, out or bundle_dir(profile), profile=profile, parameters=params)
+    missing = [f"{c.name} seed {c.seed}" for c in runs.missing]
+    if not runs.final_known:
+        missing.append("the final model (after the loss study)")
+    return pack_runs(runs.finished, out or bundle_dir(profile), profile=profile, parameters=params, missing=missing)
 
 
 @dataclass
@@ -690,7 +699,7 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
     if state.finished:
         staging = Path(tempfile.mkdtemp(prefix="bundle.", dir=out))
         try:
-            pack_runs(state.finished, staging / profile, profile=profile, parameters=params)
+            pack_runs(state.finished, staging / profile, profile=profile, parameters=params, missing=report.missing)
             archive = out / f"results-{profile}.tar.gz"
             with tarfile.open(archive, "w:gz") as tar:
                 tar.add(staging / profile, arcname=profile)

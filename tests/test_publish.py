@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 from pathlib import Path
@@ -59,7 +60,11 @@ def test_make_targets_render_bundles_and_publish_by_hand():
     cmd = shlex.split(build_command().replace('"$PROFILE"', "smoke"))
     assert [c for c in _make_n(*cmd[1:]) if c[0].endswith("skinlib")] == [
         [".venv/bin/skinlib", "book", "--profile", "smoke", "--from-results"]]
-    best = next(p for p in ("paper", "gpu", "cpu", "smoke") if (ROOT / "results" / p / "bundle.json").is_file())
+    def complete(p: str) -> bool:
+        meta = ROOT / "results" / p / "bundle.json"
+        return meta.is_file() and json.loads(meta.read_text()).get("complete") is True
+
+    best = next(p for p in ("paper", "gpu", "cpu", "smoke") if complete(p))
     assert best == "smoke" or (ROOT / "results" / best).is_dir()  # smoke is always committed
     cmd = shlex.split(build_command().replace('"$PROFILE"', "best"))
     assert [c for c in _make_n(*cmd[1:]) if c[0].endswith("skinlib")] == [

@@ -42,6 +42,11 @@ def test_pack_keeps_results_not_weights(trained, tmp_path, data_dir):
     meta = json.loads((packed.path / "bundle.json").read_text())
     assert set(meta["files"]) == files - {"bundle.json"} and meta["profile"] == "smoke"
     assert meta["runs"][0]["folder"] == run.path.name and meta["devices"] == ["cpu"]
+    assert meta["complete"] is False and meta["missing"] == []  # not told what is missing: not called complete
+    partial = results.pack_runs([run], tmp_path / "partial", profile="gpu", missing=["resnet18 seed 0"])
+    assert json.loads((partial.path / "bundle.json").read_text())["missing"] == ["resnet18 seed 0"]
+    whole = results.pack_runs([run], tmp_path / "whole", profile="gpu", missing=[])
+    assert json.loads((whole.path / "bundle.json").read_text())["complete"] is True
     assert "/" not in json.loads((packed.path / folder / "data.json").read_text())["source"]  # no machine path
     for name in files - {"bundle.json"}:  # no file of the bundle names a folder of this machine
         raw = (packed.path / name).read_bytes()
@@ -67,7 +72,8 @@ def test_unpacked_run_is_finished_without_weights_and_trains_nothing(trained, tm
     assert again.metrics() == public(run.metrics()) and again.metrics() != {}
     for name in ("predictions.csv", "isic2018_predictions.csv", "split.csv", "history.csv"):
         assert again.file(name).read_bytes() == run.file(name).read_bytes(), name
-    assert evaluate_external(again, data_dir=data_dir) == public(json.loads(run.file("isic2018_metrics.json").read_text()))
+    external = json.loads(run.file("isic2018_metrics.json").read_text())
+    assert evaluate_external(again, data_dir=data_dir) == public(external)
     cached = cam_mask_scores(again, data_dir=data_dir, examples=2)  # from the bundle: no model needed
     assert cached.table.equals(cams.table)
     np.testing.assert_array_equal(cached.cams, cams.cams)
@@ -141,7 +147,8 @@ def test_the_committed_smoke_bundle_is_in_step_with_the_code(tmp_path, data_dir)
     from skinlib.profiles import get_profile
 
     bundle = results.bundle_dir("smoke")
-    assert (bundle / "bundle.json").is_file(), "results/smoke is missing: make book && skinlib results pack --profile smoke"
+    assert (bundle / "bundle.json").is_file(), \
+        "results/smoke is missing: make book && skinlib results pack --profile smoke"
     restored = results.unpack(bundle, data_dir=data_dir, runs_dir=tmp_path)  # checksums and data fingerprint
     state = results.profile_runs(get_profile("smoke"), data_dir=data_dir, runs_dir=tmp_path)
     stale = "results/smoke is stale: run `make book` and `skinlib results pack --profile smoke`, then commit it"
