@@ -523,10 +523,7 @@ def derive(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
 
     Returns the run folders it touched; runs that are missing or bundled (no weights) are skipped.
     """
-    from skinlib.data.index import find_isic2018_test_dir
     from skinlib.experiments import final_runs, make_study, profile_config
-    from skinlib.explain import cam_mask_scores
-    from skinlib.inference import evaluate_external
     from skinlib.runs import MissingRunError
     from skinlib.train import fit
 
@@ -547,17 +544,33 @@ def derive(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
                 continue
             if run.bundled:
                 continue
-            if final:
-                try:
-                    find_isic2018_test_dir(data_dir)
-                except FileNotFoundError:
-                    log.warning("no ISIC 2018 test set here: the bundle will lack %s's external predictions",
-                                run.path.name)
-                else:
-                    evaluate_external(run, data_dir=data_dir, device=device)
-            cam_mask_scores(run, data_dir=data_dir, device=device, examples=CAM_EXAMPLES if final else 0)
-            done.append(run.path.name)
+            if derive_run(run, final=final, data_dir=data_dir, device=device):
+                done.append(run.path.name)
     return done
+
+
+def derive_run(run: Run, *, final: bool, data_dir: str | os.PathLike | None = None, device: str = "auto") -> bool:
+    """What chapter 06 draws from one trained run (ISIC 2018 predictions for the final model, Grad-CAM); a
+    failure (missing masks, a damaged file) is logged and returns False, so the other runs are still packed."""
+    from skinlib.data.index import find_isic2018_test_dir
+    from skinlib.explain import cam_mask_scores
+    from skinlib.inference import evaluate_external
+
+    try:
+        if final:
+            try:
+                find_isic2018_test_dir(data_dir)
+            except FileNotFoundError:
+                log.warning("no ISIC 2018 test set here: the bundle will lack %s's external predictions",
+                            run.path.name)
+            else:
+                evaluate_external(run, data_dir=data_dir, device=device)
+        cam_mask_scores(run, data_dir=data_dir, device=device, examples=CAM_EXAMPLES if final else 0)
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.warning("could not derive chapter 06's results from %s (%s: %s); it is packed without them",
+                    run.path.name, type(exc).__name__, exc)
+        return False
+    return True
 
 
 def pack_profile(profile: str, *, out: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
@@ -671,10 +684,10 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
                         path, trained = future.result()
                         if trained:
                             report.trained.append(Path(path).name)
-                    except RuntimeError as exc:
+                    except Exception as exc:  # one run's failure (divergence, a bad file) must not cost the others
                         (report.stopped if isinstance(exc, DeadlineReached) else report.failed).append(
-                            f"{config.name} seed {config.seed}: {exc}")
-                        log.warning("window: %s", exc)
+                            f"{config.name} seed {config.seed}: {type(exc).__name__}: {exc}")
+                        log.warning("window: %s failed: %s: %s", config.name, type(exc).__name__, exc)
                 if not final_known and not pending and not running:
                     with no_training():
                         try:

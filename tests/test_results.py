@@ -154,3 +154,19 @@ def test_the_committed_smoke_bundle_is_in_step_with_the_code(tmp_path, data_dir)
     stale = "results/smoke is stale: run `make book` and `skinlib results pack --profile smoke`, then commit it"
     assert state.final_known and not state.missing, f"{stale} (missing: {[c.name for c in state.missing]})"
     assert sorted(r.path.name for r in state.finished) == sorted(restored.restored), stale
+
+
+def test_a_run_whose_derivation_fails_is_skipped_not_fatal(trained, monkeypatch, caplog, data_dir):
+    import logging
+
+    import skinlib.explain
+
+    run, _ = trained
+
+    def no_masks(*args, **kwargs):
+        raise FileNotFoundError("no lesion masks under the data folder")
+
+    monkeypatch.setattr(skinlib.explain, "cam_mask_scores", no_masks)
+    with caplog.at_level(logging.WARNING):
+        assert results.derive_run(run, final=False, data_dir=data_dir) is False
+    assert "could not derive chapter 06's results" in caplog.text and "no lesion masks" in caplog.text
