@@ -230,11 +230,35 @@ def drop_solutions(nb: Any) -> int:
     return dropped
 
 
-def execute_chapter(name: str, params: dict[str, Any], *, root: Path, student: bool = False) -> float:
+def missing_runs_page(source: Path, target: Path, *, first: str, missing: list[str], profile: str) -> None:
+    """An executed chapter that says which runs of a partial results bundle it needs, in place of its content:
+    the chapter's own title and overview, then the runs the bundle lacks and the command that makes them."""
+    import nbformat
+
+    nb = nbformat.read(source, as_version=4)
+    intro = next((c for c in nb.cells if c.cell_type == "markdown"), None)
+    listed = "".join(f"\n- `{m}`" for m in missing) if missing else ""
+    text = (f":::{{warning}} This chapter is not in the `{profile}` results bundle yet\n"
+            f"The bundle was made in a training window that did not finish every run, and this chapter needs "
+            f"one it lacks: {first.splitlines()[0]}\n\nRuns of the profile still missing from the bundle:"
+            f"{listed or ' (not known)'}\n\nMake them where there is time: on a GPU, "
+            f"`benchmarks/gpu_results.sh SECONDS OUT` (`skinlib results window --profile {profile}`), which goes "
+            f"on from this bundle; then unpack its archive into `results/` and render again.\n:::")
+    out = nbformat.v4.new_notebook(metadata=nb.metadata)
+    out.cells = ([nbformat.v4.new_markdown_cell(intro.source)] if intro is not None else []) + \
+        [nbformat.v4.new_markdown_cell(text)]
+    atomic_write_text(target, nbformat.writes(out))
+
+
+def execute_chapter(name: str, params: dict[str, Any], *, root: Path, student: bool = False,
+                    missing: list[str] | None = None) -> float:
     """Execute ``notebooks/<name>.ipynb`` into ``book/executed/<name>.ipynb``; return seconds.
 
     ``student``: the solution cells are removed before execution, so neither their
-    text nor their outputs reach the executed chapter.
+    text nor their outputs reach the executed chapter. ``missing`` (rendering a partial
+    results bundle: the runs it lacks): a chapter that stops because it needs one of them
+    becomes a page naming them (:func:`missing_runs_page`) instead of failing the build;
+    any other error still fails it.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -264,6 +288,13 @@ def execute_chapter(name: str, params: dict[str, Any], *, root: Path, student: b
             progress_bar=False, request_save_on_cell_execute=False,
         )
     except PapermillExecutionError as exc:
+        if missing is not None and exc.ename == "MissingRunError":
+            tmp.unlink(missing_ok=True)
+            failed.unlink(missing_ok=True)
+            log.warning("%s needs runs the results bundle lacks; its page names them", name)
+            missing_runs_page(root / "notebooks" / f"{name}.ipynb", target, first=str(exc.evalue),
+                              missing=missing, profile=str(params.get("profile", "?")))
+            return time.perf_counter() - start
         os.replace(tmp, failed)
         target.unlink(missing_ok=True)
         raise BookError(
@@ -434,13 +465,20 @@ def build_book(
         differ = [c for c in others if stamps[c] != stamp]
         if differ:
             log.warning("chapters %s were executed with other parameters than %s now", differ, chapters)
-    bundle = None
+    bundle, missing = None, None
     if from_results:
         from skinlib.results import bundle_dir, unpack
 
         source = bundle_dir(profile, root_path / "results") if from_results is True else Path(from_results)
         bundle = unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV]).meta
         folders[NO_TRAIN_ENV] = "1"
+        if bundle.get("complete") is not True:  # a partial bundle: chapters needing what it lacks say so
+            from skinlib.results import profile_runs
+
+            state = profile_runs(values, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV])
+            missing = [f"{c.name} seed {c.seed}" for c in state.missing] + \
+                ([] if state.final_known else ["the final model (after the loss study)"])
+            missing = missing or None  # nothing lacking: any missing run is an error, as for a complete one
     html = root_path / "_build" / "html"
     shutil.rmtree(html, ignore_errors=True)  # never leave a stale book behind a failed run
     result = BookResult(html)
@@ -460,7 +498,8 @@ def build_book(
         for name in chapters:
             stamps.pop(name, None)
             atomic_write_json(stamp_file, stamps)
-            result.executed[name] = execute_chapter(name, values, root=root_path, student=student)
+            result.executed[name] = execute_chapter(name, values, root=root_path, student=student,
+                                                    missing=missing)
             stamps[name] = stamp
             atomic_write_json(stamp_file, stamps)
         atomic_write_text(executed_dir / PROVENANCE_FILE,

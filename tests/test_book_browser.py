@@ -187,6 +187,27 @@ def test_a_results_bundle_renders_the_same_numbers_without_training(book, tmp_pa
     assert "book/executed/02_baselines.ipynb" not in page.replace("_sources/book/executed", "")
 
 
+def test_a_partial_bundle_renders_and_names_what_it_lacks(book, tmp_path):
+    """A bundle without one run (as a GPU window that did not finish leaves it) renders every chapter that does
+    not need the run as usual; the chapters that do say which runs are missing and how to make them."""
+    from skinlib.profiles import get_profile
+    from skinlib.results import pack_runs, profile_runs
+
+    finished = profile_runs(get_profile("smoke")).finished
+    dropped = next(r for r in finished if r.config.model == "efficientnet_b0")
+    partial = pack_runs([r for r in finished if r is not dropped], tmp_path / "partial", profile="smoke",
+                        missing=[f"{dropped.config.name} seed 0"]).path
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", "--local", str(ROOT), str(clone)], check=True)
+    build_book("smoke", root=clone, runs_dir=tmp_path / "store", from_results=partial)
+    executed = clone / "_build" / "html" / "book" / "executed"
+    for chapter in ("01_data", "04_attention", "05_losses"):  # they never ask for the EfficientNet run
+        assert _text_outputs(chapter, clone) == _text_outputs(chapter), f"{chapter} renders other outputs"
+    page = (executed / "02_baselines.html").read_text()
+    assert "is not in the" in page and dropped.config.name in page and "gpu_results.sh" in page
+    assert "Lightweight baselines" in page  # the chapter keeps its title and overview
+
+
 def test_the_smoke_models_learn(book):
     """The smoke profile's MobileNetV3-Small beats chance (bacc 1/7) clearly, and its runs' curves rise."""
     from skinlib.experiments import baseline_study, profile_config

@@ -112,6 +112,30 @@ def test_failing_chapter_is_named_and_leaves_no_output(tmp_path):
     assert (executed / "01_data.failed.ipynb").exists()
 
 
+def test_a_chapter_needing_a_run_a_partial_bundle_lacks_names_it(tmp_path):
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Baselines\n\n## Overview\n\nFive networks."),
+        nbformat.v4.new_code_cell("from skinlib.runs import MissingRunError\n"
+                                  "raise MissingRunError('run resnet18-abc is needed but not in the bundle')"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, root / "notebooks" / "02_baselines.ipynb")
+    with pytest.raises(BookError, match="MissingRunError: run resnet18-abc"):  # a complete bundle: an error
+        execute_chapter("02_baselines", {"profile": "gpu"}, root=root)
+    execute_chapter("02_baselines", {"profile": "gpu"}, root=root, missing=["resnet18 seed 0", "shufflenet seed 0"])
+    page = nbformat.read(root / "book" / "executed" / "02_baselines.ipynb", as_version=4)
+    text = "\n".join(c.source for c in page.cells)
+    assert page.cells[0].source.startswith("# Baselines") and "run resnet18-abc is needed" in text
+    assert "- `resnet18 seed 0`" in text and "- `shufflenet seed 0`" in text and "gpu_results.sh" in text
+    assert not (root / "book" / "executed" / "02_baselines.failed.ipynb").exists()
+    bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise ValueError('other')")],
+                                   metadata=nb.metadata)
+    nbformat.write(bad, root / "notebooks" / "02_baselines.ipynb")
+    with pytest.raises(BookError, match="ValueError: other"):  # any other error still fails the build
+        execute_chapter("02_baselines", {"profile": "gpu"}, root=root, missing=["resnet18 seed 0"])
+
+
 def test_only_needs_the_other_chapters_first(tmp_path, data_dir):
     from skinlib.book import build_book
 
