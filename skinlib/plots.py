@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -154,7 +155,8 @@ def ablation_bars(table: pd.DataFrame, *, value: str, low: str | None = None, hi
     else:
         err = None
     ax.bar(x, y, yerr=err, capsize=4, color=sns.color_palette(PALETTE, len(table)))
-    ax.set_xticks(x, [str(i) for i in table.index], rotation=20 if len(table) > 5 else 0)
+    labels = [textwrap.fill(str(i), 14) for i in table.index]  # long names (the null rows) on two lines
+    ax.set_xticks(x, labels, rotation=20 if len(table) > 5 else 0, fontsize=8 if len(table) > 5 else None)
     ax.set(ylabel=ylabel or value, title=title)
     fig.tight_layout()
     return fig
