@@ -238,7 +238,7 @@ def missing_runs_page(source: Path, target: Path, *, first: str, missing: list[s
     nb = nbformat.read(source, as_version=4)
     intro = next((c for c in nb.cells if c.cell_type == "markdown"), None)
     listed = "".join(f"\n- `{m}`" for m in missing) if missing else ""
-    text = (f":::{{warning}} This chapter is not in the `{profile}` results bundle yet\n"
+    text = (f":::{{admonition}} This chapter is not in the `{profile}` results bundle yet\n:class: warning\n"
             f"The bundle was made in a training window that did not finish every run, and this chapter needs "
             f"one it lacks: {first.splitlines()[0]}\n\nRuns of the profile still missing from the bundle:"
             f"{listed or ' (not known)'}\n\nMake them where there is time: on a GPU, "
