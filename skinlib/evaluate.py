@@ -10,8 +10,8 @@ Two balanced accuracies are reported and never confused:
 
 And beside top-1 ``accuracy``, ``ovr_accuracy``: the paper's eq. 8, ``(TP + TN) / N``
 per class (one-vs-rest), averaged over classes: one reading of the paper's
-"accuracy", under which always answering the majority class scores about 90 %
-on HAM10000 (:func:`null_metrics`).
+"accuracy", under which always answering the majority class scores far above its
+top-1 rate (:func:`null_metrics` computes both).
 
 Uncertainty: percentile bootstrap intervals that resample *lesions* (all images
 of a lesion together) when lesion ids are known, a paired bootstrap for the
