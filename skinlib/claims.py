@@ -69,7 +69,7 @@ def overlap_sentence(intervals: Mapping[str, tuple[float, float]], *, metric: st
     text = (f"{best} has the highest `{metric}`, but the intervals of {', '.join(overlapping)} overlap its own, "
             "so these runs do not rank them (a paired comparison on the same images is the sharper test)")
     if separated:
-        text += f"; {', '.join(separated)} lie below it"
+        text += f"; {', '.join(separated)} {'lies' if len(separated) == 1 else 'lie'} below it"
     return text
 
 

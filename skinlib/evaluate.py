@@ -107,12 +107,24 @@ def scalar_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     follows scikit-learn's ``f1_score(average="macro")``: it averages over the classes present
     in ``y_true`` *or* predicted, so a class predicted but absent counts with F1 = 0.
     """
-    k = probs.shape[1]
-    cm = confusion(y_true, probs.argmax(axis=1), k)
+    cm = confusion(y_true, probs.argmax(axis=1), probs.shape[1])
+    auc = ovr_auc(y_true, probs)
+    return {
+        **confusion_scalars(cm),
+        "macro_auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan"),
+        "ece": expected_calibration_error(y_true, probs),
+        "brier": brier(y_true, probs),
+    }
+
+
+CONFUSION_SCALARS: tuple[str, ...] = ("accuracy", "bacc", "bacc_paper", "ovr_accuracy", "macro_f1")
+
+
+def confusion_scalars(cm: np.ndarray) -> dict[str, float]:
+    """The scalar metrics a confusion matrix defines (:data:`CONFUSION_SCALARS`), as in :func:`scalar_metrics`."""
     rates = per_class_rates(cm)
     present = cm.sum(axis=1) > 0
     seen = present | (cm.sum(axis=0) > 0)
-    auc = ovr_auc(y_true, probs)
     with np.errstate(invalid="ignore"):
         return {
             "accuracy": float(np.trace(cm) / max(1, cm.sum())),
@@ -120,9 +132,6 @@ def scalar_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
             "bacc_paper": float(np.mean(((rates["sensitivity"] + rates["specificity"]) / 2)[present])),
             "ovr_accuracy": float(np.mean(rates["ovr_accuracy"][present])),
             "macro_f1": float(np.mean(rates["f1"][seen])),
-            "macro_auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan"),
-            "ece": expected_calibration_error(y_true, probs),
-            "brier": brier(y_true, probs),
         }
 
 
@@ -245,24 +254,11 @@ def bootstrap_ci(
 
 def _one_metric(metric: str, k: int) -> Callable[[np.ndarray, np.ndarray], float] | None:
     """A function of (labels, predicted labels) for the metrics a confusion matrix defines, else ``None``."""
-    if metric not in ("accuracy", "bacc", "bacc_paper", "ovr_accuracy"):
+    if metric not in CONFUSION_SCALARS:
         if metric not in SCALARS:
             raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(SCALARS)}")
         return None
-
-    def score(y: np.ndarray, pred: np.ndarray) -> float:
-        cm = confusion(y, pred, k)
-        if metric == "accuracy":
-            return float(np.trace(cm) / max(1, cm.sum()))
-        rates = per_class_rates(cm)
-        present = cm.sum(axis=1) > 0
-        if metric == "bacc":
-            return float(np.mean(rates["sensitivity"][present]))
-        if metric == "bacc_paper":
-            return float(np.mean(((rates["sensitivity"] + rates["specificity"]) / 2)[present]))
-        return float(np.mean(rates["ovr_accuracy"][present]))
-
-    return score
+    return lambda y, pred: confusion_scalars(confusion(y, pred, k))[metric]
 
 
 def paired_bootstrap(

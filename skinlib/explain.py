@@ -44,12 +44,18 @@ def target_layer(model: nn.Module, *, image_size: int | None = None, min_cells: 
                  ) -> nn.Module:
     """Grad-CAM's layer: the deepest stage whose feature map has at least ``min_cells`` per side at
     ``image_size`` (without a size: the last stage, Grad-CAM's usual choice). See :func:`map_size`."""
-    layers = candidate_layers(model)
     if image_size is None:
-        return layers[-1]
+        return candidate_layers(model)[-1]
+    return layer_and_grid(model, image_size, min_cells=min_cells)[0]
+
+
+def layer_and_grid(model: nn.Module, image_size: int, *, min_cells: int = MIN_CELLS
+                   ) -> tuple[nn.Module, tuple[int, int]]:
+    """:func:`target_layer` at ``image_size`` and its feature map's size, from one forward pass."""
+    layers = candidate_layers(model)
     sizes = _output_sizes(model, layers, image_size)
-    fitting = [layer for layer, size in zip(layers, sizes) if size is not None and min(size) >= min_cells]
-    return fitting[-1] if fitting else layers[0]
+    fitting = [(layer, size) for layer, size in zip(layers, sizes) if size is not None and min(size) >= min_cells]
+    return fitting[-1] if fitting else (layers[0], sizes[0] or (0, 0))
 
 
 def map_size(model: nn.Module, layer: nn.Module, image_size: int) -> tuple[int, int]:
@@ -246,8 +252,7 @@ def cam_mask_scores(run: Any, *, data_dir: str | os.PathLike | None = None, devi
         images = cached_images(index["path"].tolist(), size)
         masks = load_masks(find_masks(index, data_dir).tolist(), size)
         model = load_model(run, device=device)
-        layer = target_layer(model, image_size=size)
-        grid = map_size(model, layer, size)
+        layer, grid = layer_and_grid(model, size)
         cams = gradcam(model, images, image_size=size, targets=list(preds), layer=layer)
         table = mask_score_table(index, cams, masks, preds)
         wanted = example_rows(table, examples)

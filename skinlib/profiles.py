@@ -58,8 +58,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "pretrained": True,
         "device": "auto",
     },
-    # a 2-core CPU in the background, about 2 hours with --jobs auto: all images at 96 px, 12 epochs,
-    # class-balanced sampling (measured on all images, MobileNetV3-Small test bacc 0.635 balanced against
+    # a 2-core CPU in the background, hours with --jobs auto (not yet measured end to end): all images at 96 px,
+    # 12 epochs, class-balanced sampling (measured on all images, MobileNetV3-Small test bacc 0.635 balanced against
     # 0.460 with the random sampler after 12 epochs), BatchNorm momentum 0.1 for ~1,300 steps
     "cpu": {
         "profile": "cpu",

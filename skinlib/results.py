@@ -85,13 +85,9 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _public_data(data: dict[str, Any]) -> dict[str, Any]:
-    """data.json without the machine's folder: only the file name of the source stays."""
-    return {**data, "source": Path(str(data.get("source", ""))).name}
-
-
 def _without_folders(value: Any) -> Any:
-    """A JSON value whose ``source`` entries (the data files a run read) keep only their file names."""
+    """A JSON value whose ``source`` entries (the data files a run read: data.json, metrics.json) keep only their
+    file names."""
     if isinstance(value, dict):
         return {k: Path(v).name if k == "source" and isinstance(v, str) else _without_folders(v)
                 for k, v in value.items()}
@@ -159,7 +155,6 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
                         _copy_public_json(run.file(name), folder / name)
                     else:
                         shutil.copyfile(run.file(name), folder / name)
-            (folder / DATA_FILE).write_text(json.dumps(_public_data(run.data()), indent=2, sort_keys=True) + "\n")
             for name in GZIP_FILES:
                 if run.file(name).is_file():
                     _gzip(run.file(name), folder / f"{name}.gz")

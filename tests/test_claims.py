@@ -27,4 +27,4 @@ def test_overlap_sentence_reads_the_table():
     settled = overlap_sentence({"a": (0.50, 0.60), "b": (0.30, 0.45)})
     assert "settled" in settled
     open_ = overlap_sentence({"a": (0.50, 0.60), "b": (0.45, 0.55), "c": (0.20, 0.30)})
-    assert "a has the highest" in open_ and "b overlap" in open_ and "c lie below" in open_
+    assert "a has the highest" in open_ and "b overlap" in open_ and "c lies below it" in open_
