@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skinlib.data.paths import DATA_ENV, project_root, resolve_data_dir
+from skinlib.data.paths import DATA_ENV, ISIC_TEST_ENV, project_root, resolve_data_dir
 from skinlib.io import atomic_write_json, atomic_write_text
 from skinlib.profiles import PARAMETERS, PROFILES, SUMMARIES, comparable_with_paper, get_profile
 from skinlib.runs import NO_TRAIN_ENV, RUNS_ENV, runs_root
@@ -191,7 +191,32 @@ def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None =
         from IPython.display import display
 
         display(profile_note(profile, used, overrides))
+        note = data_note(data_dir or None)
+        if note is not None:
+            display(note)
     return ctx
+
+
+def data_note(data_dir: str | os.PathLike | None = None) -> Any | None:
+    """When the data directory is a results bundle's data summary (no images here), the admonition that says so,
+    with the data key the runs were checked against and the data's licence; else ``None``."""
+    from skinlib.data import fingerprint, load_ham10000
+    from skinlib.data.snapshot import LICENCE, is_snapshot
+
+    try:
+        root = resolve_data_dir(data_dir)
+    except FileNotFoundError:
+        return None
+    if not is_snapshot(root):
+        return None
+    index = load_ham10000(root)
+    return admonition(
+        "note", "Data from the results bundle",
+        f"This machine has no HAM10000 images, so the tables and images on this page come from the results "
+        f"bundle's data summary: the metadata of all {len(index):,} images with the SHA-256 of each image file "
+        f"(data key `{fingerprint(index).key}`; every run's own data key was checked against it) and the few "
+        f"images drawn here. HAM10000 and the ISIC 2018 test set are licensed by their authors under {LICENCE} "
+        f"(non-commercial use, with attribution; see {{doc}}`01_data`).")
 
 
 def glue_text(**values: Any) -> None:
@@ -372,7 +397,7 @@ def distance_summary(executed: Path) -> list[str]:
 
 def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any], *,
                     data_dir: str | os.PathLike | None, runs_dir: str | os.PathLike | None,
-                    bundle: dict[str, Any] | None, executed: Path | None = None) -> str:
+                    bundle: dict[str, Any] | None, executed: Path | None = None, from_snapshot: bool = False) -> str:
     """The landing page's "Where these numbers come from": profile per chapter, when and on which device the
     runs were computed (from the runs' metrics, or the results bundle's metadata), and the command to redo it."""
     from skinlib.results import profile_runs
@@ -398,8 +423,10 @@ def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any]
     if bundle:
         commit = f" from commit `{bundle['git_commit']}`" if bundle.get("git_commit") else ""
         text += [f"They come from the committed results bundle `results/{bundle['profile']}`, packed "
-                 f"{bundle['packed_utc']}{commit}; this book was rendered from it on a machine that trained nothing.",
-                 ""]
+                 f"{bundle['packed_utc']}{commit}; this book was rendered from it on a machine that trained nothing"
+                 + (", and had no data: the data tables and drawn images come from the bundle's data summary "
+                    "(every image's metadata and SHA-256, and the few images the chapters draw)." if from_snapshot
+                    else "; the data here was checked to be the data the runs were trained on."), ""]
     if bundle:
         again = (f"To render this book again: `make book PROFILE={profile}`; to compute its runs again on a GPU: "
                  f"`benchmarks/gpu_results.sh SECONDS OUT`")
@@ -412,6 +439,14 @@ def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any]
         text += ["This is the **student edition**: the exercises keep their hints, their solutions are left out "
                  "(`skinlib book --student`).", ""]
     return "\n".join(text)
+
+
+def _no_data() -> bool:
+    try:
+        resolve_data_dir(None)
+    except FileNotFoundError:
+        return True
+    return False
 
 
 def build_book(
@@ -445,7 +480,31 @@ def build_book(
                         "pip install -e '.[book]' (make book does this)") from exc
     values = get_profile(profile, extra=chapter_defaults(root_path), **(params or {}))
     # the folders reach the notebooks through the environment: no machine path is printed in the book
-    folders = {DATA_ENV: str(resolve_data_dir(data_dir)), RUNS_ENV: str(runs_root(runs_dir))}
+    folders = {RUNS_ENV: str(runs_root(runs_dir))}
+    source = None
+    if not from_results and not data_dir and _no_data():
+        from skinlib.results import BUNDLE_FILE, bundle_dir
+
+        if (bundle_dir(profile, root_path / "results") / BUNDLE_FILE).is_file():
+            log.warning("no data here to train the %s runs on: rendering the committed bundle results/%s instead",
+                        profile, profile)
+            from_results = True
+    if from_results:
+        from skinlib.results import bundle_dir
+
+        source = bundle_dir(profile, root_path / "results") if from_results is True else Path(from_results)
+    try:
+        folders[DATA_ENV] = str(resolve_data_dir(data_dir))
+    except FileNotFoundError:
+        if source is None or data_dir:
+            raise
+        from skinlib.data.snapshot import ISIC_FOLDER
+        from skinlib.results import data_snapshot
+
+        # no data on this machine: the bundle's data summary stands in for it (the runs' data keys are checked)
+        folders[DATA_ENV] = str(data_snapshot(source))
+        folders[ISIC_TEST_ENV] = str(Path(folders[DATA_ENV]) / ISIC_FOLDER)
+        log.info("no data here: rendering %s from its data summary", source)
     chapters = list(CHAPTERS)
     if only:
         unknown = [c for c in only if c not in CHAPTERS]
@@ -466,10 +525,9 @@ def build_book(
         if differ:
             log.warning("chapters %s were executed with other parameters than %s now", differ, chapters)
     bundle, missing = None, None
-    if from_results:
-        from skinlib.results import bundle_dir, unpack
+    if source is not None:
+        from skinlib.results import unpack
 
-        source = bundle_dir(profile, root_path / "results") if from_results is True else Path(from_results)
         bundle = unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV]).meta
         folders[NO_TRAIN_ENV] = "1"
         if bundle.get("complete") is not True:  # a partial bundle: chapters needing what it lacks say so
@@ -504,7 +562,8 @@ def build_book(
             atomic_write_json(stamp_file, stamps)
         atomic_write_text(executed_dir / PROVENANCE_FILE,
                           provenance_page(profile, values, stamps, data_dir=folders[DATA_ENV],
-                                          runs_dir=folders[RUNS_ENV], bundle=bundle, executed=executed_dir))
+                                          runs_dir=folders[RUNS_ENV], bundle=bundle, executed=executed_dir,
+                                          from_snapshot=ISIC_TEST_ENV in folders))
     finally:
         for key, old in saved.items():
             if old is None:

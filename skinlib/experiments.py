@@ -435,29 +435,38 @@ def metric_readings(run: Run) -> pd.DataFrame:
                          "majority class %": {k: 100 * majority[v] for k, v in readings.items()}})
 
 
-def error_examples(run: Run, *, pairs: int = 3, per_pair: int = 4,
-                   data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, pd.DataFrame]:
-    """The wrong test predictions of a run from its ``pairs`` most frequent confusion pairs (most confident
-    first, ``per_pair`` each): their uint8 images at the run's size and a frame for
-    :func:`~skinlib.plots.error_gallery` (``image_id, pair, p_pred, p_true``)."""
-    from skinlib.data import CLASSES, cached_images
-    from skinlib.inference import test_index
+def error_rows(run: Run, *, pairs: int = 3, per_pair: int = 4) -> pd.DataFrame:
+    """The wrong test predictions of a run from its ``pairs`` most frequent confusion pairs, most confident first,
+    ``per_pair`` each: ``image_id, pair, p_pred, p_true`` (the rows :func:`error_examples` draws)."""
+    from skinlib.data import CLASSES
 
     pred = run.predictions()
     wrong = pred[pred["pred"] != pred["label"]].copy()
     wrong["pair"] = [f"{CLASSES[t]} -> {CLASSES[p]}" for t, p in zip(wrong["label"], wrong["pred"])]
-    cols = [f"p_{c}" for c in CLASSES]
-    probs = wrong[cols].to_numpy()
+    probs = wrong[[f"p_{c}" for c in CLASSES]].to_numpy()
     wrong["p_pred"] = probs[np.arange(len(wrong)), wrong["pred"].to_numpy()]
     wrong["p_true"] = probs[np.arange(len(wrong)), wrong["label"].to_numpy()]
     top = wrong["pair"].value_counts().head(pairs).index
+    columns = ["image_id", "pair", "p_pred", "p_true"]
     if not len(top):
-        size = run.config.image_size
-        return np.zeros((0, 3, size, size), np.uint8), pd.DataFrame(columns=["image_id", "pair", "p_pred", "p_true"])
+        return pd.DataFrame(columns=columns)
     chosen = pd.concat([wrong[wrong["pair"] == p].sort_values("p_pred", ascending=False).head(per_pair) for p in top])
-    index = test_index(run, data_dir).set_index("image_id").loc[chosen["image_id"]]
-    images = cached_images(index["path"].tolist(), run.config.image_size).numpy().copy()
-    return images, chosen[["image_id", "pair", "p_pred", "p_true"]].reset_index(drop=True)
+    return chosen[columns].reset_index(drop=True)
+
+
+def error_examples(run: Run, *, pairs: int = 3, per_pair: int = 4,
+                   data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """The images of :func:`error_rows` (uint8 at the run's size) and the rows, for
+    :func:`~skinlib.plots.error_gallery`."""
+    from skinlib.data import cached_images
+    from skinlib.inference import test_index
+
+    rows = error_rows(run, pairs=pairs, per_pair=per_pair)
+    size = run.config.image_size
+    if not len(rows):
+        return np.zeros((0, 3, size, size), np.uint8), rows
+    index = test_index(run, data_dir).set_index("image_id").loc[rows["image_id"]]
+    return cached_images(index["path"].tolist(), size).numpy().copy(), rows
 
 
 def histories(study: Study, *, seed_index: int = 0) -> dict[str, pd.DataFrame]:

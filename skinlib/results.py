@@ -16,6 +16,7 @@ fingerprint the runs were trained on; the store then treats them as finished.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -31,12 +32,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from skinlib.data.snapshot import ATTRIBUTION, LICENCE, write_snapshot
 from skinlib.io import atomic_write_json, file_digest, make_shareable, replace_dir
 from skinlib.runs import BUNDLE_MARKER, DATA_FILE, NO_TRAIN_ENV, Run, RunConfig, runs_root
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FILE = "bundle.json"
+DATA_FOLDER = "data"  # the data summary (snapshot) a bundle carries
 FORMAT = 1
 MAX_BYTES = 10 * 1024 * 1024  # per profile, committed with the code
 PLAIN_FILES = ("config.yaml", DATA_FILE, "history.csv", "metrics.json", "isic2018_metrics.json")
@@ -126,13 +129,69 @@ def _check_pack_target(out: Path, profile: str) -> None:
                           f"delete; choose a new or empty folder (the default is results/{profile})")
 
 
+def drawn_images(runs: Sequence[Run], *, data_dir: str | os.PathLike | None = None) -> tuple[set[str], set[str]]:
+    """The HAM10000 images the chapters draw (the data chapter's montage; the Grad-CAM examples and the error
+    gallery of each run that kept Grad-CAM examples, i.e. the final model) and those drawn with their mask."""
+    import numpy as np
+
+    from skinlib.data import load_ham10000, montage_rows
+    from skinlib.experiments import error_rows
+    from skinlib.explain import CAM_EXAMPLES_FILE
+    from skinlib.inference import test_index
+
+    images = set(montage_rows(load_ham10000(data_dir))["image_id"])
+    masks: set[str] = set()
+    for run in runs:
+        if not run.file(CAM_EXAMPLES_FILE).is_file():
+            continue
+        with np.load(run.file(CAM_EXAMPLES_FILE)) as kept:
+            rows = kept["rows"].astype(int)
+        if len(rows):
+            shown = set(test_index(run, data_dir).iloc[rows]["image_id"])
+            images |= shown | set(error_rows(run)["image_id"])
+            masks |= shown
+    return images, masks
+
+
+def write_data_summary(dest: Path, runs: Sequence[Run], *, data_dir: str | os.PathLike | None = None) -> None:
+    """Write into the new folder ``dest`` the data snapshot a bundle carries (:mod:`skinlib.data.snapshot`), its
+    tables gzipped: every HAM10000 row with its file's digest, the ISIC 2018 test labels when that set is here,
+    and the images (and masks) of :func:`drawn_images`."""
+    from skinlib.data import load_ham10000, load_isic2018_test
+    from skinlib.data.index import find_isic2018_test_dir
+
+    try:
+        find_isic2018_test_dir(data_dir)
+        isic = load_isic2018_test(data_dir)
+    except FileNotFoundError:
+        log.warning("no ISIC 2018 test set here: the bundle's data summary lacks its labels")
+        isic = None
+    images, masks = drawn_images(runs, data_dir=data_dir)
+    staging = dest.with_name(f".{dest.name}.staging")
+    try:
+        written = write_snapshot(staging, ham=load_ham10000(data_dir), isic=isic, images=images, masks=masks,
+                                 mask_dir=data_dir)
+        dest.mkdir()
+        for name in written:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            if name.endswith(".csv"):
+                _gzip(staging / name, dest / f"{name}.gz")
+            else:
+                shutil.copyfile(staging / name, dest / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
               parameters: dict[str, Any] | None = None, max_bytes: int = MAX_BYTES,
-              missing: Sequence[str] | None = None) -> PackResult:
+              missing: Sequence[str] | None = None, data_dir: str | os.PathLike | None = None,
+              with_data: bool = True) -> PackResult:
     """Write the bundle of finished ``runs`` to ``out`` (replaced as a whole, never half-written).
 
     ``missing`` names the profile's runs not in it (a partial bundle); ``bundle.json`` records them and
     ``"complete": true`` only when there are none (``None``: not known, recorded as incomplete).
+    ``with_data``: the bundle carries the data summary its chapters read (:func:`write_data_summary`, from
+    the data in ``data_dir``), so it renders where the data is absent.
     """
     out = Path(out)
     if not runs:
@@ -171,6 +230,8 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
             entries.append({"folder": run.path.name, "split": split.as_posix(), "data_key": run.data()["key"],
                             "finished_utc": env.get("finished_utc"), "device": env.get("gpu") or env.get("device"),
                             "torch": env.get("torch"), "skinlib": env.get("skinlib")})
+        if with_data:
+            write_data_summary(tmp / DATA_FOLDER, runs, data_dir=data_dir)
         files = {p.relative_to(tmp).as_posix(): file_digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         size = sum((tmp / f).stat().st_size for f in files)
         if size > max_bytes:
@@ -183,6 +244,8 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
                 "runs_finished_utc": [finished[0], finished[-1]] if finished else None,
                 "devices": sorted(devices), "git_commit": _git_commit(), "runs": entries, "files": files,
                 "complete": missing is not None and not missing, "missing": sorted(missing or [])}
+        if with_data:
+            meta["data"] = {"licence": LICENCE, "attribution": ATTRIBUTION}
         atomic_write_json(tmp / BUNDLE_FILE, meta)
         replace_dir(tmp, out)
     except BaseException:
@@ -198,6 +261,9 @@ MAX_EXPANDED = 512 * 1024 * 1024  # all of a bundle's tables gunzipped
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 _SPLIT_FILE = re.compile(r"splits/[0-9a-f]{16}\.csv\.gz")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_DATA_FILE = re.compile(r"data/(?:SNAPSHOT\.json|README\.md|HAM10000_metadata\.csv\.gz"
+                        r"|isic2018_task3_test/ISIC2018_Task3_Test_GroundTruth\.csv\.gz"
+                        r"|images/[A-Za-z0-9_-]{1,64}\.(?:jpg|jpeg|png)|masks/[A-Za-z0-9_-]{1,64}_segmentation\.png)")
 RUN_FILES = frozenset({*PLAIN_FILES, *(f"{n}.gz" for n in GZIP_FILES), *BINARY_FILES})
 REQUIRED_RUN_FILES = ("config.yaml", DATA_FILE, "history.csv", "metrics.json", "predictions.csv.gz")
 
@@ -245,10 +311,11 @@ def _check_meta(meta: Any, meta_file: Path) -> dict[str, Any]:
     for name, digest in files.items():
         parts = name.split("/") if isinstance(name, str) else []
         ok = (len(parts) == 3 and parts[0] == "runs" and parts[1] in folders and parts[2] in RUN_FILES) or \
-            (isinstance(name, str) and _SPLIT_FILE.fullmatch(name) is not None)
+            (isinstance(name, str) and (_SPLIT_FILE.fullmatch(name) or _DATA_FILE.fullmatch(name)) is not None)
         if not ok:
             raise bad(f"it lists the file {name!r}, which is neither runs/<listed run>/<one of "
-                      f"{', '.join(sorted(RUN_FILES))}> nor splits/<16 hex>.csv.gz")
+                      f"{', '.join(sorted(RUN_FILES))}>, splits/<16 hex>.csv.gz nor a data summary file "
+                      f"(data/HAM10000_metadata.csv.gz, data/images/<image id>.jpg, ...)")
         if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
             raise bad(f"the checksum of {name} is not a SHA-256 hex digest")
     return meta
@@ -307,6 +374,53 @@ def read_bundle(path: str | os.PathLike, *, verify: bool = True, max_bytes: int 
         log.warning("%s: ignoring %d file(s) that %s does not list: %s", path, len(unlisted), BUNDLE_FILE,
                     ", ".join(unlisted[:5]))
     return meta
+
+
+def data_snapshot(source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The data summary of a bundle (:mod:`skinlib.data.snapshot`) as a folder to use as the data directory,
+    made once per content in the cache folder from the verified bundle (tables gunzipped, capped).
+
+    Raises :class:`BundleError` when the bundle carries no data summary (packed before bundles had one).
+    """
+    from skinlib.data.cache import cache_folder
+    from skinlib.data.snapshot import SNAPSHOT_FILE
+
+    path = Path(source)
+    meta = read_bundle(path)
+    files = {name: digest for name, digest in meta["files"].items() if name.startswith(f"{DATA_FOLDER}/")}
+    if f"{DATA_FOLDER}/{SNAPSHOT_FILE}" not in files or f"{DATA_FOLDER}/HAM10000_metadata.csv.gz" not in files:
+        raise BundleError(f"{path} carries no data summary (it was packed before bundles had one), so it renders "
+                          f"only where the data is: get the data (`skinlib data download`) and point "
+                          f"SKINLIB_DATA_DIR at it, or pack the bundle again where its runs and the data are "
+                          f"(`skinlib results pack --profile {meta['profile']}`)")
+    key = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    root = cache_folder(cache_dir) / "snapshots"
+    target = root / key
+    if (target / SNAPSHOT_FILE).is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=root))
+    try:
+        budget = _Budget(MAX_EXPANDED)
+        for name in files:
+            leaf = tmp / name[len(DATA_FOLDER) + 1:]
+            leaf.parent.mkdir(parents=True, exist_ok=True)
+            if name.endswith(".gz"):
+                _gunzip_capped(path / name, leaf.with_suffix(""), budget)
+            else:
+                shutil.copyfile(path / name, leaf)
+        make_shareable(tmp)
+        if target.exists():  # a damaged earlier attempt (no SNAPSHOT.json)
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # made meanwhile by another process: the same content
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("data summary of %s in %s", path, target)
+    return target
 
 
 @dataclass
@@ -587,7 +701,8 @@ def pack_profile(profile: str, *, out: str | os.PathLike | None = None, data_dir
     missing = [f"{c.name} seed {c.seed}" for c in runs.missing]
     if not runs.final_known:
         missing.append("the final model (after the loss study)")
-    return pack_runs(runs.finished, out or bundle_dir(profile), profile=profile, parameters=params, missing=missing)
+    return pack_runs(runs.finished, out or bundle_dir(profile), profile=profile, parameters=params, missing=missing,
+                     data_dir=data_dir)
 
 
 @dataclass
@@ -707,7 +822,8 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
     if state.finished:
         staging = Path(tempfile.mkdtemp(prefix="bundle.", dir=out))
         try:
-            pack_runs(state.finished, staging / profile, profile=profile, parameters=params, missing=report.missing)
+            pack_runs(state.finished, staging / profile, profile=profile, parameters=params, missing=report.missing,
+                      data_dir=data_dir)
             archive = out / f"results-{profile}.tar.gz"
             with tarfile.open(archive, "w:gz") as tar:
                 tar.add(staging / profile, arcname=profile)

@@ -160,7 +160,8 @@ def _text_outputs(chapter: str, root: Path = ROOT) -> list[str]:
 
 def test_a_results_bundle_renders_the_same_numbers_without_training(book, tmp_path):
     """Pack the smoke runs into a fresh clone's results/, render it there with the publishing workflow's
-    command and an empty run store: nothing trains, no weights, the same outputs as the book built here."""
+    command, an empty run store and no data: nothing trains, no weights, no images but the bundle's, the same
+    outputs as the book built here from the runs and the data."""
     from skinlib.results import pack_profile, read_bundle
     from tests.test_publish import build_command
 
@@ -171,15 +172,22 @@ def test_a_results_bundle_renders_the_same_numbers_without_training(book, tmp_pa
     assert packed.bytes < 10 * 2**20 and len(read_bundle(packed.path)["runs"]) == len(packed.runs)
     store = tmp_path / "fresh-store"
     command = shlex.split(build_command().replace('"$PROFILE"', "smoke"))
-    env = {**os.environ, "SKINLIB_RUNS_DIR": str(store)}
+    # no data anywhere: the data directory named does not exist, no ISIC folder, a fresh image cache
+    env = {**{k: v for k, v in os.environ.items() if k != "SKINLIB_ISIC2018_TEST_DIR"},
+           "SKINLIB_RUNS_DIR": str(store), "SKINLIB_DATA_DIR": str(tmp_path / "no-data"),
+           "SKINLIB_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run([*command, f"VENV={ROOT / '.venv'}"], cwd=clone, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "runs trained by this build: 0 (none)" in proc.stderr
+    assert not (tmp_path / "no-data").exists() and not (clone / "data").exists()  # nothing was downloaded
+    data_page = (clone / "_build" / "html" / "book" / "executed" / "01_data.html").read_text()
+    assert "Data from the results bundle" in data_page and "CC BY-NC 4.0" in data_page
     assert not any((p / "best.pt").exists() for p in store.iterdir() if p.is_dir())  # no weights were needed
     for chapter in CHAPTERS:
         assert _text_outputs(chapter, clone) == _text_outputs(chapter), f"{chapter} renders other outputs"
     landing = (clone / "_build" / "html" / "book" / "intro.html").read_text()
     assert "Where these numbers come from" in landing and "results bundle" in landing and "cpu" in landing
+    assert "had no data" in landing
     page = (clone / "_build" / "html" / "book" / "executed" / "02_baselines.html").read_text()
     repo = "skinlib/skinlib"
     assert f"https://colab.research.google.com/github/{repo}/blob/main/notebooks/02_baselines.ipynb" in page

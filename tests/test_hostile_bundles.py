@@ -133,7 +133,9 @@ def test_split_outside_the_listing_is_refused(world, data_dir, split):
 
 
 @pytest.mark.parametrize("name", ["../secret.txt", "runs/{f}/../../../secret.txt", "/etc/passwd",
-                                  "runs/{f}/best.pt", "runs/{f}/sub/config.yaml", "notes.txt"])
+                                  "runs/{f}/best.pt", "runs/{f}/sub/config.yaml", "notes.txt",
+                                  "data/images/../../secret.jpg", "data/../secret.txt", "data/images/x.exe",
+                                  "data/masks/x.png", "data/images/sub/x.jpg", "data/notes.txt"])
 def test_listed_files_outside_the_allowed_names_are_refused(world, data_dir, name):
     _, bundle, _ = world
     edit_meta(bundle, lambda m: m["files"].update({name.format(f=m["runs"][0]["folder"]): "0" * 64}))

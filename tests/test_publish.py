@@ -32,14 +32,12 @@ def test_workflow_builds_from_the_bundle_and_deploys_to_pages():
     assert wf["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
     steps = wf["jobs"]["build"]["steps"]
     runs = [s["run"] for s in steps if "run" in s]
-    assert runs == ["make book-env", ".venv/bin/skinlib data download --dest data",
-                    'make book PROFILE="$PROFILE" FROM_RESULTS=1']
-    uses = [s["uses"].split("@")[0] for s in steps if "uses" in s]
-    assert uses == ["actions/checkout", "actions/setup-python", "actions/cache", "actions/upload-pages-artifact"]
+    assert 'make book PROFILE="$PROFILE" FROM_RESULTS=1' in runs
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))
     assert upload["with"]["path"] == "_build/html"
-    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache"))
-    assert cache["with"]["path"] == "data"
+    # the bundle carries its data summary: nothing is downloaded or cached for the data
+    assert not any("download" in r or "data" in r.split() for r in runs)
+    assert not any(s.get("uses", "").startswith("actions/cache") for s in steps)
     deploy = wf["jobs"]["deploy"]
     assert deploy["needs"] == "build" and deploy["steps"][0]["uses"].startswith("actions/deploy-pages")
     assert "best" in wf["env"]["PROFILE"] and "cpu" in wf["env"]["PIP_EXTRA_INDEX_URL"]

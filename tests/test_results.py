@@ -154,6 +154,9 @@ def test_the_committed_smoke_bundle_is_in_step_with_the_code(tmp_path, data_dir)
     stale = "results/smoke is stale: run `make book` and `skinlib results pack --profile smoke`, then commit it"
     assert state.final_known and not state.missing, f"{stale} (missing: {[c.name for c in state.missing]})"
     assert sorted(r.path.name for r in state.finished) == sorted(restored.restored), stale
+    # its data summary reproduces every run's data key, so it renders where there is no data
+    snapshot = results.data_snapshot(bundle)
+    assert results.unpack(bundle, data_dir=snapshot, runs_dir=tmp_path / "from-summary").restored
 
 
 def test_a_run_whose_derivation_fails_is_skipped_not_fatal(trained, monkeypatch, caplog, data_dir):
@@ -170,3 +173,65 @@ def test_a_run_whose_derivation_fails_is_skipped_not_fatal(trained, monkeypatch,
     with caplog.at_level(logging.WARNING):
         assert results.derive_run(run, final=False, data_dir=data_dir) is False
     assert "could not derive chapter 06's results" in caplog.text and "no lesion masks" in caplog.text
+
+
+def test_a_bundle_carries_the_data_its_chapters_read(trained, tmp_path, data_dir):
+    """The data summary in a bundle stands in for the data: the same HAM10000 and ISIC tables, the same data keys
+    (so unpacking still checks them), the images the chapters draw; an image it lacks is named, with the fix."""
+    import pandas as pd
+
+    from skinlib.data import cached_images, fingerprint, load_ham10000, load_isic2018_test, montage_rows
+    from skinlib.experiments import error_examples
+    from skinlib.inference import test_index
+
+    run, cams = trained
+    packed = results.pack_runs([run], tmp_path / "bundle", profile="smoke")
+    meta = json.loads((packed.path / "bundle.json").read_text())
+    assert {"data/HAM10000_metadata.csv.gz", "data/SNAPSHOT.json", "data/README.md",
+            "data/isic2018_task3_test/ISIC2018_Task3_Test_GroundTruth.csv.gz"} <= set(meta["files"])
+    assert "CC BY-NC 4.0" in meta["data"]["licence"] and "Tschandl" in meta["data"]["attribution"]
+    assert "CC BY-NC 4.0" in (packed.path / "data" / "README.md").read_text()
+    snap = results.data_snapshot(packed.path)
+    real, copy = load_ham10000(data_dir), load_ham10000(snap)
+    pd.testing.assert_frame_equal(real.drop(columns="path"), copy.drop(columns="path"))
+    assert fingerprint(copy).key == fingerprint(real).key
+    pd.testing.assert_frame_equal(load_isic2018_test(snap).drop(columns="path"),
+                                  load_isic2018_test(data_dir).drop(columns="path"))
+    # the images drawn: the montage, the Grad-CAM examples (with masks) and the error gallery, nothing more
+    drawn = set(montage_rows(real)["image_id"]) | set(test_index(run, data_dir).iloc[cams.rows]["image_id"])
+    images = {f.split("/")[-1].split(".")[0] for f in meta["files"] if f.startswith("data/images/")}
+    assert drawn <= images and len(images) < 80
+    store = tmp_path / "store"
+    restored = results.unpack(packed.path, data_dir=snap, runs_dir=store)  # the data key is checked against it
+    assert restored.restored == [run.path.name]
+    from skinlib.runs import Run
+
+    again = Run.open(store / run.path.name)
+    assert again.bundled
+    shown = cam_mask_scores(again, data_dir=snap, examples=2)
+    assert np.array_equal(shown.images, cams.images) and np.array_equal(shown.masks, cams.masks)
+    ours, rows = error_examples(again, data_dir=snap)
+    theirs, _ = error_examples(run, data_dir=data_dir)
+    assert len(rows) and np.array_equal(ours, theirs)
+    assert evaluate_external(again, data_dir=snap)["bacc"] == json.loads(
+        run.file("isic2018_metrics.json").read_text())["bacc"]
+    absent = copy[~copy["image_id"].isin(images)]["path"].head(2).tolist()
+    with pytest.raises(FileNotFoundError, match="skinlib data download"):
+        cached_images(absent, 32)
+    # other data: one digest changed in the summary, the runs' data key no longer matches and unpacking refuses
+    table = snap / "HAM10000_metadata.csv"
+    frame = pd.read_csv(table, dtype=str)
+    frame.loc[frame["image_id"] == run.predictions()["image_id"].iloc[0], "sha256"] = "0" * 64  # a row of the run
+    other = tmp_path / "other"
+    shutil.copytree(snap, other)
+    frame.to_csv(other / "HAM10000_metadata.csv", index=False)
+    with pytest.raises(results.BundleError, match="other data"):
+        results.unpack(packed.path, data_dir=other, runs_dir=tmp_path / "store2")
+
+
+def test_a_bundle_without_a_data_summary_says_so(trained, tmp_path):
+    run, _ = trained
+    packed = results.pack_runs([run], tmp_path / "bundle", profile="smoke", with_data=False)
+    assert not any(f.startswith("data/") for f in json.loads((packed.path / "bundle.json").read_text())["files"])
+    with pytest.raises(results.BundleError, match=r"carries no data summary.*skinlib data download"):
+        results.data_snapshot(packed.path)

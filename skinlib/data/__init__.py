@@ -1,7 +1,14 @@
 """Data layer: dataset indexes, integrity checks, splits, transforms and the decoded-image cache."""
 
 from skinlib.data.cache import cached_images, decode_images
-from skinlib.data.describe import class_table, leakage_table, mix_distance, split_deviation, split_table
+from skinlib.data.describe import (
+    class_table,
+    leakage_table,
+    mix_distance,
+    montage_rows,
+    split_deviation,
+    split_table,
+)
 from skinlib.data.index import load_ham10000, load_isic2018_test
 from skinlib.data.info import CLASS_NAMES, CLASSES, NUM_CLASSES
 from skinlib.data.paths import resolve_data_dir
@@ -38,6 +45,7 @@ __all__ = [
     "load_split",
     "make_split",
     "mix_distance",
+    "montage_rows",
     "resolve_data_dir",
     "save_split",
     "select_data",

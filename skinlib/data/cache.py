@@ -109,6 +109,17 @@ def decode_problems(paths: Sequence[str | os.PathLike], *, cache_dir: str | os.P
     return found
 
 
+def check_present(paths: Sequence[str | os.PathLike]) -> None:
+    """``FileNotFoundError`` naming the image files that are not on this disk (e.g. a results bundle's data
+    snapshot, which holds only the images its chapters draw), and how to get them."""
+    absent = [str(p) for p in paths if not os.path.isfile(p)]
+    if absent:
+        raise FileNotFoundError(
+            f"{len(absent)} of {len(paths):,} image file(s) are not on this disk, e.g. {', '.join(absent[:3])}; "
+            f"a results bundle's data summary holds only the images its chapters draw: get the images with "
+            f"`skinlib data download` and point SKINLIB_DATA_DIR (or --data-dir) at them")
+
+
 def cache_key(paths: Sequence[str | os.PathLike], size: int) -> str:
     """A hash of the image set (names, byte sizes, mtimes, order) and the size."""
     h = hashlib.sha256(f"v{CACHE_VERSION}|{size}|{RESAMPLE.name}".encode())
@@ -120,6 +131,7 @@ def cache_key(paths: Sequence[str | os.PathLike], size: int) -> str:
 
 def decode_images(paths: Sequence[str | os.PathLike], size: int, *, workers: int | None = None) -> np.ndarray:
     """Decode a list of images into one ``(N, 3, size, size)`` uint8 array (no cache)."""
+    check_present(paths)
     out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
     _decode_into(out, paths, size, workers)
     return out
@@ -151,6 +163,7 @@ def cached_images(
     if not 8 <= size <= MAX_IMAGE_SIZE:
         raise ValueError(f"image size must be 8 to {MAX_IMAGE_SIZE} pixels, got {size}")
     folder = cache_folder(cache_dir)
+    check_present(paths)
     key = cache_key(paths, size)
     target = folder / f"images-{size}px-{len(paths)}-{key}.npy"
     shape = (len(paths), 3, size, size)

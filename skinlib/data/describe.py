@@ -8,6 +8,12 @@ from skinlib.data.info import CLASS_NAMES, CLASSES
 from skinlib.data.split import PARTS, leakage_summary, make_split
 
 
+def montage_rows(index: pd.DataFrame, *, per_class: int = 6) -> pd.DataFrame:
+    """The first ``per_class`` images of each class, classes in order of first appearance (the data chapter's
+    montage; a results bundle carries these images)."""
+    return index.groupby("dx", sort=False).head(per_class)
+
+
 def class_table(index: pd.DataFrame) -> pd.DataFrame:
     """Per class: full name, images, share of images (%), lesions; in label order with a total row."""
     images = index["dx"].value_counts().reindex(list(CLASSES), fill_value=0)

@@ -262,8 +262,14 @@ def load_ham10000(data_dir: str | os.PathLike | None = None, *, skip_bad: bool =
     with ``skip_bad`` every image is also decoded once (remembered in the image cache
     folder) and undecodable ones are dropped too. Without it, decodability is checked
     by :func:`skinlib.data.verify` and by the decoded-image cache, which names a bad file.
+    A results bundle's data snapshot (:mod:`skinlib.data.snapshot`) gives the same table.
     """
-    raw = raw_ham10000(data_dir)
+    from skinlib.data import snapshot
+
+    root = resolve_data_dir(data_dir)
+    if snapshot.is_snapshot(root):
+        return snapshot.load_ham10000(root)
+    raw = raw_ham10000(root)
     if skip_bad:
         add_decode_problems(raw)
     index = _finish(_apply_problems(raw, skip_bad), raw.images)
@@ -328,7 +334,12 @@ def raw_isic2018_test(data_dir: str | os.PathLike | None = None) -> RawIndex:
 
 def load_isic2018_test(data_dir: str | os.PathLike | None = None, *, skip_bad: bool = False) -> pd.DataFrame:
     """Index the official ISIC 2018 Task 3 test set (1,512 images), same columns as HAM10000."""
-    raw = raw_isic2018_test(data_dir)
+    from skinlib.data import snapshot
+
+    folder = find_isic2018_test_dir(data_dir)
+    if snapshot.is_snapshot(folder.parent):
+        return snapshot.load_isic2018_test(folder)
+    raw = raw_isic2018_test(folder)
     if skip_bad:
         add_decode_problems(raw)
     index = _finish(_apply_problems(raw, skip_bad), raw.images)

@@ -23,6 +23,7 @@ from skinlib.data.cache import cached_images
 from skinlib.data.digests import content_digests
 from skinlib.data.index import find_ham10000_metadata, load_ham10000
 from skinlib.data.paths import resolve_data_dir
+from skinlib.data.snapshot import recorded_digests
 from skinlib.data.split import split_parts, subsample
 
 FINGERPRINT_VERSION = 2  # 1: file sizes instead of content digests
@@ -56,7 +57,10 @@ class DataFingerprint:
 def fingerprint(index: pd.DataFrame, *, source: str = "") -> DataFingerprint:
     """The fingerprint of an index (``image_id, lesion_id, dx`` and the file's content per row, order kept)."""
     h = hashlib.sha256(f"skinlib-data-v{FINGERPRINT_VERSION}".encode())
-    digests = content_digests(index["path"].tolist())
+    paths = index["path"].tolist()
+    digests = recorded_digests(paths)  # rows of a data snapshot: the digest of the file it was taken from
+    if any(d is None for d in digests):
+        digests = content_digests(paths)
     for (image_id, lesion_id, dx), digest in zip(index[["image_id", "lesion_id", "dx"]].itertuples(index=False),
                                                  digests):
         h.update(f"\n{image_id}|{lesion_id}|{dx}|{digest}".encode())
