@@ -75,3 +75,71 @@ def test_worker_batches_match_in_shape_and_are_seeded(batch):
     xs2, ys2 = zip(*list(wb))
     assert xs1[0].shape == (3, 3, 32, 32) and len(wb) == 2
     assert all(torch.equal(a, b) for a, b in zip(xs1, xs2)) and all(torch.equal(a, b) for a, b in zip(ys1, ys2))
+
+
+def _colour_step_by_step(x, factors, hue_angle):
+    """The jitter applied one step at a time (brightness, contrast, saturation, hue), the definition the fused
+    affine map must reproduce."""
+    gray = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    b, c, s = (f.view(-1, 1, 1, 1) for f in factors)
+    x = x * b
+    mean = (x * gray).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    x = (x - mean) * c + mean
+    g = (x * gray).sum(1, keepdim=True)
+    x = (x - g) * s + g
+    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    cos, sin = hue_angle.cos(), hue_angle.sin()
+    rot = torch.zeros(len(x), 3, 3)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+    m = torch.linalg.inv(yiq) @ rot @ yiq
+    return torch.einsum("nij,njhw->nihw", m, x).clamp(0, 1)
+
+
+def test_fused_colour_jitter_equals_the_steps_one_by_one():
+    import math
+
+    x = torch.rand(6, 3, 20, 20, generator=torch.Generator().manual_seed(1))
+    aug = BatchAugment(size=20, jitter=(0.4, 0.4, 0.4, 0.1))
+    fused = aug.colour(x, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)  # the same draws, in the same order
+    factors = [torch.rand(6, generator=g) * 0.8 + 0.6 for _ in range(3)]
+    angle = (torch.rand(6, generator=g) * 0.2 - 0.1) * 2 * math.pi
+    assert torch.allclose(fused, _colour_step_by_step(x, factors, angle), atol=1e-5)
+    assert not torch.allclose(fused, x, atol=1e-2)  # it did jitter
+
+
+def test_the_broadcast_sampling_grid_is_torchs_affine_grid():
+    import torch.nn.functional as F
+
+    from skinlib.data.augment import affine_grid
+
+    theta = BatchAugment(size=24).affine(5, torch.Generator().manual_seed(3), torch.device("cpu"))
+    expected = F.affine_grid(theta, [5, 3, 24, 24], align_corners=False)
+    assert torch.allclose(affine_grid(theta, 24), expected, atol=1e-6)
+
+
+def test_prefetched_batches_are_the_same_and_errors_and_early_exits_are_clean(batch):
+    import threading
+
+    from skinlib.data.pipeline import prefetched
+
+    x, y = batch, torch.arange(6) % 7
+    kwargs = dict(batch_size=2, transform=BatchAugment(size=16), device=torch.device("cpu"), shuffle=True)
+    ahead, plain = BatchIterator(x, y, prefetch=True, **kwargs), BatchIterator(x, y, prefetch=False, **kwargs)
+    for it in (ahead, plain):
+        it.set_epoch(5)
+    pairs = list(zip(ahead, plain))
+    assert len(pairs) == len(plain) and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in pairs)
+
+    def failing():
+        yield 1
+        raise FloatingPointError("diverged")
+
+    with pytest.raises(FloatingPointError, match="diverged"):
+        list(prefetched(failing()))
+    before = threading.active_count()
+    gen = prefetched(iter(range(1000)))
+    assert next(gen) == 0
+    gen.close()  # leaving early stops the thread
+    assert threading.active_count() == before

@@ -10,10 +10,55 @@ augmented batches in DataLoader worker processes. Both use
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
+
+_END = object()
+
+
+def prefetched(items: Iterator[Any], *, depth: int = 1) -> Iterator[Any]:
+    """The items of ``items``, each made ``depth`` ahead in a background thread: on the CPU the next batch's
+    indexing and augmentation (torch ops, which release the GIL) overlap the model's step. Same items, same
+    order; an exception in the thread is raised here; leaving early stops the thread."""
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    thread = threading.Thread(target=work, name="skinlib-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = box.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 class BatchIterator:
@@ -23,7 +68,8 @@ class BatchIterator:
     ``sample_weights`` draws each epoch with replacement in proportion to the
     weights (class-balanced sampling). With ``world_size > 1`` every rank gets its
     own slice of one shared permutation, as ``DistributedSampler`` does.
-    Call :meth:`set_epoch` before each epoch for a reproducible order.
+    Call :meth:`set_epoch` before each epoch for a reproducible order. ``prefetch`` (default: on the CPU)
+    makes each batch one ahead in a thread (:func:`prefetched`), overlapping augmentation and the model's step.
     """
 
     def __init__(
@@ -40,6 +86,7 @@ class BatchIterator:
         rank: int = 0,
         world_size: int = 1,
         preload: bool | None = None,
+        prefetch: bool | None = None,
     ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -52,6 +99,7 @@ class BatchIterator:
         self.shuffle, self.drop_last, self.sample_weights = shuffle, drop_last, sample_weights
         self.rank, self.world_size = rank, world_size
         self.seed = 0
+        self.prefetch = device.type == "cpu" and transform is not None if prefetch is None else prefetch
         self.per_rank = len(images) // world_size if world_size > 1 else len(images)
         if drop_last and self.per_rank < batch_size:
             self.drop_last = False  # a part smaller than one batch still gives one step
@@ -76,6 +124,10 @@ class BatchIterator:
         return order
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = self._batches()
+        return prefetched(batches) if self.prefetch else batches
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         cpu_gen = torch.Generator().manual_seed(self.seed)
         dev_gen = cpu_gen if self.device.type == "cpu" else torch.Generator(self.device).manual_seed(self.seed + 1)
         order = self._order(cpu_gen)
