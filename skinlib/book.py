@@ -332,17 +332,23 @@ def execute_chapter(name: str, params: dict[str, Any], *, root: Path, student: b
         raise
     finally:
         student_source.unlink(missing_ok=True)
-    _fold_parameter_cells(tmp)
+    _fold_parameter_cells(tmp, name)
     os.replace(tmp, target)
     failed.unlink(missing_ok=True)
     return time.perf_counter() - start
 
 
-def _fold_parameter_cells(path: Path) -> None:
-    """Fold the parameter cells (the notebook's and papermill's injected one) behind a toggle in the book."""
+def _fold_parameter_cells(path: Path, name: str | None = None) -> None:
+    """Fold the parameter cells (the notebook's and papermill's injected one) behind a toggle in the book, and
+    replace papermill's record of the machine's folders (``input_path``, ``output_path``) by the repository's
+    relative paths: the book serves this file for download."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
+    record = nb.metadata.get("papermill", {})
+    if name is not None and record:
+        record["input_path"] = f"notebooks/{name}.ipynb"
+        record["output_path"] = f"book/executed/{name}.ipynb"
     for cell in nb.cells:
         tags = cell.metadata.setdefault("tags", [])
         if ("parameters" in tags or "injected-parameters" in tags) and "hide-input" not in tags:

@@ -244,7 +244,14 @@ class Study:
 
     def train(self, *, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
               jobs: int = 1, threads: int | None = None) -> Study:
-        """Train (or reuse) every variant for every seed, ``jobs`` runs at a time (see :mod:`skinlib.parallel`)."""
+        """Train (or reuse) every variant for every seed, ``jobs`` runs at a time (see :mod:`skinlib.parallel`).
+
+        Every variant's image size is checked against its model first, so a size one model cannot take stops
+        the study before any run trains (not after the others have)."""
+        from skinlib.models.registry import check_image_size
+
+        for config in self.configs.values():
+            check_image_size(config.model, config.image_size)
         trained: dict[int, bool] = {}
         if jobs > 1 or threads is not None:
             from skinlib.parallel import Job, train_many

@@ -140,12 +140,14 @@ def test_second_build_retrains_nothing(book):
 
 def _text_outputs(chapter: str, root: Path = ROOT) -> list[str]:
     """Every text output (plain, HTML, Markdown) of an executed chapter, in order, except latency tables
-    and values (timed afresh on every render)."""
+    and values (timed afresh on every render) and the chapter's heading notes (profile, data source)."""
     import nbformat
 
     nb = nbformat.read(root / "book" / "executed" / f"{chapter}.ipynb", as_version=4)
     texts = []
     for cell in nb.cells:
+        if "chapter(globals())" in cell.source:  # the heading notes: where the data came from is said there
+            continue
         for out in cell.get("outputs", []):
             data = out.get("data", {})
             glued = str(out.get("metadata", {}).get("scrapbook", {}).get("name", ""))
@@ -180,6 +182,9 @@ def test_a_results_bundle_renders_the_same_numbers_without_training(book, tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "runs trained by this build: 0 (none)" in proc.stderr
     assert not (tmp_path / "no-data").exists() and not (clone / "data").exists()  # nothing was downloaded
+    served = [p for p in (clone / "_build" / "html").rglob("*") if p.suffix in (".ipynb", ".html", ".md", ".txt")]
+    leaks = [p.name for p in served if str(tmp_path) in p.read_text(errors="replace")]
+    assert not leaks, f"pages or downloads name this machine's folders: {leaks}"
     data_page = (clone / "_build" / "html" / "book" / "executed" / "01_data.html").read_text()
     assert "Data from the results bundle" in data_page and "CC BY-NC 4.0" in data_page
     assert not any((p / "best.pt").exists() for p in store.iterdir() if p.is_dir())  # no weights were needed

@@ -147,3 +147,13 @@ def test_paired_words_flip_with_the_runs(loss_study):
     same = experiments.paired_table(study, "focal", variants=["CE"], n_boot=100)  # identical predictions
     assert same.loc["CE", "bacc"] == "no difference shown"
     assert experiments.word_counts(up, "bacc") == "1 higher"
+
+
+def test_a_study_refuses_a_size_one_of_its_models_cannot_take_before_training_any(tmp_path):
+    from skinlib.experiments import baseline_study
+    from skinlib.runs import RunConfig
+
+    study = baseline_study(RunConfig(image_size=32, epochs=1, device="cpu"), [0])
+    with pytest.raises(ValueError, match="ghostnetv2_100 needs image_size >= 64"):
+        study.train(runs_dir=tmp_path)
+    assert not any(tmp_path.iterdir())  # ResNet18 and ShuffleNetV2 were not trained first

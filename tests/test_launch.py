@@ -23,7 +23,8 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 
 
 def install_cells() -> list[nbformat.NotebookNode]:
-    return [next(c for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code") for p in NOTEBOOKS]
+    return [next(c for c in nbformat.read(p, as_version=4).cells if "install" in c.metadata.get("tags", []))
+            for p in NOTEBOOKS]
 
 
 def test_launch_buttons_are_configured_for_the_repository():
@@ -55,7 +56,11 @@ def test_every_chapter_starts_with_the_same_hidden_install_cell():
     assert "remove-cell" in cell.metadata["tags"] and "parameters" not in cell.metadata["tags"]
     spec = re.search(r'"(skinlib\[book\] @ git\+(\S+)@(\w+))"', cell.source)
     assert spec and spec.group(2) == CONFIG["repository"]["url"] and spec.group(3) == CONFIG["repository"]["branch"]
-    assert "ensure_data()" in cell.source
+    # right after the parameters cell, so papermill's injected `-p data_dir PATH` is seen by it
+    assert "ensure_data(data_dir=data_dir or None)" in cell.source
+    for path in NOTEBOOKS:
+        code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        assert "parameters" in code[0].metadata["tags"] and "install" in code[1].metadata["tags"], path.name
 
 
 def test_install_cell_does_nothing_on_a_set_up_machine(monkeypatch):
@@ -64,7 +69,16 @@ def test_install_cell_does_nothing_on_a_set_up_machine(monkeypatch):
 
     monkeypatch.setattr(subprocess, "run", no_pip)
     monkeypatch.setattr(dl, "download_data", no_pip)
-    exec(compile(install_cells()[0].source, "install-cell", "exec"), {})
+    exec(compile(install_cells()[0].source, "install-cell", "exec"), {"data_dir": ""})
+
+
+def test_ensure_data_honours_the_data_dir_parameter(tmp_path, data_dir, monkeypatch):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    for key in dl.CLOUD_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert dl.ensure_data(data_dir=data_dir) == data_dir.resolve()
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "elsewhere")):
+        dl.ensure_data(data_dir=tmp_path / "elsewhere")  # named, not replaced by the default data
 
 
 def test_ensure_data_downloads_only_in_a_cloud_session(tmp_path, monkeypatch):

@@ -316,19 +316,21 @@ def in_cloud() -> bool:
     return "google.colab" in sys.modules or any(os.environ.get(k) for k in CLOUD_ENV)
 
 
-def ensure_data(dest: str | os.PathLike = "data", *, download: bool | None = None,
-                mirror: str | None = None) -> Path:
-    """The data directory for a chapter: found the usual way or, when absent and ``download`` (default: only
-    in Colab/Binder), fetched into ``dest`` and exported as ``SKINLIB_DATA_DIR``. Elsewhere a missing data
-    set raises the usual error naming `skinlib data download`; present data is never touched."""
+def ensure_data(dest: str | os.PathLike = "data", *, data_dir: str | os.PathLike | None = None,
+                download: bool | None = None, mirror: str | None = None) -> Path:
+    """The data directory for a chapter: ``data_dir`` when given (papermill's ``-p data_dir PATH``), else found
+    the usual way; when absent and ``download`` (default: only in Colab/Binder), fetched into ``data_dir`` (or
+    ``dest``) and exported as ``SKINLIB_DATA_DIR``. Elsewhere a missing data set raises the usual error naming
+    `skinlib data download`; present data is never touched."""
     from skinlib.data.paths import DATA_ENV, resolve_data_dir
 
     try:
-        return resolve_data_dir()
+        return resolve_data_dir(data_dir)
     except FileNotFoundError:
         if not (in_cloud() if download is None else download):
             raise
-    log.info("no data here: fetching it into %s (the first time takes a few minutes)", dest)
-    report = download_data(dest, mirror=mirror)
+    target = data_dir or dest
+    log.info("no data here: fetching it into %s (the first time takes a few minutes)", target)
+    report = download_data(target, mirror=mirror)
     os.environ[DATA_ENV] = str(report.dest)
     return report.dest

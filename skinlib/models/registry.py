@@ -31,6 +31,11 @@ def register_model(name: str, *, min_image_size: int = 32) -> Callable[[Builder]
     return wrap
 
 
+def min_image_sizes() -> dict[str, int]:
+    """The smallest image size each registered model accepts."""
+    return dict(_MIN_SIZE)
+
+
 def check_image_size(name: str, image_size: int) -> None:
     """Raise ``ValueError`` when ``image_size`` is below what model ``name`` accepts."""
     if name not in _REGISTRY:
