@@ -130,7 +130,7 @@ def test_two_windows_make_the_whole_profile(tmp_path, data_dir):
     from skinlib.window import run_window
 
     small = dict(subset=0.03, epochs=1, image_size=64)
-    first = run_window("smoke", budget_s=45, out=tmp_path / "out1", jobs=2, runs_dir=tmp_path / "runs1",
+    first = run_window("smoke", budget_s=100, out=tmp_path / "out1", jobs=2, runs_dir=tmp_path / "runs1",
                                results_dir=tmp_path / "results", reserve_s=15, startup_s=5, **small)
     assert first.trained and first.missing and first.archive.stat().st_size < 16 * 2**20
     assert not first.failed
