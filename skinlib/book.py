@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from skinlib.data.paths import DATA_ENV, ISIC_TEST_ENV, project_root, resolve_data_dir
-from skinlib.io import atomic_write_json, atomic_write_text
+from skinlib.io import atomic_write_json, atomic_write_text, temporary_env
 from skinlib.profiles import PARAMETERS, PROFILES, SUMMARIES, comparable_with_paper, get_profile
 from skinlib.runs import NO_TRAIN_ENV, RUNS_ENV, runs_root
 
@@ -191,10 +191,34 @@ def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None =
         from IPython.display import display
 
         display(profile_note(profile, used, overrides))
-        note = data_note(data_dir or None)
-        if note is not None:
-            display(note)
+        for note in (data_note(data_dir or None), size_note(values["image_size"], data_dir or None)):
+            if note is not None:
+                display(note)
     return ctx
+
+
+def size_note(image_size: int, data_dir: str | os.PathLike | None = None) -> Any | None:
+    """When the profile trains at a larger size than the data's images have, the warning that says the models saw
+    them upsampled (with both sizes); else ``None``."""
+    from PIL import Image
+
+    from skinlib.data import load_ham10000
+
+    try:
+        index = load_ham10000(data_dir)
+    except (FileNotFoundError, ValueError):
+        return None
+    present = next((p for p in index["path"] if os.path.isfile(p)), None)
+    if present is None:
+        return None
+    with Image.open(present) as im:
+        width, height = im.size
+    if image_size <= max(width, height):
+        return None
+    return admonition("warning", "Images upsampled",
+                      f"The data's images are {width}x{height} pixels, and this profile trains at {image_size}x"
+                      f"{image_size}: the models see them upsampled, with no detail beyond the source's. The numbers "
+                      f"on this page are those of upsampled images (the HAM10000 originals are 600x450).")
 
 
 def data_note(data_dir: str | os.PathLike | None = None) -> Any | None:
@@ -536,10 +560,17 @@ def build_book(
 
         bundle = unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV]).meta
         folders[NO_TRAIN_ENV] = "1"
+        # the book asks for the pre-trained runs the bundle holds, whatever weight files are on this machine
+        from skinlib.models.weights import PRETRAINED_ENV
+        from skinlib.runs import Run
+
+        configs = [Run.open(Path(folders[RUNS_ENV]) / e["folder"]).config for e in bundle["runs"]]
+        folders[PRETRAINED_ENV] = ",".join(sorted({c.model for c in configs if c.pretrained}))
         if bundle.get("complete") is not True:  # a partial bundle: chapters needing what it lacks say so
             from skinlib.results import profile_runs
 
-            state = profile_runs(values, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV])
+            with temporary_env({PRETRAINED_ENV: folders[PRETRAINED_ENV]}):
+                state = profile_runs(values, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV])
             missing = [f"{c.name} seed {c.seed}" for c in state.missing] + \
                 ([] if state.final_known else ["the final model (after the loss study)"])
             missing = missing or None  # nothing lacking: any missing run is an error, as for a complete one
@@ -548,9 +579,7 @@ def build_book(
     result = BookResult(html)
     runs_path = Path(folders[RUNS_ENV])
     before = finished_runs(runs_path)
-    saved = {k: os.environ.get(k) for k in folders}
-    os.environ.update(folders)
-    try:
+    with temporary_env(folders):
         if jobs > 1 and only:
             log.info("--jobs applies to whole builds; with --only the chapters train their own runs, one at a time")
         if jobs > 1 and not from_results and not only:
@@ -570,12 +599,6 @@ def build_book(
                           provenance_page(profile, values, stamps, data_dir=folders[DATA_ENV],
                                           runs_dir=folders[RUNS_ENV], bundle=bundle, executed=executed_dir,
                                           from_snapshot=ISIC_TEST_ENV in folders))
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
     after = finished_runs(runs_path)
     result.trained = sorted(k for k, t in after.items() if before.get(k) != t)
     result.reused = sorted(k for k in after if k in before and before[k] == after[k])

@@ -231,15 +231,17 @@ def _results_unpack(args: argparse.Namespace) -> int:
 def _results_window(args: argparse.Namespace) -> int:
     from skinlib.parallel import resolve_jobs
     from skinlib.profiles import get_profile
-    from skinlib.results import run_window
+    from skinlib.window import run_window
 
     params = _params(args)
     jobs = resolve_jobs(args.jobs, str(get_profile(args.profile, **params)["device"]))
     report = run_window(args.profile, budget_s=args.budget, out=args.out, jobs=jobs, data_dir=args.data_dir,
                         runs_dir=args.runs_dir, reserve_s=args.reserve, **params)
     print(f"window of {args.budget:.0f} s took {report.seconds:.0f} s: {len(report.trained)} runs trained")
+    for line in report.estimates:
+        print(f"estimate at the start:{line}")
     for label, items in (("stopped at the deadline", report.stopped), ("failed", report.failed),
-                         ("not started (would not fit)", report.not_started), ("still missing", report.missing)):
+                         ("not started", report.not_started), ("still missing", report.missing)):
         for item in items:
             print(f"{label}: {item}")
     print(f"archive: {report.archive}" if report.archive else "archive: none (no finished run)")

@@ -66,13 +66,18 @@ class Job:
     runs_dir: str | None = None
 
 
-def _train_in_child(config: dict[str, Any], data_dir: str | None, runs_dir: str | None, threads: int
-                    ) -> tuple[str, bool]:
-    """Worker: train (or reuse) one run with ``threads`` CPU threads; return its folder and whether it trained."""
+def _train_in_child(config: dict[str, Any], data_dir: str | None, runs_dir: str | None, threads: int,
+                    epoch_estimate: float | None = None) -> tuple[str, bool]:
+    """Worker: train (or reuse) one run with ``threads`` CPU threads; return its folder and whether it trained.
+    ``epoch_estimate``: a window's estimate of one epoch's seconds, for the deadline check before the first."""
     import torch
 
-    from skinlib.train import fit
+    from skinlib.train import EPOCH_ESTIMATE_ENV, fit
 
+    if epoch_estimate is None:
+        os.environ.pop(EPOCH_ESTIMATE_ENV, None)
+    else:
+        os.environ[EPOCH_ESTIMATE_ENV] = str(epoch_estimate)
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
     run = fit(RunConfig.from_dict(config), data_dir=data_dir, runs_dir=runs_dir)

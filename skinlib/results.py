@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from skinlib.data.snapshot import ATTRIBUTION, LICENCE, write_snapshot
-from skinlib.io import atomic_write_json, file_digest, make_shareable, replace_dir
+from skinlib.io import atomic_write_json, file_digest, make_shareable, replace_dir, temporary_env
 from skinlib.runs import BUNDLE_MARKER, DATA_FILE, NO_TRAIN_ENV, Run, RunConfig, runs_root
 
 log = logging.getLogger(__name__)
@@ -573,20 +573,10 @@ def unpack(source: str | os.PathLike, *, data_dir: str | os.PathLike | None = No
     return result
 
 
-class no_training:
+def no_training() -> Any:
     """Context manager: inside it :func:`~skinlib.train.fit` reuses runs but never trains one (also in child
     processes, which inherit the environment)."""
-
-    def __enter__(self) -> no_training:
-        self._old = os.environ.get(NO_TRAIN_ENV)
-        os.environ[NO_TRAIN_ENV] = "1"
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._old is None:
-            os.environ.pop(NO_TRAIN_ENV, None)
-        else:
-            os.environ[NO_TRAIN_ENV] = self._old
+    return temporary_env({NO_TRAIN_ENV: "1"})
 
 
 @dataclass
@@ -703,135 +693,3 @@ def pack_profile(profile: str, *, out: str | os.PathLike | None = None, data_dir
         missing.append("the final model (after the loss study)")
     return pack_runs(runs.finished, out or bundle_dir(profile), profile=profile, parameters=params, missing=missing,
                      data_dir=data_dir)
-
-
-@dataclass
-class WindowReport:
-    """What one time-boxed training window did."""
-
-    trained: list[str] = field(default_factory=list)
-    not_started: list[str] = field(default_factory=list)  # would not have finished within the budget
-    stopped: list[str] = field(default_factory=list)  # stopped at the deadline, resumable where they ran
-    failed: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # still missing from the bundle after this window
-    archive: Path | None = None
-    seconds: float = 0.0
-
-
-def _seconds_per_epoch(runs: Sequence[Run], config: RunConfig) -> float | None:
-    """Mean training + evaluation seconds per epoch of finished runs with this model, size and batch."""
-    times = []
-    for run in runs:
-        c = run.config
-        if (c.model, c.image_size, c.batch_size) == (config.model, config.image_size, config.batch_size):
-            history = run.history()
-            times.append(float((history["seconds"] + history.get("eval_seconds", 0.0)).mean()))
-    return sum(times) / len(times) if times else None
-
-
-def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: int = 1,
-               data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
-               reserve_s: float = 90.0, startup_s: float = 30.0, results_dir: str | os.PathLike | None = None,
-               **overrides: Any) -> WindowReport:
-    """One time-boxed window (a GPU lent for minutes): unpack ``results/<profile>`` (under ``results_dir``,
-    default the project's ``results/``), train the missing runs
-    that fit, ``jobs`` at a time, derive and pack everything finished into one archive in ``out``.
-
-    A run starts only when its estimate (epochs x the measured seconds per epoch of its model, plus
-    ``startup_s``) ends before the budget minus ``reserve_s`` (kept for deriving and packing); a model not
-    measured yet is estimated from the slowest one measured. Inside each run an epoch that would end after
-    the deadline is not started (:class:`~skinlib.train.DeadlineReached`), so the budget holds even when an
-    estimate is wrong.
-    """
-    import multiprocessing
-    import tarfile
-    import time
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    from skinlib.experiments import final_runs, profile_config
-    from skinlib.parallel import _train_in_child, threads_per_job
-    from skinlib.profiles import get_profile
-    from skinlib.runs import MissingRunError
-    from skinlib.train import DEADLINE_ENV, DeadlineReached
-
-    start = time.time()
-    deadline = start + budget_s
-    params = get_profile(profile, **overrides)
-    report = WindowReport()
-    previous = bundle_dir(profile, results_dir)
-    if (previous / BUNDLE_FILE).is_file():  # what earlier windows made
-        unpack(previous, data_dir=data_dir, runs_dir=runs_dir)
-    state = profile_runs(params, data_dir=data_dir, runs_dir=runs_dir)
-    pending, final_known = list(state.missing), state.final_known
-    where = (None if data_dir is None else str(data_dir), None if runs_dir is None else str(runs_dir))
-    old_deadline = os.environ.get(DEADLINE_ENV)
-    os.environ[DEADLINE_ENV] = str(deadline - reserve_s)  # inherited by the training processes
-    context = multiprocessing.get_context("spawn")
-    try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            running: dict[Any, RunConfig] = {}
-            while pending or running:
-                finished = profile_runs(params, data_dir=data_dir, runs_dir=runs_dir).finished
-                measured = [t for c in pending if (t := _seconds_per_epoch(finished, c)) is not None]
-                fallback = max(measured, default=None)
-                for config in list(pending):
-                    if len(running) >= jobs:
-                        break
-                    per_epoch = _seconds_per_epoch(finished, config) or fallback
-                    estimate = None if per_epoch is None else config.epochs * per_epoch + startup_s
-                    if estimate is not None and time.time() + estimate > deadline - reserve_s:
-                        continue
-                    pending.remove(config)
-                    running[pool.submit(_train_in_child, config.to_dict(), *where, threads_per_job(jobs))] = config
-                    log.info("window: started %s (estimate %s s)", config.name,
-                             "unknown" if estimate is None else f"{estimate:.0f}")
-                if not running:  # nothing fits any more
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    config = running.pop(future)
-                    try:
-                        path, trained = future.result()
-                        if trained:
-                            report.trained.append(Path(path).name)
-                    except Exception as exc:  # one run's failure (divergence, a bad file) must not cost the others
-                        (report.stopped if isinstance(exc, DeadlineReached) else report.failed).append(
-                            f"{config.name} seed {config.seed}: {type(exc).__name__}: {exc}")
-                        log.warning("window: %s failed: %s: %s", config.name, type(exc).__name__, exc)
-                if not final_known and not pending and not running:
-                    with no_training():
-                        try:
-                            pending = final_runs(profile_config(params), params["seeds"], data_dir=data_dir,
-                                                 runs_dir=runs_dir)
-                            final_known = True
-                        except MissingRunError:
-                            pass
-    finally:
-        if old_deadline is None:
-            os.environ.pop(DEADLINE_ENV, None)
-        else:
-            os.environ[DEADLINE_ENV] = old_deadline
-    report.not_started = [f"{c.name} seed {c.seed}" for c in pending]
-    derive(params, data_dir=data_dir, runs_dir=runs_dir)
-    state = profile_runs(params, data_dir=data_dir, runs_dir=runs_dir)
-    report.missing = [f"{c.name} seed {c.seed}" for c in state.missing]
-    if not state.final_known:
-        report.missing.append("the final model (after the loss study)")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if state.finished:
-        staging = Path(tempfile.mkdtemp(prefix="bundle.", dir=out))
-        try:
-            pack_runs(state.finished, staging / profile, profile=profile, parameters=params, missing=report.missing,
-                      data_dir=data_dir)
-            archive = out / f"results-{profile}.tar.gz"
-            with tarfile.open(archive, "w:gz") as tar:
-                tar.add(staging / profile, arcname=profile)
-            report.archive = archive
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    report.seconds = time.time() - start
-    if report.seconds > budget_s:
-        log.warning("the window took %.0f s, over its %.0f s budget: deriving and packing needed more than the "
-                    "%.0f s reserve; pass a larger --reserve", report.seconds, budget_s, reserve_s)
-    return report

@@ -341,16 +341,29 @@ class DeadlineReached(RuntimeError):
     """Another epoch would not end before :data:`DEADLINE_ENV`: the run stops, resumable from ``last.pt``."""
 
 
+EPOCH_ESTIMATE_ENV = "SKINLIB_EPOCH_ESTIMATE"  # seconds of one epoch, the window's estimate for a run not yet measured
+
+
 def _check_deadline(run: Run, history: list[dict[str, Any]], epochs: int) -> None:
-    """Stop before an epoch that would end after the deadline (the mean epoch so far, plus the final test)."""
+    """Stop before an epoch that would not end, with the final test pass after it, before the deadline.
+
+    The epoch's seconds are the mean of the epochs so far; before the first epoch, the window's estimate
+    (:data:`EPOCH_ESTIMATE_ENV`), so a run started late stops before paying for an epoch it cannot use. The test
+    pass is taken as twice the mean validation pass (the test part is twice the validation part)."""
     deadline = os.environ.get(DEADLINE_ENV)
     if not deadline or len(history) >= epochs:
         return
-    per_epoch = sum(h["seconds"] + h.get("eval_seconds", 0.0) for h in history) / len(history)
-    if time.time() + 2 * per_epoch > float(deadline):
+    if history:
+        per_epoch = sum(h["seconds"] + h.get("eval_seconds", 0.0) for h in history) / len(history)
+        test = 2 * sum(h.get("eval_seconds", 0.0) for h in history) / len(history)
+    elif os.environ.get(EPOCH_ESTIMATE_ENV):
+        per_epoch, test = float(os.environ[EPOCH_ESTIMATE_ENV]), 0.0
+    else:
+        return
+    if time.time() + per_epoch + test > float(deadline):
         raise DeadlineReached(f"run {run.path.name} stopped after epoch {len(history)} of {epochs}: another "
-                              f"epoch ({per_epoch:.0f} s) would end after the time budget; the same command "
-                              f"resumes it from last.pt")
+                              f"epoch ({per_epoch:.0f} s) and the test pass would end after the time budget; the "
+                              f"same command resumes it from last.pt")
 
 
 def fit(
@@ -492,6 +505,7 @@ def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | N
         log.info("resuming %s after epoch %d", run.path, state["epoch"])
 
     run.trained = True
+    _check_deadline(run, history, config.epochs)  # a run started late stops before its first epoch
     bar = tqdm(range(state["epoch"], config.epochs), desc=run.path.name,
                disable=not (config.progress and distributed.main), initial=state["epoch"], total=config.epochs)
     for epoch in bar:

@@ -50,3 +50,17 @@ def test_cpu_and_cuda_environments_differ_only_in_the_cuda_build():
     for file in ("environment.yml", "environment-cuda.yml"):
         pip = next(d for d in yaml.safe_load((ROOT / file).read_text())["dependencies"] if isinstance(d, dict))
         assert pip["pip"] == ["-e ."], file
+
+
+def test_binder_builds_the_environment_then_installs_skinlib():
+    """repo2docker solves binder/environment.yml before the repository is copied: it must not install `-e .`
+    (postBuild does, after the copy), and it must hold the same packages as the root environment."""
+    import os
+
+    root = yaml.safe_load((ROOT / "environment.yml").read_text())
+    binder = yaml.safe_load((ROOT / "binder" / "environment.yml").read_text())
+    plain = [d for d in root["dependencies"] if isinstance(d, str)]
+    assert binder["dependencies"] == plain and binder["channels"] == root["channels"]
+    assert not any(isinstance(d, dict) for d in binder["dependencies"])  # no pip section: nothing to copy yet
+    post = ROOT / "binder" / "postBuild"
+    assert os.access(post, os.X_OK) and "pip install" in post.read_text() and "-e ." in post.read_text()

@@ -245,3 +245,20 @@ def test_the_teachers_page_counts_come_from_the_chapters():
         config, params["seeds"], pretrained=True)}
     assert stated("08.1") == len(independent) + len(params["seeds"])  # + the final model's seeds
     assert stated("04.1") == len(experiments.ATTENTION_MODELS)
+
+
+def test_pages_say_when_the_profile_upsamples_the_images(data_dir):
+    from skinlib.book import size_note
+
+    note = size_note(224, data_dir)
+    assert note is not None and "200x150" in note.data and "224x224" in note.data
+    assert size_note(96, data_dir) is None
+
+
+def test_rendering_a_bundle_asks_for_the_pretrained_runs_it_holds(monkeypatch):
+    from skinlib.models.weights import PRETRAINED_ENV, weights_available
+
+    monkeypatch.setenv(PRETRAINED_ENV, "resnet18")
+    assert weights_available("resnet18") and not weights_available("mobilenet_v3_small")
+    monkeypatch.setenv(PRETRAINED_ENV, "")  # a bundle without pre-trained runs: none asked for
+    assert not weights_available("resnet18")

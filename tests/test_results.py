@@ -127,14 +127,16 @@ def test_two_windows_make_the_whole_profile(tmp_path, data_dir):
     """A short window trains what fits and packs it; a second one, from that bundle, makes the rest."""
     import tarfile
 
+    from skinlib.window import run_window
+
     small = dict(subset=0.03, epochs=1, image_size=64)
-    first = results.run_window("smoke", budget_s=45, out=tmp_path / "out1", jobs=2, runs_dir=tmp_path / "runs1",
+    first = run_window("smoke", budget_s=100, out=tmp_path / "out1", jobs=2, runs_dir=tmp_path / "runs1",
                                results_dir=tmp_path / "results", reserve_s=15, startup_s=5, **small)
     assert first.trained and first.missing and first.archive.stat().st_size < 16 * 2**20
     assert not first.failed
     with tarfile.open(first.archive) as tar:
         tar.extractall(tmp_path / "results", filter="data")
-    second = results.run_window("smoke", budget_s=400, out=tmp_path / "out2", jobs=2, runs_dir=tmp_path / "runs2",
+    second = run_window("smoke", budget_s=400, out=tmp_path / "out2", jobs=2, runs_dir=tmp_path / "runs2",
                                 results_dir=tmp_path / "results", reserve_s=15, startup_s=5, **small)
     assert second.missing == [] and not second.failed
     assert set(first.trained).isdisjoint(second.trained)  # nothing trained twice

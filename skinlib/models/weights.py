@@ -95,8 +95,16 @@ def expected_weights_file(name: str) -> Path:
     return legacy if legacy.is_file() and not path.is_file() else path
 
 
+PRETRAINED_ENV = "SKINLIB_PRETRAINED_MODELS"
+"""Set when rendering a results bundle: the comma-separated models the bundle has pre-trained runs of. The book
+then asks for exactly the runs the bundle holds, whatever weight files the rendering machine has."""
+
+
 def weights_available(name: str) -> bool:
-    """Whether the ImageNet weights of ``name`` are on this machine (no network is tried)."""
+    """Whether the ImageNet weights of ``name`` are on this machine (no network is tried), or, rendering a results
+    bundle (:data:`PRETRAINED_ENV` set), whether the bundle has pre-trained runs of it."""
+    if PRETRAINED_ENV in os.environ:
+        return name in os.environ[PRETRAINED_ENV].split(",")
     try:
         return expected_weights_file(name).is_file()
     except ValueError:
