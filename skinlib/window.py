@@ -266,13 +266,15 @@ def _train_images(params: dict[str, Any], config: RunConfig, data_dir: Any) -> i
 def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: int = 1,
                data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
                reserve_s: float = 90.0, startup_s: float = 30.0, results_dir: str | os.PathLike | None = None,
-               calibrate_cold: bool = True, pack_every_s: float = 60.0, **overrides: Any) -> WindowReport:
+               calibrate_cold: bool = True, pack_every_s: float = 60.0,
+               given: dict[tuple[str, int, int], Estimate] | None = None, **overrides: Any) -> WindowReport:
     """One time-boxed window (a GPU lent for minutes): unpack ``results/<profile>`` (under ``results_dir``),
     estimate every missing run, start those that fit in :func:`priority` order, ``jobs`` at a time, and pack
     every finished run into ``out/results-<profile>.tar.gz`` as runs finish and at the end.
 
     With nothing measured yet (a cold start) one model is calibrated on the device first
-    (:func:`calibrate`), so every run has an estimate before the first starts. A run starts only when
+    (:func:`calibrate`), so every run has an estimate before the first starts; ``given`` estimates per
+    (model, image size, batch), e.g. figures measured on the same device earlier, take its place. A run starts only when
     :meth:`Plan.fits` says it ends before the budget minus ``reserve_s``; inside a run, an epoch (the
     first included) that would not end with the test pass before then is not started
     (:class:`~skinlib.train.DeadlineReached`). One run's failure, of any kind, is reported with its name
@@ -298,7 +300,7 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
         unpack(previous, data_dir=data_dir, runs_dir=runs_dir)
     state = profile_runs(params, data_dir=data_dir, runs_dir=runs_dir)
     pending, final_known = sorted(state.missing, key=priority), state.final_known
-    calibrated: dict[tuple[str, int, int], Estimate] = {}
+    calibrated: dict[tuple[str, int, int], Estimate] = dict(given or {})
     known = measured(state.finished)
     if pending and calibrate_cold and not any(estimate_runs(pending, known).values()):
         first = pending[0]
