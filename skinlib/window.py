@@ -257,6 +257,21 @@ def _pack_archive(params: dict[str, Any], profile: str, out: Path, *, data_dir: 
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _warm_cache(pending: Sequence[RunConfig], data_dir: Any) -> None:
+    """Decode the images once, here, at every size the pending runs train at, before any job starts: the jobs
+    then map the same cache file read-only instead of each decoding all of it at once."""
+    from skinlib.data import cached_images
+    from skinlib.data.selection import select_data
+
+    seen = set()
+    for config in pending:
+        if (config.image_size, config.subset, config.split_seed) in seen:
+            continue
+        seen.add((config.image_size, config.subset, config.split_seed))
+        full = select_data(data_dir, subset=config.subset, seed=config.split_seed).full
+        cached_images(full["path"].tolist(), config.image_size)
+
+
 def _train_images(params: dict[str, Any], config: RunConfig, data_dir: Any) -> int:
     from skinlib.data.selection import select_data
 
@@ -308,6 +323,7 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
                                             device=str(params["device"]))
         log.info("window: cold start, calibrated %s: %.0f s per epoch", first.model,
                  calibrated[_key(first)].per_epoch)
+    _warm_cache(pending, data_dir)
     estimates = estimate_runs(pending, {**calibrated, **known})
     report.estimates = describe(pending, estimates).splitlines()
     log.info("window: %d runs missing, estimates:\n%s", len(pending), "\n".join(report.estimates))
