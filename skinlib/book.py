@@ -182,6 +182,9 @@ def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None =
     if profile is None:
         raise ValueError(f"chapter() needs a profile; valid: {', '.join(PROFILES)}")
     logging.basicConfig(level=logging.WARNING, force=True)
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", None)  # a table's text cells whole, never cut to "stratified by..."
     given = {k: v for k, v in params.items() if v is not None}
     values = get_profile(profile, **given)
     overrides = {k: v for k, v in given.items() if PROFILES[profile].get(k) != v}

@@ -31,11 +31,19 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def _yaml_value(name: str, text: str) -> Any:
-    """A ``-p NAME VALUE`` value parsed as YAML, naming the parameter when it does not parse."""
+    """A ``-p NAME VALUE`` value parsed as YAML, naming the parameter when it does not parse; a number YAML 1.1
+    leaves a string (``1e-3``, ``.5``) is read as papermill's ``-p`` reads it, so both mean the same."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"parameter {name}: cannot parse {text!r} as a YAML value ({yaml_problem(exc)})") from exc
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                continue
+    return value
 
 
 def _positive_float(text: str) -> float:

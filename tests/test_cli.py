@@ -64,12 +64,20 @@ def test_subset_zero_is_rejected(capsys, no_work, argv):
     (["book", "-p", "latency_runs", "many"], "parameter latency_runs must be an integer"),
     (["book", "-p", "bn_momentum", "maybe"], "bn_momentum must be a number in (0, 1] or 'default'"),
     (["study", "baselines", "-p", "epoch", "16"], "unknown parameter 'epoch'"),
-    (["study", "baselines", "-p", "lr", "1e-3"], "parameter lr must be a number"),
+    (["study", "baselines", "-p", "lr", "fast"], "parameter lr must be a number"),
     (["study", "baselines", "-p", "seeds", "[0, a]"], "parameter seeds must be a list of integers"),
 ])
 def test_book_and_study_parameters_are_checked_first(capsys, no_work, argv, expected):
     code, err = run_cli(argv, capsys)
     assert code == 2 and expected in err, err
+
+
+def test_minus_p_reads_numbers_as_papermill_does():
+    """`skinlib ... -p lr 1e-3` and `papermill ... -p lr 1e-3` mean the same value (YAML 1.1 alone reads a
+    string); lists and booleans keep their YAML reading."""
+    assert cli._yaml_value("lr", "1e-3") == pytest.approx(0.001) and cli._yaml_value("epochs", "16") == 16
+    assert cli._yaml_value("seeds", "[0, 1]") == [0, 1] and cli._yaml_value("pretrained", "false") is False
+    assert cli._yaml_value("sampler", "balanced") == "balanced"
 
 
 def test_a_chapter_parameter_can_be_overridden(monkeypatch, capsys):
