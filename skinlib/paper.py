@@ -44,7 +44,8 @@ def comparison(paper: Mapping[str, Mapping[str, float]], study: Any, *,
     """The paper's accuracy, BACC and parameters beside ours (mean ± sd over seeds) and the differences.
 
     ``paper`` maps a row name to the paper's numbers; ``labels`` maps that row name to the
-    study's variant label (default: the same name). Rows the study lacks are left out.
+    study's variant label (default: the same name), which names the row, so every table of the book
+    calls a model the same. Rows the study lacks are left out.
     """
     rows = []
     for key, numbers in paper.items():
@@ -56,7 +57,7 @@ def comparison(paper: Mapping[str, Mapping[str, float]], study: Any, *,
         b = summarize_seeds(study.metrics(label, "bacc"))
         params = study.runs[label][0].metrics()["parameters"] / 1e6
         rows.append({
-            "model": key,
+            "model": label,
             "paper acc %": numbers["accuracy"], "ours acc %": format_mean_sd(acc),
             "Δ acc": round(100 * acc["mean"] - numbers["accuracy"], 2),
             "paper BACC %": numbers["bacc_paper"], "ours BACC (paper eq.) %": format_mean_sd(bp),
