@@ -85,6 +85,11 @@ def _read(notebook: Path, student: bool) -> Any:
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = plain_markdown(cell.source, glued)
+        for out in cell.get("outputs", []):  # admonitions a chapter's code displays (profile, data, warnings)
+            data = out.get("data", {})
+            if "text/markdown" in data:
+                text = data["text/markdown"]
+                data["text/markdown"] = plain_markdown("".join(text) if isinstance(text, list) else text, glued)
     return nb
 
 

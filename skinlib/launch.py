@@ -34,6 +34,22 @@ def _rewrite(app: Any, pagename: str, templatename: str, context: dict[str, Any]
         context["header_buttons"] = source_links(context["header_buttons"])
 
 
+def _require_executed_chapters(app: Any) -> None:
+    """Stop a build that would publish a book without chapters: ``jupyter-book build .`` renders only what
+    ``skinlib book`` has executed into ``book/executed/``."""
+    from pathlib import Path
+
+    from sphinx.errors import ExtensionError
+
+    executed = Path(app.srcdir) / EXECUTED
+    if not any(executed.glob("*.ipynb")):
+        raise ExtensionError(
+            f"no executed chapters in {executed}: the chapters are notebooks that `skinlib book --profile smoke` "
+            "(or `make book`) executes with papermill before it runs Jupyter Book; run that instead of "
+            "`jupyter-book build .`, or `skinlib book --profile PROFILE --from-results` to render a results bundle")
+
+
 def setup(app: Any) -> dict[str, Any]:
+    app.connect("builder-inited", _require_executed_chapters)
     app.connect("html-page-context", _rewrite, priority=502)  # after the theme adds its buttons (501)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -98,3 +98,18 @@ def test_ensure_data_downloads_only_in_a_cloud_session(tmp_path, monkeypatch):
         srv.stop()
     assert path == tmp_path / "data" and (path / "ham10000" / "HAM10000_metadata.csv").is_file()
     assert os.environ[DATA_ENV] == str(path)
+
+
+def test_jupyter_book_alone_refuses_a_book_without_executed_chapters(tmp_path):
+    from types import SimpleNamespace
+
+    from sphinx.errors import ExtensionError
+
+    from skinlib.launch import _require_executed_chapters
+
+    app = SimpleNamespace(srcdir=str(tmp_path))
+    with pytest.raises(ExtensionError, match="skinlib book --profile smoke"):
+        _require_executed_chapters(app)
+    (tmp_path / "book" / "executed").mkdir(parents=True)
+    (tmp_path / "book" / "executed" / "01_data.ipynb").write_text("{}")
+    _require_executed_chapters(app)  # executed: the build goes on

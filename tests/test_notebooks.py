@@ -225,6 +225,24 @@ def test_export_rewrites_myst_for_jupyter():
     assert "> **Careful**\n>\n> Two\n> lines" in out and "{" not in out
 
 
+def test_exported_handouts_convert_the_admonitions_code_displays(tmp_path):
+    """A chapter's displayed notes (profile, data source) are MyST in the book; a handout shows them as quotes."""
+    import nbformat
+
+    from skinlib.book import admonition
+    from skinlib.export import _read
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("note")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": admonition(
+        "warning", "Built with the smoke profile", "Not the paper's scale.").data})]
+    nb.cells = [cell]
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    shown = _read(path, student=False).cells[0].outputs[0]["data"]["text/markdown"]
+    assert ":::" not in shown and "> **Built with the smoke profile**" in shown
+
+
 def test_the_teachers_page_counts_come_from_the_chapters():
     """The runs an exercise trains, as the teachers page states them, are the studies' own counts."""
     import re
