@@ -554,6 +554,12 @@ def build_book(
         if missing:
             raise BookError(f"--only needs the other chapters executed first (missing: {', '.join(missing)}); "
                             f"run `skinlib book --profile {profile}` once without --only")
+        mixed = [c for c in others if bool(stamps[c].get("student")) != student]
+        if mixed:
+            edition = "student edition (no solutions)" if student else "edition with solutions"
+            raise BookError(f"--only would mix editions: the {edition} of {', '.join(chapters)} beside "
+                            f"{', '.join(mixed)} executed as the other one; run `skinlib book --profile {profile}"
+                            f"{' --student' if student else ''}` once without --only")
         differ = [c for c in others if stamps[c] != stamp]
         if differ:
             log.warning("chapters %s were executed with other parameters than %s now", differ, chapters)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -146,6 +147,16 @@ def test_only_needs_the_other_chapters_first(tmp_path, data_dir):
         build_book("smoke", only=["04_attention"], root=root, data_dir=data_dir, runs_dir=tmp_path / "runs")
     with pytest.raises(ValueError, match="unknown chapter"):
         build_book("smoke", only=["99_nothing"], root=root, data_dir=data_dir, runs_dir=tmp_path / "runs")
+    # the other chapters executed with solutions: a student --only would make a mixed book
+    executed = root / "book" / "executed"
+    executed.mkdir(parents=True)
+    others = [c for c in CHAPTERS if c != "04_attention"]
+    for c in others:
+        (executed / f"{c}.ipynb").write_text("{}")
+    (executed / ".parameters.json").write_text(json.dumps({c: {"student": False} for c in others}))
+    with pytest.raises(BookError, match="would mix editions"):
+        build_book("smoke", only=["04_attention"], root=root, data_dir=data_dir, runs_dir=tmp_path / "runs",
+                   student=True)
 
 
 def test_a_missing_glue_key_fails_the_build(tmp_path):
