@@ -256,6 +256,16 @@ def _results_window(args: argparse.Namespace) -> int:
     return 0 if not report.failed else 1
 
 
+def _notebook_parameters(args: argparse.Namespace) -> int:
+    from skinlib.book import book_root
+    from skinlib.notebook_params import sync
+
+    stale = sync(book_root(), write=not args.check)
+    verb = "out of step" if args.check else "rewritten"
+    print(f"parameters cells {verb}: {', '.join(stale)}" if stale else "every parameters cell is in step")
+    return 1 if stale and args.check else 0
+
+
 def _results_status(args: argparse.Namespace) -> int:
     from skinlib.profiles import get_profile
     from skinlib.results import profile_runs
@@ -497,6 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print one command per run of the study (for a scheduler's job array) and exit")
     which.add_argument("--run", type=int, metavar="K", help="train only the K-th run of the study (see --list)")
     p.set_defaults(func=_study)
+
+    nbs = sub.add_parser("notebooks", help="maintain the chapter notebooks", **fmt).add_subparsers(
+        dest="notebooks_command", required=True)
+    p = nbs.add_parser("parameters", help="write each chapter's parameters cell from the parameter schema "
+                                          "(skinlib.profiles.PARAMETERS)", **fmt)
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 naming the cells out of step")
+    p.set_defaults(func=_notebook_parameters)
 
     p = sub.add_parser("models", help="list the registered models", **fmt)
     p.set_defaults(func=_models)

@@ -291,3 +291,25 @@ def test_rendering_a_bundle_asks_for_the_pretrained_runs_it_holds(monkeypatch):
     assert weights_available("resnet18") and not weights_available("mobilenet_v3_small")
     monkeypatch.setenv(PRETRAINED_ENV, "")  # a bundle without pre-trained runs: none asked for
     assert not weights_available("resnet18")
+
+
+def test_parameters_cells_are_generated_from_the_schema():
+    """Every chapter's parameters cell is the one `skinlib notebooks parameters` writes from PARAMETERS."""
+    from skinlib.notebook_params import sync
+
+    root = NOTEBOOKS[0].parents[1]
+    assert sync(root, write=False) == [], "run `skinlib notebooks parameters` and commit the notebooks"
+
+
+def test_a_drifted_parameters_comment_is_caught_and_rewritten(tmp_path):
+    import shutil
+
+    from skinlib.notebook_params import sync
+
+    (tmp_path / "notebooks").mkdir()
+    copy = tmp_path / "notebooks" / NOTEBOOKS[1].name
+    shutil.copy(NOTEBOOKS[1], copy)
+    copy.write_text(copy.read_text().replace("training epochs; None", "epochs of training; None"))
+    assert sync(tmp_path, write=False) == [copy.stem]
+    assert sync(tmp_path, write=True) == [copy.stem] and sync(tmp_path, write=False) == []
+    assert copy.read_text() == NOTEBOOKS[1].read_text()  # the rest of the notebook kept byte for byte

@@ -1,0 +1,83 @@
+"""The chapters' papermill ``parameters`` cells, generated from :data:`skinlib.profiles.PARAMETERS`.
+
+A profile parameter's type and meaning live in one place; each chapter declares the ones it
+uses, and its parameters cell is written from that declaration, so the comments a papermill
+user reads (``papermill --help-notebook``) never drift from the checks applied. A chapter's own
+parameters (not profile ones, e.g. ``latency_runs``) keep their lines, after the generated ones.
+
+    skinlib notebooks parameters          # rewrite the cells that are out of step
+    skinlib notebooks parameters --check  # exit 1 naming them (CI, tests)
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from skinlib.profiles import PARAMETERS
+
+FOLDERS = (
+    'profile: str = "smoke"  # parameter profile: smoke, cpu, gpu or paper (see skinlib.profiles)',
+    'data_dir: str = ""  # data directory; empty: SKINLIB_DATA_DIR, data/, then ../shared/data/',
+    'runs_dir: str = ""  # run store; empty: SKINLIB_RUNS_DIR or runs/ in the repository',
+)
+FOLDER_NAMES = ("profile", "data_dir", "runs_dir")
+
+
+def annotation(kind: Any) -> str:
+    """The papermill-readable annotation of a profile parameter that defaults to ``None``."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        names = ", ".join(a.__name__ for a in typing.get_args(kind))
+        return f'"Union[{names}, None]"'
+    origin = typing.get_origin(kind)
+    return f'"Optional[{(origin or kind).__name__}]"'
+
+
+def line(name: str) -> str:
+    """One profile parameter's line: its name, annotation, ``None`` and its meaning."""
+    param = PARAMETERS[name]
+    return f"{name}: {annotation(param.type)} = None  # {param.help}; None: the profile's value"
+
+
+def _name(text: str) -> str:
+    return text.split(":", 1)[0].strip()
+
+
+def cell_source(current: str) -> str:
+    """The parameters cell a chapter should have, given its current one: the folder lines it declares, its
+    profile parameters (in :data:`PARAMETERS` order) written from the schema, then its own lines as they are."""
+    lines = [ln for ln in current.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    names = [_name(ln) for ln in lines]
+    folders = [f for f in FOLDERS if _name(f) in names]
+    profile = [line(n) for n in PARAMETERS if n in names]
+    own = [ln for ln, n in zip(lines, names) if n not in PARAMETERS and n not in FOLDER_NAMES]
+    return "\n".join([*folders, *profile, *own])
+
+
+def _parameters_cell(nb: dict[str, Any]) -> dict[str, Any]:
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"a chapter needs exactly one cell tagged 'parameters', found {len(cells)}")
+    return cells[0]
+
+
+def sync(root: Path, *, write: bool) -> list[str]:
+    """The chapters under ``root/notebooks`` whose parameters cell is not the generated one (rewritten when
+    ``write``; the rest of each notebook is kept byte for byte in its JSON layout)."""
+    stale = []
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        cell = _parameters_cell(nb)
+        current = "".join(cell["source"])
+        wanted = cell_source(current)
+        if current == wanted:
+            continue
+        stale.append(path.stem)
+        if write:
+            parts = wanted.split("\n")
+            cell["source"] = [p + "\n" for p in parts[:-1]] + [parts[-1]]
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return stale
