@@ -466,13 +466,13 @@ def error_examples(run: Run, *, pairs: int = 3, per_pair: int = 4,
     """The images of :func:`error_rows` (uint8 at the run's size) and the rows, for
     :func:`~skinlib.plots.error_gallery`."""
     from skinlib.data import cached_images
-    from skinlib.inference import test_index
+    from skinlib.inference import held_out_index
 
     rows = error_rows(run, pairs=pairs, per_pair=per_pair)
     size = run.config.image_size
     if not len(rows):
         return np.zeros((0, 3, size, size), np.uint8), rows
-    index = test_index(run, data_dir).set_index("image_id").loc[rows["image_id"]]
+    index = held_out_index(run, data_dir).set_index("image_id").loc[rows["image_id"]]
     return cached_images(index["path"].tolist(), size).numpy().copy(), rows
 
 

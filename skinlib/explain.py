@@ -228,10 +228,10 @@ def cam_mask_scores(run: Any, *, data_dir: str | os.PathLike | None = None, devi
     """
     from skinlib.data import cached_images
     from skinlib.data.masks import find_masks, load_masks
-    from skinlib.inference import load_model, test_index
+    from skinlib.inference import held_out_index, load_model
     from skinlib.io import atomic_write, atomic_write_text
 
-    index = test_index(run, data_dir)
+    index = held_out_index(run, data_dir)
     preds = run.predictions()["pred"].to_numpy()
     if limit is not None:
         index, preds = index.head(limit), preds[:limit]

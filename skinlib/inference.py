@@ -100,7 +100,7 @@ def external_predictions(run: Run) -> pd.DataFrame:
     return run.predictions("isic2018_predictions.csv")
 
 
-def test_index(run: Run, data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+def held_out_index(run: Run, data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """The HAM10000 index rows of a run's test part, in the order of its predictions."""
     from skinlib.data import load_ham10000
 
@@ -115,7 +115,7 @@ def onnx_parity_of_run(run: Run, path: str | os.PathLike, *, data_dir: str | os.
     (the run's own preprocessing), so the check compares the outputs a user would see."""
     from skinlib.efficiency import onnx_parity
 
-    index = test_index(run, data_dir).head(images)
+    index = held_out_index(run, data_dir).head(images)
     x = Normalize(size=run.config.image_size)(cached_images(index["path"].tolist(), run.config.image_size))
     return onnx_parity(load_model(run), str(path), inputs=x)
 

@@ -137,7 +137,7 @@ def drawn_images(runs: Sequence[Run], *, data_dir: str | os.PathLike | None = No
     from skinlib.data import load_ham10000, montage_rows
     from skinlib.experiments import error_rows
     from skinlib.explain import CAM_EXAMPLES_FILE
-    from skinlib.inference import test_index
+    from skinlib.inference import held_out_index
 
     images = set(montage_rows(load_ham10000(data_dir))["image_id"])
     masks: set[str] = set()
@@ -147,7 +147,7 @@ def drawn_images(runs: Sequence[Run], *, data_dir: str | os.PathLike | None = No
         with np.load(run.file(CAM_EXAMPLES_FILE)) as kept:
             rows = kept["rows"].astype(int)
         if len(rows):
-            shown = set(test_index(run, data_dir).iloc[rows]["image_id"])
+            shown = set(held_out_index(run, data_dir).iloc[rows]["image_id"])
             images |= shown | set(error_rows(run)["image_id"])
             masks |= shown
     return images, masks

@@ -187,7 +187,7 @@ def test_a_bundle_carries_the_data_its_chapters_read(trained, tmp_path, data_dir
 
     from skinlib.data import cached_images, fingerprint, load_ham10000, load_isic2018_test, montage_rows
     from skinlib.experiments import error_examples
-    from skinlib.inference import test_index
+    from skinlib.inference import held_out_index
 
     run, cams = trained
     packed = results.pack_runs([run], tmp_path / "bundle", profile="smoke")
@@ -203,7 +203,7 @@ def test_a_bundle_carries_the_data_its_chapters_read(trained, tmp_path, data_dir
     pd.testing.assert_frame_equal(load_isic2018_test(snap).drop(columns="path"),
                                   load_isic2018_test(data_dir).drop(columns="path"))
     # the images drawn: the montage, the Grad-CAM examples (with masks) and the error gallery, nothing more
-    drawn = set(montage_rows(real)["image_id"]) | set(test_index(run, data_dir).iloc[cams.rows]["image_id"])
+    drawn = set(montage_rows(real)["image_id"]) | set(held_out_index(run, data_dir).iloc[cams.rows]["image_id"])
     images = {f.split("/")[-1].split(".")[0] for f in meta["files"] if f.startswith("data/images/")}
     assert drawn <= images and len(images) < 80
     store = tmp_path / "store"
