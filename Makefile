@@ -57,7 +57,7 @@ test-book: $(DEV_STAMP)  ## read the built book in headless Chromium (builds it 
 	$(BIN)/python -m pytest -x -q -m book
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check skinlib tests benchmarks
+	$(BIN)/ruff check skinlib tests benchmarks notebooks
 
 clean:  ## remove build outputs (keeps .venv, runs/ and the image cache)
 	rm -rf _build book/executed

@@ -28,12 +28,12 @@ FOLDER_NAMES = ("profile", "data_dir", "runs_dir")
 
 
 def annotation(kind: Any) -> str:
-    """The papermill-readable annotation of a profile parameter that defaults to ``None``."""
+    """The annotation of a profile parameter that defaults to ``None``, quoted in the form papermill's
+    ``--help-notebook`` reads (``"Optional[int]"``, ``"Union[float, str, None]"``; it does not read ``int | None``)."""
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
         names = ", ".join(a.__name__ for a in typing.get_args(kind))
         return f'"Union[{names}, None]"'
-    origin = typing.get_origin(kind)
-    return f'"Optional[{(origin or kind).__name__}]"'
+    return f'"Optional[{(typing.get_origin(kind) or kind).__name__}]"'
 
 
 def line(name: str) -> str:
@@ -49,12 +49,16 @@ def _name(text: str) -> str:
 def cell_source(current: str) -> str:
     """The parameters cell a chapter should have, given its current one: the folder lines it declares, its
     profile parameters (in :data:`PARAMETERS` order) written from the schema, then its own lines as they are."""
-    lines = [ln for ln in current.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [ln for ln in current.splitlines() if ln.strip() and not ln.lstrip().startswith(("#", "from typing "))]
     names = [_name(ln) for ln in lines]
     folders = [f for f in FOLDERS if _name(f) in names]
     profile = [line(n) for n in PARAMETERS if n in names]
     own = [ln for ln, n in zip(lines, names) if n not in PARAMETERS and n not in FOLDER_NAMES]
-    return "\n".join([*folders, *profile, *own])
+    if not profile:
+        return "\n".join([*folders, *own])
+    used = [t for t in ("Optional", "Union") if any(f'"{t}[' in ln for ln in profile)]
+    typing_line = f"from typing import {', '.join(used)}  # the annotations below, in the form papermill reads"
+    return "\n".join([typing_line, "", *folders, *profile, *own])
 
 
 def _parameters_cell(nb: dict[str, Any]) -> dict[str, Any]:
