@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +29,17 @@ def test_all_lists_only_existing_names(name):
 def test_packages_declare_all():
     for name in ("skinlib.data", "skinlib.models"):
         assert hasattr(importlib.import_module(name), "__all__"), name
+
+
+def test_the_code_and_the_notebooks_pass_the_linter():
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (the dev extra has it)")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([ruff, "check", "skinlib", "tests", "benchmarks", "notebooks"], cwd=root,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
