@@ -26,7 +26,9 @@ from skinlib.data.augment import BatchAugment
 from skinlib.data.info import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.data.pipeline import BatchIterator
 from skinlib.models import create_model
-from skinlib.runtime import Precision, resolve_device, to_device
+from skinlib.runs import RunConfig
+from skinlib.runtime import Precision, memory_format, resolve_device, to_device
+from skinlib.train import make_optimizer
 
 
 class NaiveDataset(torch.utils.data.Dataset):
@@ -96,10 +98,11 @@ def main() -> None:
         parser.error(f"--images {args.images} gives {len(index)} images, fewer than one batch of {args.batch_size}")
     labels = torch.tensor(index["label"].to_numpy())
     images = cached_images(index["path"].tolist(), args.size)
-    model = create_model(args.model).to(device, memory_format=torch.channels_last if device.type == "cuda"
-                                        else torch.preserve_format)
+    model = create_model(args.model).to(device, memory_format=memory_format(device))  # as training lays it out
     precision = Precision(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # the optimizer training uses (fused AdamW on CUDA), so the figures are those of a training step
+    optimizer = make_optimizer(RunConfig(model=args.model, image_size=args.size, batch_size=args.batch_size,
+                                         device=str(device)), model)
 
     real = BatchIterator(torch.from_numpy(images.numpy().copy()), labels, batch_size=args.batch_size,
                          transform=BatchAugment(size=args.size), device=device, shuffle=True, drop_last=True)
