@@ -23,7 +23,7 @@ from skinlib.runs import RunConfig
 
 log = logging.getLogger(__name__)
 
-GPU_MEMORY_PER_JOB_GIB = 8.0  # a MobileNetV3/ResNet18 run at 224 px, batch 64-256, with its images on the GPU
+GPU_MEMORY_PER_JOB_GIB = 12.0  # the largest run of the book: EfficientNet-B0 at 224 px, batch 256, ~11.5 GiB
 MAX_JOBS = 8
 
 

@@ -76,10 +76,11 @@ def seed_everything(seed: int) -> None:
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:
-    """Deterministic kernels (and no cuDNN autotuning) when asked; autotuning on CUDA otherwise."""
+    """Deterministic kernels (and no cuDNN autotuning) when asked; autotuning on CUDA otherwise. Set both ways,
+    so a run that does not ask for determinism after one that did (in one process) gets the fast kernels."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(deterministic)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic
@@ -229,6 +230,15 @@ def make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer
             model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
         )
     raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Resume an optimizer from a checkpoint but keep the kernels chosen for this device: a checkpoint saved on
+    the CPU (unfused AdamW) resumes fused on CUDA, one saved on CUDA resumes unfused on the CPU."""
+    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, chosen in zip(optimizer.param_groups, kernels):
+        group.update(chosen)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int) -> Any:
@@ -497,7 +507,7 @@ def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | N
     history: list[dict[str, Any]] = []
     if resume is not None:
         model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
+        load_optimizer_state(optimizer, resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         precision.scaler.load_state_dict(resume["scaler"])
         state = {k: resume.get(k, state[k]) for k in state}

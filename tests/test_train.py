@@ -181,3 +181,24 @@ def test_compile_modes(monkeypatch):
     with pytest.raises(ValueError, match="valid: default, reduce-overhead, max-autotune"):
         RunConfig(compile="fast")
     assert RunConfig(compile="reduce-overhead").config_hash() == RunConfig().config_hash()  # a runtime field
+
+
+def test_resuming_keeps_the_optimizer_kernels_of_this_device():
+    """A checkpoint from another device carries its AdamW `fused` flag; resuming here keeps this device's."""
+    from skinlib.train import load_optimizer_state
+
+    model = torch.nn.Linear(3, 2)
+    saved = torch.optim.AdamW(model.parameters(), lr=1e-3).state_dict()
+    saved["param_groups"][0]["fused"] = True  # as written on CUDA
+    here = torch.optim.AdamW(model.parameters(), lr=1e-3)  # the CPU's: not fused
+    load_optimizer_state(here, saved)
+    assert not here.param_groups[0]["fused"] and here.param_groups[0]["lr"] == 1e-3
+
+
+def test_determinism_is_switched_off_again_for_a_run_that_does_not_ask():
+    from skinlib.train import configure_determinism
+
+    configure_determinism(True, torch.device("cpu"))
+    assert torch.are_deterministic_algorithms_enabled()
+    configure_determinism(False, torch.device("cpu"))
+    assert not torch.are_deterministic_algorithms_enabled()
