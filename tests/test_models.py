@@ -218,3 +218,18 @@ def test_bn_momentum_applies_to_every_batchnorm():
         == {0.01}, "torchvision's own momentum is kept by default"
     with pytest.raises(ValueError, match="bn_momentum must be in"):
         create_model("resnet18", bn_momentum=0)
+
+
+def test_the_fused_pointwise_product_equals_the_convolution_and_copies_no_weight_per_image():
+    from torch.profiler import profile
+
+    from skinlib.models.attention import _pointwise
+
+    conv = torch.nn.Conv2d(16, 8, 1)
+    rows = torch.randn(4, 16, 11)
+    expected = conv(rows.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(_pointwise(rows, conv), expected, atol=1e-5)
+    with profile() as prof, torch.autocast("cpu", dtype=torch.bfloat16):
+        _pointwise(rows, conv)
+    names = {e.key for e in prof.key_averages()}
+    assert "aten::bmm" not in names and "aten::baddbmm" not in names  # one GEMM over N x L, no expanded weight

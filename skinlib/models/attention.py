@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.misc import SqueezeExcitation
 
@@ -51,9 +52,10 @@ def pool_rows_columns(x: torch.Tensor) -> torch.Tensor:
 
 
 def _pointwise(rows: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """A 1x1 convolution of ``(N, C_in, L)`` rows as one batched matrix product (no 1-pixel-wide conv)."""
-    weight = conv.weight.flatten(1)
-    return torch.baddbmm(conv.bias.view(1, -1, 1), weight.expand(rows.shape[0], -1, -1), rows)
+    """A 1x1 convolution of ``(N, C_in, L)`` rows as one matrix product over all N x L positions (no 1-pixel-wide
+    conv, and no per-image copy of the weight, which a batched product on an expanded weight makes under
+    autocast when it casts the expanded view)."""
+    return F.linear(rows.transpose(1, 2), conv.weight.flatten(1), conv.bias).transpose(1, 2).contiguous()
 
 
 class CoordAttention(nn.Module):
