@@ -82,6 +82,8 @@ def _read(notebook: Path, student: bool) -> Any:
     if student:
         drop_solutions(nb)
     glued = glued_values(nb)
+    if student:  # a handout's prose must not carry the teacher's numbers: they change when the student runs it
+        glued = {name: f"[{name}: computed when you run the chapter]" for name in glued}
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = plain_markdown(cell.source, glued)

@@ -313,3 +313,21 @@ def test_a_drifted_parameters_comment_is_caught_and_rewritten(tmp_path):
     assert sync(tmp_path, write=False) == [copy.stem]
     assert sync(tmp_path, write=True) == [copy.stem] and sync(tmp_path, write=False) == []
     assert copy.read_text() == NOTEBOOKS[1].read_text()  # the rest of the notebook kept byte for byte
+
+
+def test_student_handouts_leave_the_teachers_numbers_out_of_the_prose(tmp_path):
+    import nbformat
+
+    from skinlib.export import _read
+
+    nb = nbformat.v4.new_notebook()
+    glue = nbformat.v4.new_code_cell("glue")
+    record = {"application/papermill.record/text/plain": "'49.0 %'"}
+    glue.outputs = [nbformat.v4.new_output("display_data", data=record,
+                                           metadata={"scrapbook": {"name": "resnet_acc", "mime_prefix": ""}})]
+    nb.cells = [glue, nbformat.v4.new_markdown_cell("ResNet18 reaches {glue:text}`resnet_acc`.")]
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    teacher, student = _read(path, student=False).cells[1].source, _read(path, student=True).cells[1].source
+    assert "49.0 %" in teacher
+    assert "49.0" not in student and "[resnet_acc: computed when you run the chapter]" in student
