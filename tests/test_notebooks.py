@@ -197,9 +197,9 @@ def test_every_exercise_has_a_hint_and_a_tagged_solution_in_dropdowns(path):
     for cell in solutions:
         assert cell.source.startswith(":::{admonition} Solution") and ":class: dropdown" in cell.source
         assert "solution" in cell.metadata.get("tags", [])
-    for cell in nb.cells:  # solution code comes after its solution text and is folded
+    for cell in nb.cells:  # solution code comes after its solution text; its code and output fold together
         if cell.cell_type == "code" and "solution" in cell.metadata.get("tags", []):
-            assert "hide-input" in cell.metadata["tags"]
+            assert "hide-cell" in cell.metadata["tags"]
 
 
 def test_student_edition_leaves_solutions_out_and_never_runs_them(tmp_path):
