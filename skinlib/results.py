@@ -129,6 +129,28 @@ def _check_pack_target(out: Path, profile: str) -> None:
                           f"delete; choose a new or empty folder (the default is results/{profile})")
 
 
+def _weights_digest(config: RunConfig) -> str | None:
+    """The SHA-256 of the ImageNet weight file a pre-trained run started from, when it is still here."""
+    from skinlib.models.weights import expected_weights_file
+
+    try:
+        path = expected_weights_file(config.model)
+    except ValueError:
+        return None
+    return file_digest(path) if path.is_file() else None
+
+
+def _source_image_size(data_dir: str | os.PathLike | None) -> list[int] | None:
+    """Width and height of the data's first image: the resolution the runs' images were resized from."""
+    from PIL import Image
+
+    from skinlib.data import load_ham10000
+
+    first = load_ham10000(data_dir)["path"].iloc[0]
+    with Image.open(first) as im:
+        return list(im.size)
+
+
 def drawn_images(runs: Sequence[Run], *, data_dir: str | os.PathLike | None = None) -> tuple[set[str], set[str]]:
     """The HAM10000 images the chapters draw (the data chapter's montage; the Grad-CAM examples and the error
     gallery of each run that kept Grad-CAM examples, i.e. the final model) and those drawn with their mask."""
@@ -229,7 +251,9 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
             devices.add(env.get("gpu") or env.get("device", "unknown"))
             entries.append({"folder": run.path.name, "split": split.as_posix(), "data_key": run.data()["key"],
                             "finished_utc": env.get("finished_utc"), "device": env.get("gpu") or env.get("device"),
-                            "torch": env.get("torch"), "skinlib": env.get("skinlib")})
+                            "torch": env.get("torch"), "skinlib": env.get("skinlib"),
+                            "image_size": run.config.image_size, "pretrained": run.config.pretrained,
+                            "weights_sha256": _weights_digest(run.config) if run.config.pretrained else None})
         if with_data:
             write_data_summary(tmp / DATA_FOLDER, runs, data_dir=data_dir)
         files = {p.relative_to(tmp).as_posix(): file_digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -245,7 +269,8 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
                 "devices": sorted(devices), "git_commit": _git_commit(), "runs": entries, "files": files,
                 "complete": missing is not None and not missing, "missing": sorted(missing or [])}
         if with_data:
-            meta["data"] = {"licence": LICENCE, "attribution": ATTRIBUTION}
+            meta["data"] = {"licence": LICENCE, "attribution": ATTRIBUTION,
+                            "source_image_size": _source_image_size(data_dir)}
         atomic_write_json(tmp / BUNDLE_FILE, meta)
         replace_dir(tmp, out)
     except BaseException:

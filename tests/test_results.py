@@ -195,6 +195,9 @@ def test_a_bundle_carries_the_data_its_chapters_read(trained, tmp_path, data_dir
     assert {"data/HAM10000_metadata.csv.gz", "data/SNAPSHOT.json", "data/README.md",
             "data/isic2018_task3_test/ISIC2018_Task3_Test_GroundTruth.csv.gz"} <= set(meta["files"])
     assert "CC BY-NC 4.0" in meta["data"]["licence"] and "Tschandl" in meta["data"]["attribution"]
+    assert meta["data"]["source_image_size"] == [200, 150]  # what the runs' images were resized from
+    entry = meta["runs"][0]
+    assert entry["image_size"] == 32 and entry["pretrained"] is False and entry["weights_sha256"] is None
     assert "CC BY-NC 4.0" in (packed.path / "data" / "README.md").read_text()
     snap = results.data_snapshot(packed.path)
     real, copy = load_ham10000(data_dir), load_ham10000(snap)
