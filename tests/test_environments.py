@@ -64,3 +64,11 @@ def test_binder_builds_the_environment_then_installs_skinlib():
     assert not any(isinstance(d, dict) for d in binder["dependencies"])  # no pip section: nothing to copy yet
     post = ROOT / "binder" / "postBuild"
     assert os.access(post, os.X_OK) and "pip install" in post.read_text() and "-e ." in post.read_text()
+
+
+def test_the_citation_file_names_the_software_the_paper_and_the_data():
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software" and cff["license"] == "MIT"
+    assert cff["repository-code"] == yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    titles = " ".join(r["title"] for r in cff["references"])
+    assert "MobileNetV3-Small" in titles and "HAM10000" in titles and "ISIC" in titles
