@@ -35,6 +35,7 @@ CHAPTERS: tuple[str, ...] = (
 SOLUTION_TAG = "solution"  # cells left out of the student edition (`skinlib book --student`, `export --student`)
 PROFILE_FILE = ".parameters.json"  # the parameters each executed chapter was run with
 PROVENANCE_FILE = "provenance.md"  # included by the landing page: where the numbers come from
+FINDINGS_FILE = "findings.md"  # included at the top of the landing page: what this build found
 
 
 class BookError(RuntimeError):
@@ -428,6 +429,46 @@ def distance_summary(executed: Path) -> list[str]:
             f"metric reading remain unknown.", ""]
 
 
+# the landing page's findings: (chapter, sentence with {glued} names); a sentence whose values a chapter did not
+# glue (not executed, or a page standing in for missing runs) is left out
+FINDINGS: tuple[tuple[str, str], ...] = (
+    ("02_baselines", "**Baselines** (the paper's Table 3): {ranking}"),
+    ("04_attention", "**Attention**: {caco_vs_se}"),
+    ("05_losses", "**Losses**: on validation the study chose {chosen_loss}; each loss against plain CE on test "
+                  "`bacc`: {bacc_words}."),
+    ("06_final_model", "**The final model** (MobileNetV3-CaCo, {final_loss}): test `bacc` {final_bacc} and accuracy "
+                       "{final_acc} (in %, with 95 % intervals); {vs_baseline}"),
+    ("06_final_model", "**External test** (ISIC 2018 Task 3): `bacc` {ext_bacc} and accuracy {ext_acc} (in %)."),
+)
+
+
+def findings_page(profile: str, executed: Path) -> str:
+    """The top of the landing page: whether these numbers may be set against the paper's, then what this build
+    found, each sentence filled from the values its chapter computed and glued."""
+    import nbformat
+
+    from skinlib.export import glued_values
+
+    if comparable_with_paper(profile):
+        head = f"Built with the `{profile}` profile: full data at the paper's scale, comparable with its numbers."
+    else:
+        head = (f"**These numbers are not comparable with the paper's.** Built with the `{profile}` profile: "
+                f"{SUMMARIES.get(profile, 'a custom profile')}.")
+    lines = [":::{important}", head, ":::", "", "### What this build found", ""]
+    glued: dict[str, dict[str, str]] = {}
+    for chapter, sentence in FINDINGS:
+        path = executed / f"{chapter}.ipynb"
+        if chapter not in glued:
+            glued[chapter] = glued_values(nbformat.read(path, as_version=4)) if path.is_file() else {}
+        try:
+            lines.append(f"- {sentence.format(**glued[chapter])} ({{doc}}`executed/{chapter}`)")
+        except KeyError:
+            continue
+    if lines[-1] == "":
+        lines.append("No chapter with results was executed in this build.")
+    return "\n".join(lines) + "\n"
+
+
 def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any], *,
                     data_dir: str | os.PathLike | None, runs_dir: str | os.PathLike | None,
                     bundle: dict[str, Any] | None, executed: Path | None = None, from_snapshot: bool = False) -> str:
@@ -604,6 +645,7 @@ def build_book(
                                                     missing=missing)
             stamps[name] = stamp
             atomic_write_json(stamp_file, stamps)
+        atomic_write_text(executed_dir / FINDINGS_FILE, findings_page(profile, executed_dir))
         atomic_write_text(executed_dir / PROVENANCE_FILE,
                           provenance_page(profile, values, stamps, data_dir=folders[DATA_ENV],
                                           runs_dir=folders[RUNS_ENV], bundle=bundle, executed=executed_dir,

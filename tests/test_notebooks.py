@@ -331,3 +331,21 @@ def test_student_handouts_leave_the_teachers_numbers_out_of_the_prose(tmp_path):
     teacher, student = _read(path, student=False).cells[1].source, _read(path, student=True).cells[1].source
     assert "49.0 %" in teacher
     assert "49.0" not in student and "[resnet_acc: computed when you run the chapter]" in student
+
+
+def test_the_landing_page_findings_come_from_the_chapters_glued_values(tmp_path):
+    import nbformat
+
+    from skinlib.book import findings_page
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("glue")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"application/papermill.record/text/plain": repr(v)},
+                                           metadata={"scrapbook": {"name": k, "mime_prefix": ""}})
+                    for k, v in {"ext_bacc": "23.1 [21.9, 24.4]", "ext_acc": "59.1 [57.8, 60.3]"}.items()]
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / "06_final_model.ipynb")
+    page = findings_page("smoke", tmp_path)
+    assert "not comparable with the paper's" in page and "`bacc` 23.1 [21.9, 24.4]" in page
+    assert "final model** (" not in page and "Baselines" not in page  # their values were not glued: left out
+    assert "comparable with its numbers" in findings_page("paper", tmp_path)
