@@ -454,7 +454,7 @@ def findings_page(profile: str, executed: Path) -> str:
     else:
         head = (f"**These numbers are not comparable with the paper's.** Built with the `{profile}` profile: "
                 f"{SUMMARIES.get(profile, 'a custom profile')}.")
-    lines = [":::{important}", head, ":::", "", "### What this build found", ""]
+    lines = [":::{important}", head, ":::", "", "## What this build found", ""]
     glued: dict[str, dict[str, str]] = {}
     for chapter, sentence in FINDINGS:
         path = executed / f"{chapter}.ipynb"
