@@ -359,11 +359,20 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _profile_option(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    """The ``--profile`` option, declared the same way by every command that takes one (required without a
+    default)."""
+    from skinlib.profiles import PROFILES
+
+    parser.add_argument("--profile", default=default, required=default is None, choices=list(PROFILES),
+                        help="parameter profile (see skinlib.profiles: " + ", ".join(PROFILES) + ")")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from skinlib.data.download import PARTS as DATA_PARTS
     from skinlib.data.verify import DATASETS
     from skinlib.experiments import STUDIES
-    from skinlib.profiles import PARAMETERS, PROFILES
+    from skinlib.profiles import PARAMETERS
     from skinlib.runs import BATCH_SCALINGS, COMPILE_MODES
     from skinlib.runtime import DEVICES
     from skinlib.train import OPTIMIZERS, SAMPLERS
@@ -457,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("book", parents=[data_dir, runs, profile, jobs],
                        help="execute every chapter for a profile and build the HTML book", **fmt)
-    p.add_argument("--profile", default="smoke", choices=list(PROFILES), help="parameter profile")
+    _profile_option(p, default="smoke")
     p.add_argument("--only", nargs="+", metavar="CHAPTER", help="re-execute only these chapters")
     p.add_argument("--from-results", nargs="?", const=True, metavar="BUNDLE",
                    help="render a results bundle (default results/<profile>) without training anything")
@@ -477,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
                              **fmt).add_subparsers(dest="action", required=True, metavar="ACTION")
     p = results.add_parser("pack", parents=[data_dir, runs, profile],
                            help="collect a profile's finished runs into results/<profile> (no weights)", **fmt)
-    p.add_argument("--profile", required=True, choices=list(PROFILES), help="parameter profile")
+    _profile_option(p)
     p.add_argument("--out", help="bundle folder (default results/<profile>)")
     p.add_argument("--allow-missing", action="store_true", help="pack the finished runs even if some are missing")
     p.set_defaults(func=_results_pack)
@@ -487,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_results_unpack)
     p = results.add_parser("window", parents=[data_dir, runs, profile, jobs],
                            help="a time-boxed training window: train the missing runs that fit, pack them", **fmt)
-    p.add_argument("--profile", required=True, choices=list(PROFILES), help="parameter profile")
+    _profile_option(p)
     p.add_argument("--budget", type=float, required=True, metavar="SECONDS", help="wall-clock budget of the window")
     p.add_argument("--reserve", type=float, default=90.0, metavar="SECONDS",
                    help="kept at the end for Grad-CAM, ISIC predictions and packing")
@@ -495,13 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_results_window)
     p = results.add_parser("status", parents=[data_dir, runs, profile],
                            help="which of a profile's runs are finished, bundled or missing", **fmt)
-    p.add_argument("--profile", required=True, choices=list(PROFILES), help="parameter profile")
+    _profile_option(p)
     p.set_defaults(func=_results_status)
 
     p = sub.add_parser("study", parents=[data_dir, runs, profile, jobs],
                        help="train one of the book's studies for a profile (works under torchrun)", **fmt)
     p.add_argument("name", choices=STUDIES, help="the study")
-    p.add_argument("--profile", default="paper", choices=list(PROFILES), help="parameter profile")
+    _profile_option(p, default="paper")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--list", action="store_true",
                        help="print one command per run of the study (for a scheduler's job array) and exit")
