@@ -195,23 +195,24 @@ def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None =
         from IPython.display import display
 
         display(profile_note(profile, used, overrides))
-        for note in (data_note(data_dir or None), size_note(values["image_size"], data_dir or None)):
-            if note is not None:
-                display(note)
+        from skinlib.data import load_ham10000
+
+        try:  # the data's notes read the index once
+            index = load_ham10000(data_dir or None)
+        except (FileNotFoundError, ValueError):
+            index = None
+        if index is not None:
+            for note in (data_note(index), size_note(values["image_size"], index)):
+                if note is not None:
+                    display(note)
     return ctx
 
 
-def size_note(image_size: int, data_dir: str | os.PathLike | None = None) -> Any | None:
-    """When the profile trains at a larger size than the data's images have, the warning that says the models saw
-    them upsampled (with both sizes); else ``None``."""
+def size_note(image_size: int, index: Any) -> Any | None:
+    """When the profile trains at a larger size than the data's images (of ``index``) have, the warning that says
+    the models saw them upsampled (with both sizes); else ``None``."""
     from PIL import Image
 
-    from skinlib.data import load_ham10000
-
-    try:
-        index = load_ham10000(data_dir)
-    except (FileNotFoundError, ValueError):
-        return None
     present = next((p for p in index["path"] if os.path.isfile(p)), None)
     if present is None:
         return None
@@ -225,19 +226,14 @@ def size_note(image_size: int, data_dir: str | os.PathLike | None = None) -> Any
                       f"on this page are those of upsampled images (the HAM10000 originals are 600x450).")
 
 
-def data_note(data_dir: str | os.PathLike | None = None) -> Any | None:
-    """When the data directory is a results bundle's data summary (no images here), the admonition that says so,
+def data_note(index: Any) -> Any | None:
+    """When ``index`` comes from a results bundle's data summary (no images here), the admonition that says so,
     with the data key the runs were checked against and the data's licence; else ``None``."""
-    from skinlib.data import fingerprint, load_ham10000
+    from skinlib.data import fingerprint
     from skinlib.data.snapshot import LICENCE, is_snapshot
 
-    try:
-        root = resolve_data_dir(data_dir)
-    except FileNotFoundError:
+    if not is_snapshot(Path(index.attrs.get("source", "")).parent):
         return None
-    if not is_snapshot(root):
-        return None
-    index = load_ham10000(root)
     return admonition(
         "note", "Data from the results bundle",
         f"This machine has no HAM10000 images, so the tables and images on this page come from the results "

@@ -140,28 +140,26 @@ def _weights_digest(config: RunConfig) -> str | None:
     return file_digest(path) if path.is_file() else None
 
 
-def _source_image_size(data_dir: str | os.PathLike | None) -> list[int] | None:
+def _source_image_size(index: Any) -> list[int]:
     """Width and height of the data's first image: the resolution the runs' images were resized from."""
     from PIL import Image
 
-    from skinlib.data import load_ham10000
-
-    first = load_ham10000(data_dir)["path"].iloc[0]
-    with Image.open(first) as im:
+    with Image.open(index["path"].iloc[0]) as im:
         return list(im.size)
 
 
-def drawn_images(runs: Sequence[Run], *, data_dir: str | os.PathLike | None = None) -> tuple[set[str], set[str]]:
+def drawn_images(runs: Sequence[Run], index: Any, *, data_dir: str | os.PathLike | None = None
+                 ) -> tuple[set[str], set[str]]:
     """The HAM10000 images the chapters draw (the data chapter's montage; the Grad-CAM examples and the error
     gallery of each run that kept Grad-CAM examples, i.e. the final model) and those drawn with their mask."""
     import numpy as np
 
-    from skinlib.data import load_ham10000, montage_rows
+    from skinlib.data import montage_rows
     from skinlib.experiments import error_rows
     from skinlib.explain import CAM_EXAMPLES_FILE
     from skinlib.inference import held_out_index
 
-    images = set(montage_rows(load_ham10000(data_dir))["image_id"])
+    images = set(montage_rows(index)["image_id"])
     masks: set[str] = set()
     for run in runs:
         if not run.file(CAM_EXAMPLES_FILE).is_file():
@@ -175,10 +173,10 @@ def drawn_images(runs: Sequence[Run], *, data_dir: str | os.PathLike | None = No
     return images, masks
 
 
-def write_data_summary(dest: Path, runs: Sequence[Run], *, data_dir: str | os.PathLike | None = None) -> None:
+def write_data_summary(dest: Path, runs: Sequence[Run], *, data_dir: str | os.PathLike | None = None) -> list[int]:
     """Write into the new folder ``dest`` the data snapshot a bundle carries (:mod:`skinlib.data.snapshot`), its
     tables gzipped: every HAM10000 row with its file's digest, the ISIC 2018 test labels when that set is here,
-    and the images (and masks) of :func:`drawn_images`."""
+    and the images (and masks) of :func:`drawn_images`; return the data's source image size."""
     from skinlib.data import load_ham10000, load_isic2018_test
     from skinlib.data.index import find_isic2018_test_dir
 
@@ -188,10 +186,11 @@ def write_data_summary(dest: Path, runs: Sequence[Run], *, data_dir: str | os.Pa
     except FileNotFoundError:
         log.warning("no ISIC 2018 test set here: the bundle's data summary lacks its labels")
         isic = None
-    images, masks = drawn_images(runs, data_dir=data_dir)
+    ham = load_ham10000(data_dir)
+    images, masks = drawn_images(runs, ham, data_dir=data_dir)
     staging = dest.with_name(f".{dest.name}.staging")
     try:
-        written = write_snapshot(staging, ham=load_ham10000(data_dir), isic=isic, images=images, masks=masks,
+        written = write_snapshot(staging, ham=ham, isic=isic, images=images, masks=masks,
                                  mask_dir=data_dir)
         dest.mkdir()
         for name in written:
@@ -202,6 +201,7 @@ def write_data_summary(dest: Path, runs: Sequence[Run], *, data_dir: str | os.Pa
                 shutil.copyfile(staging / name, dest / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return _source_image_size(ham)
 
 
 def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
@@ -254,8 +254,7 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
                             "torch": env.get("torch"), "skinlib": env.get("skinlib"),
                             "image_size": run.config.image_size, "pretrained": run.config.pretrained,
                             "weights_sha256": _weights_digest(run.config) if run.config.pretrained else None})
-        if with_data:
-            write_data_summary(tmp / DATA_FOLDER, runs, data_dir=data_dir)
+        source_size = write_data_summary(tmp / DATA_FOLDER, runs, data_dir=data_dir) if with_data else None
         files = {p.relative_to(tmp).as_posix(): file_digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         size = sum((tmp / f).stat().st_size for f in files)
         if size > max_bytes:
@@ -270,7 +269,7 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
                 "complete": missing is not None and not missing, "missing": sorted(missing or [])}
         if with_data:
             meta["data"] = {"licence": LICENCE, "attribution": ATTRIBUTION,
-                            "source_image_size": _source_image_size(data_dir)}
+                            "source_image_size": source_size}
         atomic_write_json(tmp / BUNDLE_FILE, meta)
         replace_dir(tmp, out)
     except BaseException:

@@ -278,10 +278,12 @@ def test_the_teachers_page_counts_come_from_the_chapters():
 
 def test_pages_say_when_the_profile_upsamples_the_images(data_dir):
     from skinlib.book import size_note
+    from skinlib.data import load_ham10000
 
-    note = size_note(224, data_dir)
+    index = load_ham10000(data_dir)
+    note = size_note(224, index)
     assert note is not None and "200x150" in note.data and "224x224" in note.data
-    assert size_note(96, data_dir) is None
+    assert size_note(96, index) is None
 
 
 def test_rendering_a_bundle_asks_for_the_pretrained_runs_it_holds(monkeypatch):

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from skinlib.data.info import CLASS_TO_LABEL, CLASSES
+from skinlib.data.info import CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +156,13 @@ def _read(path: Path, what: str) -> pd.DataFrame:
 
 
 def _finish(table: pd.DataFrame, folder: Path, source: Path) -> pd.DataFrame:
-    """The index a loader returns: paths where an image would be, the digests recorded for them."""
+    """The index a loader returns (:func:`skinlib.data.index._finish`, the same columns): paths where an image
+    would be, the digests recorded for them."""
+    from skinlib.data.index import _finish as finish_index
+
     present = {p.stem: p for p in (folder / IMAGES).glob("*") if p.is_file()} if (folder / IMAGES).is_dir() else {}
-    out = table.drop(columns=[DIGEST_COLUMN]).copy()
-    out["label"] = out["dx"].map(CLASS_TO_LABEL).astype("int64")
-    out["path"] = [str(present.get(i, folder / IMAGES / f"{i}.jpg")) for i in out["image_id"]]
-    first = ["image_id", "lesion_id", "dx", "label", "path"]
-    out = out[first + [c for c in out.columns if c not in first]].reset_index(drop=True)
+    images = {i: present.get(i, folder / IMAGES / f"{i}.jpg") for i in table["image_id"]}
+    out = finish_index(table.drop(columns=[DIGEST_COLUMN]), images)
     _RECORDED.update(zip(out["path"], table[DIGEST_COLUMN].astype(str)))
     out.attrs["source"] = str(source)
     return out
