@@ -131,16 +131,21 @@ def test_two_windows_make_the_whole_profile(tmp_path, data_dir):
 
     # the estimate the scheduler starts from (the figure a device measured before): 12 s an epoch of
     # MobileNetV3-Small at this size and batch, the other models scaled by their FLOPs
-    small = dict(subset=0.03, epochs=1, image_size=64,
-                 given={("mobilenet_v3_small", 64, 32): Estimate(12, 2, "given")})
+    small = dict(subset=0.03, epochs=1, image_size=64)
+    given = {("mobilenet_v3_small", 64, 32): Estimate(12, 2, "given")}
+    # EfficientNetB0 measured too slow for the first window, whatever this machine's speed (a fast one would
+    # otherwise train everything there): it must wait for the second
+    slow = {("efficientnet_b0", 64, 32): Estimate(1000, 2, "given")}
     first = run_window("smoke", budget_s=100, out=tmp_path / "out1", jobs=2, runs_dir=tmp_path / "runs1",
-                               results_dir=tmp_path / "results", reserve_s=15, startup_s=5, **small)
+                       results_dir=tmp_path / "results", reserve_s=15, startup_s=5, given={**given, **slow},
+                       **small)
+    assert any(name.startswith("efficientnet_b0") for name in first.missing), first.missing
     assert first.trained and first.missing and first.archive.stat().st_size < 16 * 2**20
     assert not first.failed
     with tarfile.open(first.archive) as tar:
         tar.extractall(tmp_path / "results", filter="data")
     second = run_window("smoke", budget_s=400, out=tmp_path / "out2", jobs=2, runs_dir=tmp_path / "runs2",
-                                results_dir=tmp_path / "results", reserve_s=15, startup_s=5, **small)
+                        results_dir=tmp_path / "results", reserve_s=15, startup_s=5, given=given, **small)
     assert second.missing == [] and not second.failed
     assert set(first.trained).isdisjoint(second.trained)  # nothing trained twice
     assert (tmp_path / "runs2" / first.trained[0] / "bundle.json").is_file()
