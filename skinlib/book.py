@@ -84,6 +84,15 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
         quiet.setLevel(level)
 
 
+def chapter_source(name: str, root: str | os.PathLike | None = None) -> Path:
+    """``notebooks/<name>.ipynb`` of the repository at ``root`` (default: this one); an unknown name lists the
+    chapters."""
+    path = book_root(root) / "notebooks" / f"{name}.ipynb"
+    if not path.is_file():
+        raise BookError(f"chapter notebook {path} is missing; chapters: {', '.join(CHAPTERS)}")
+    return path
+
+
 def chapter_parameters(path: Path, profile: dict[str, Any]) -> dict[str, Any]:
     """The profile values this notebook declares (papermill warns on unknown ones, so filter)."""
     declared = notebook_parameters(path)
@@ -272,31 +281,15 @@ def admonition(kind: str, title: str, text: str) -> Any:
 
 
 def drop_solutions(nb: Any) -> int:
-    """Remove the cells tagged ``solution`` from a notebook node; return how many."""
-    kept = [c for c in nb.cells if SOLUTION_TAG not in c.get("metadata", {}).get("tags", [])]
+    """Remove the cells tagged ``solution`` and the hidden grade cells (:mod:`skinlib.grading`) from a notebook
+    node; return how many."""
+    from skinlib.grading import GRADE_TAG
+
+    hidden = {SOLUTION_TAG, GRADE_TAG}
+    kept = [c for c in nb.cells if not hidden & set(c.get("metadata", {}).get("tags", []))]
     dropped = len(nb.cells) - len(kept)
     nb.cells = kept
     return dropped
-
-
-def missing_runs_page(source: Path, target: Path, *, first: str, missing: list[str], profile: str) -> None:
-    """An executed chapter that says which runs of a partial results bundle it needs, in place of its content:
-    the chapter's own title and overview, then the runs the bundle lacks and the command that makes them."""
-    import nbformat
-
-    nb = nbformat.read(source, as_version=4)
-    intro = next((c for c in nb.cells if c.cell_type == "markdown"), None)
-    listed = "".join(f"\n- `{m}`" for m in missing) if missing else ""
-    text = (f":::{{admonition}} This chapter is not in the `{profile}` results bundle yet\n:class: warning\n"
-            f"The bundle was made in a training window that did not finish every run, and this chapter needs "
-            f"one it lacks: {first.splitlines()[0]}\n\nRuns of the profile still missing from the bundle:"
-            f"{listed or ' (not known)'}\n\nMake them where there is time: on a GPU, "
-            f"`benchmarks/gpu_results.sh SECONDS OUT` (`skinlib results window --profile {profile}`), which goes "
-            f"on from this bundle; then unpack its archive into `results/` and render again.\n:::")
-    out = nbformat.v4.new_notebook(metadata=nb.metadata)
-    out.cells = ([nbformat.v4.new_markdown_cell(intro.source)] if intro is not None else []) + \
-        [nbformat.v4.new_markdown_cell(text)]
-    atomic_write_text(target, nbformat.writes(out))
 
 
 def execute_chapter(name: str, params: dict[str, Any], *, root: Path, student: bool = False,
@@ -305,12 +298,17 @@ def execute_chapter(name: str, params: dict[str, Any], *, root: Path, student: b
 
     ``student``: the solution cells are removed before execution, so neither their
     text nor their outputs reach the executed chapter. ``missing`` (rendering a partial
-    results bundle: the runs it lacks): a chapter that stops because it needs one of them
-    becomes a page naming them (:func:`missing_runs_page`) instead of failing the build;
-    any other error still fails it.
+    results bundle: the runs it lacks): each cell that stops because it needs one of them,
+    and each cell that builds on one, becomes a note naming what is missing, and the
+    chapter is executed again without them (:mod:`skinlib.partial`): the page shows
+    every table and figure the bundle's runs allow. Any other error still fails the build.
     """
+    import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
+
+    from skinlib import partial
+    from skinlib.export import glued_values
 
     source = root / "notebooks" / f"{name}.ipynb"
     if not source.is_file():
@@ -320,42 +318,46 @@ def execute_chapter(name: str, params: dict[str, Any], *, root: Path, student: b
     target = out_dir / f"{name}.ipynb"
     tmp = out_dir / f".{name}.running.ipynb"
     failed = out_dir / f"{name}.failed.ipynb"
+    staged = out_dir / f".{name}.source.ipynb"
     used = chapter_parameters(source, params)
     log.info("executing %s with %s%s", name, used, " (student edition: no solutions)" if student else "")
     start = time.perf_counter()
-    student_source = out_dir / f".{name}.student.ipynb"
+    nb = nbformat.read(source, as_version=4)
     if student:
-        import nbformat
-
-        nb = nbformat.read(source, as_version=4)
         log.info("%s: %d solution cells left out", name, drop_solutions(nb))
-        nbformat.write(nb, student_source)
-        source = student_source
+    gaps = partial.Gaps()
+    profile = str(params.get("profile", "?"))
     try:
-        papermill.execute_notebook(
-            str(source), str(tmp), parameters=used, kernel_name="python3", cwd=str(out_dir),
-            progress_bar=False, request_save_on_cell_execute=False,
-        )
-    except PapermillExecutionError as exc:
-        if missing is not None and exc.ename == "MissingRunError":
-            tmp.unlink(missing_ok=True)
-            failed.unlink(missing_ok=True)
-            log.warning("%s needs runs the results bundle lacks; its page names them", name)
-            missing_runs_page(root / "notebooks" / f"{name}.ipynb", target, first=str(exc.evalue),
-                              missing=missing, profile=str(params.get("profile", "?")))
-            return time.perf_counter() - start
-        os.replace(tmp, failed)
-        target.unlink(missing_ok=True)
-        raise BookError(
-            f"notebook {name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
-            f"{exc.ename}: {exc.evalue}\npartial output kept in {failed}"
-        ) from exc
+        while True:
+            nbformat.write(partial.apply(nb, gaps, profile=profile, missing=missing or []) if gaps else nb,
+                           staged)
+            try:
+                papermill.execute_notebook(
+                    str(staged), str(tmp), parameters=used, kernel_name="python3", cwd=str(out_dir),
+                    progress_bar=False, request_save_on_cell_execute=False,
+                )
+                break
+            except PapermillExecutionError as exc:
+                if missing is not None and partial.record(gaps, nbformat.read(tmp, as_version=4), exc.ename,
+                                                          str(exc.evalue)):
+                    log.warning("%s: a cell needs runs the results bundle lacks; a note takes its place", name)
+                    continue
+                os.replace(tmp, failed)
+                target.unlink(missing_ok=True)
+                raise BookError(
+                    f"notebook {name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
+                    f"{exc.ename}: {exc.evalue}\npartial output kept in {failed}"
+                ) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         target.unlink(missing_ok=True)
         raise
     finally:
-        student_source.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
+    if gaps:
+        executed = nbformat.read(tmp, as_version=4)
+        partial.blank_absent_values(executed, glued_values(executed))
+        nbformat.write(executed, tmp)
     _fold_parameter_cells(tmp, name)
     os.replace(tmp, target)
     failed.unlink(missing_ok=True)

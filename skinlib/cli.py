@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -219,6 +220,35 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grade_collect(args: argparse.Namespace) -> int:
+    from skinlib.grading import collect
+
+    found = collect(args.source, args.out, chapter=args.chapter)
+    for name, path in found.students.items():
+        print(f"{name}: {path}")
+    for rel, why in found.rejected.items():
+        print(f"rejected {rel}: {why}")
+    print(f"collected {len(found.students)} submissions of {args.chapter} into {args.out}")
+    return 0 if found.students else 1
+
+
+def _grade_run(args: argparse.Namespace) -> int:
+    from skinlib.book import book_root, chapter_defaults
+    from skinlib.grading import grade
+    from skinlib.profiles import get_profile
+
+    values = get_profile(args.profile, extra=chapter_defaults(book_root()), **_params(args))
+    table = grade(args.submissions, args.out, chapter=args.chapter, params=values, data_dir=args.data_dir,
+                  runs_dir=args.runs_dir, timeout=args.timeout)
+    totals = table.groupby("student")[["points", "max"]].sum()
+    print(table.to_string(index=False))
+    print()
+    print(totals.to_string())
+    print(f"\nwrote {Path(args.out) / 'grades.csv'}, {Path(args.out) / 'totals.csv'} and the executed notebooks "
+          f"in {Path(args.out) / 'feedback'}")
+    return 0
+
+
 def _results_pack(args: argparse.Namespace) -> int:
     from skinlib.results import pack_profile
 
@@ -262,7 +292,8 @@ def _notebook_parameters(args: argparse.Namespace) -> int:
 
     stale = sync(book_root(), write=not args.check)
     verb = "out of step" if args.check else "rewritten"
-    print(f"parameters cells {verb}: {', '.join(stale)}" if stale else "every parameters cell is in step")
+    print(f"chapters {verb} (parameters cell or figure captions): {', '.join(stale)}" if stale
+          else "every parameters cell and figure caption is in step")
     return 1 if stale and args.check else 0
 
 
@@ -481,6 +512,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="exported", help="output folder")
     p.add_argument("--student", action="store_true", help="leave the solution cells out (hints stay)")
     p.set_defaults(func=_export)
+
+    grading = sub.add_parser("grade", help="coursework: collect submissions of a chapter and grade them",
+                             **fmt).add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = grading.add_parser("collect", help="one notebook per student from a folder of submissions (checked)",
+                           **fmt)
+    p.add_argument("source", help="the submissions as downloaded: <student>/<file>.ipynb or <student>.ipynb")
+    p.add_argument("--chapter", required=True, help="the chapter handed out (e.g. 02_baselines)")
+    p.add_argument("--out", default="submissions", help="folder to gather them in (<student>.ipynb)")
+    p.set_defaults(func=_grade_collect)
+    p = grading.add_parser("run", parents=[data_dir, runs, profile],
+                           help="execute each submission's answers in the chapter with papermill and score them",
+                           **fmt)
+    _profile_option(p, default="smoke")
+    p.add_argument("submissions", help="folder of <student>.ipynb (from `skinlib grade collect`)")
+    p.add_argument("--chapter", required=True, help="the chapter handed out (e.g. 02_baselines)")
+    p.add_argument("--out", default="graded", help="folder for grades.csv, totals.csv and feedback/")
+    p.add_argument("--timeout", type=_positive_float, help="seconds a cell may run (default: no limit)")
+    p.set_defaults(func=_grade_run)
 
     results = sub.add_parser("results", help="results bundles: pack finished runs, unpack them elsewhere",
                              **fmt).add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -200,10 +200,11 @@ class CamScores:
 
     @property
     def titles(self) -> list[str]:
-        """"<predicted> for <true>" per example."""
+        """"true <class>, predicted <class>" per example, on two lines."""
         from skinlib.data import CLASSES
 
-        return [f"{CLASSES[p]} for {dx}" for p, dx in zip(self.preds, self.table["dx"].to_numpy()[self.rows])]
+        return [f"true {dx}\npredicted {CLASSES[p]}"
+                for p, dx in zip(self.preds, self.table["dx"].to_numpy()[self.rows])]
 
 
 def _save_npz(path: os.PathLike, **arrays: np.ndarray) -> None:

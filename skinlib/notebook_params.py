@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from skinlib.figures import apply_figure_metadata
 from skinlib.profiles import PARAMETERS
 
 FOLDERS = (
@@ -69,7 +70,8 @@ def _parameters_cell(nb: dict[str, Any]) -> dict[str, Any]:
 
 
 def sync(root: Path, *, write: bool) -> list[str]:
-    """The chapters under ``root/notebooks`` whose parameters cell is not the generated one (rewritten when
+    """The chapters under ``root/notebooks`` whose parameters cell is not the generated one, or whose figure
+    captions are not those of :data:`skinlib.figures.FIGURES` (rewritten when
     ``write``; the rest of each notebook is kept byte for byte in its JSON layout)."""
     stale = []
     for path in sorted((root / "notebooks").glob("*.ipynb")):
@@ -77,7 +79,8 @@ def sync(root: Path, *, write: bool) -> list[str]:
         cell = _parameters_cell(nb)
         current = "".join(cell["source"])
         wanted = cell_source(current)
-        if current == wanted:
+        figures = apply_figure_metadata(nb, path.stem)  # captions and alt text (skinlib.figures)
+        if current == wanted and not figures:
             continue
         stale.append(path.stem)
         if write:

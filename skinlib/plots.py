@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from skinlib.data.info import CLASSES
 
 PALETTE = "colorblind"
 WIDTH = 7.0  # inches, about the book's page width
+CAM_MAP = "inferno"  # perceptually uniform (jet is not: its bright bands read as structure that is not there)
 
 
 def style() -> None:
@@ -81,8 +83,12 @@ def training_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
         ax_acc.plot(h["epoch"], h["val_accuracy"], color=colour, ls="--", marker="o", ms=3)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
-    ax_loss.legend(fontsize=8)
-    fig.tight_layout()
+    # one legend below both panels, so it covers no curve: a colour per run, the line style for the split
+    handles = [Line2D([], [], color=c, lw=2, label=name) for c, name in zip(colours, histories)]
+    handles += [Line2D([], [], color="0.3", label="training"), Line2D([], [], color="0.3", ls="--", label="validation")]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    rows = -(-len(handles) // 4)
+    fig.tight_layout(rect=(0, 0.07 * rows, 1, 1))
     return fig
 
 
@@ -196,11 +202,15 @@ def gradcam_grid(images: np.ndarray, masks: np.ndarray, cams: np.ndarray, titles
                 ax.contour(np.asarray(masks[i], dtype=float), levels=[0.5], colors="yellow", linewidths=1,
                            extent=(0, w, h, 0) if masks[i].shape != (h, w) else None)
             if j == 2:
-                ax.imshow(cams[i], cmap="jet", alpha=0.45, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+                shown = ax.imshow(cams[i], cmap=CAM_MAP, vmin=0, vmax=1, alpha=0.55,
+                                  extent=(-0.5, w - 0.5, h - 0.5, -0.5))
         axes[i, 0].set_ylabel(titles[i], fontsize=8)
     for j, name in enumerate(("image", "lesion mask", "Grad-CAM")):
         axes[0, j].set_title(name, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    if n:  # a colour bar beside the last column: what the colours of the overlay mean
+        bar = fig.colorbar(shown, cax=fig.add_axes((0.89, 0.2, 0.025, 0.6)))
+        bar.set_label("Grad-CAM, scaled to 0-1 per image", fontsize=8)
     return fig
 
 

@@ -103,6 +103,14 @@ def test_index_and_every_chapter_load_with_table_and_figure(book, tmp_path):
         folded = re.findall(r'<div class="dropdown (tip )?admonition toggle toggle-hidden"', dom)
         assert len(folded) >= 4 and len(folded) % 2 == 0, f"{name}: {len(folded)} folded hints/solutions"
         assert "Solution to exercise 1" in dom and "install skinlib" not in dom  # the install cell is hidden
+        # every figure of a chapter is numbered, captioned and described (alt text, not a file name)
+        images = re.findall(r'<img[^>]*src="[^"]*_images/[0-9a-f]{64}\.png"[^>]*>', dom)
+        figures = re.findall(r'<figure[^>]*>\s*<img[^>]*alt="([^"]+)"[^>]*>.*?<figcaption>(.*?)</figcaption>', dom,
+                             re.S)
+        assert images and len(figures) == len(images), f"{name}: {len(images) - len(figures)} figures uncaptioned"
+        for alt, caption in figures:
+            assert not re.fullmatch(r"[0-9a-f]{64}(\.png)?", alt) and len(alt) > 20, f"{name}: alt text {alt!r}"
+            assert re.search(r"Fig\. \d+", caption), f"{name}: an unnumbered caption {caption[:80]!r}"
     dom = render((book / "book" / "teachers.html").as_uri(), tmp_path)
     assert "Time per exercise" in dom and "SKINLIB_RUNS_DIR" in dom
 
@@ -136,6 +144,14 @@ def test_second_build_retrains_nothing(book):
     result = build_book("smoke")
     assert result.trained == [], f"a rebuild retrained {result.trained}"
     assert len(result.reused) > 0 and (HTML / "index.html").is_file()
+
+
+def _glued(chapter: str, root: Path) -> dict[str, str]:
+    import nbformat
+
+    from skinlib.export import glued_values
+
+    return glued_values(nbformat.read(root / "book" / "executed" / f"{chapter}.ipynb", as_version=4))
 
 
 def _text_outputs(chapter: str, root: Path = ROOT) -> list[str]:
@@ -219,6 +235,10 @@ def test_a_partial_bundle_renders_and_names_what_it_lacks(book, tmp_path):
     page = (executed / "02_baselines.html").read_text()
     assert "is not in the" in page and dropped.config.name in page and "gpu_results.sh" in page
     assert "Lightweight baselines" in page  # the chapter keeps its title and overview
+    # what does not need the run is still there: the exercises' computed answers, the prose's other values
+    full, part = (_glued("02_baselines", root) for root in (ROOT, clone))
+    assert part["sol_02_2_bacc"] == full["sol_02_2_bacc"] and f">{full['sol_02_2_bacc']}<" in page
+    assert "best_bacc" not in part and "not in the bundle" in page  # a value built on the missing run is absent
 
 
 def test_the_smoke_models_learn(book):

@@ -96,6 +96,12 @@ def test_figures_have_the_expected_parts():
     probs = rng.dirichlet(np.ones(7), 200)
     fig = plots.training_curves({"a": _history(1), "b": _history(5)})
     assert isinstance(fig, Figure) and len(fig.axes) == 2 and len(fig.axes[0].lines) == 4
+    [legend] = fig.legends  # below the panels, not on a panel: it covers no curve
+    assert [t.get_text() for t in legend.get_texts()] == ["a", "b", "training", "validation"]
+    assert not fig.axes[0].get_legend() and not fig.axes[1].get_legend()
+    fig.canvas.draw()
+    legend_box = legend.get_window_extent()
+    assert all(legend_box.y1 <= ax.get_window_extent().y0 for ax in fig.axes)
     fig = plots.roc_curves(y, probs)
     assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 8  # 7 classes + chance
     fig = plots.reliability_diagram(y, probs)
@@ -118,7 +124,10 @@ def test_figures_have_the_expected_parts():
     assert [t.get_text() for t in counts.axes[0].texts][:2] == ["3", "1"]
     images = rng.integers(0, 255, (2, 3, 32, 32), dtype=np.uint8)
     fig = plots.gradcam_grid(images, np.ones((2, 32, 32), bool), rng.random((2, 32, 32)), ["a", "b"])
-    assert len(fig.axes) == 6
+    assert len(fig.axes) == 7  # 2 x 3 panels and the colour bar
+    overlay = fig.axes[2].images[-1]
+    assert overlay.get_cmap().name == plots.CAM_MAP == "inferno" and overlay.get_clim() == (0, 1)
+    assert "Grad-CAM" in fig.axes[-1].get_ylabel()  # the colour bar says what it measures
 
 
 def test_masks_of_the_real_data(ham_index, data_dir):

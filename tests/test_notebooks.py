@@ -113,28 +113,67 @@ def test_failing_chapter_is_named_and_leaves_no_output(tmp_path):
     assert (executed / "01_data.failed.ipynb").exists()
 
 
-def test_a_chapter_needing_a_run_a_partial_bundle_lacks_names_it(tmp_path):
+def test_a_chapter_needing_a_run_a_partial_bundle_lacks_shows_the_rest(tmp_path):
+    """Rendering a partial bundle: the cell that needs the missing run and the cells built on it become notes;
+    every other cell runs and keeps its output; prose refers to absent values as such; other errors still fail."""
+    from skinlib.partial import ABSENT
+
     root = tmp_path / "repo"
     (root / "notebooks").mkdir(parents=True)
+    kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("# Baselines\n\n## Overview\n\nFive networks."),
-        nbformat.v4.new_code_cell("from skinlib.runs import MissingRunError\n"
+        nbformat.v4.new_code_cell("from skinlib.book import glue_text\nfrom skinlib.runs import MissingRunError\n"
+                                  "glue_text(n_images=1512)"),
+        nbformat.v4.new_code_cell("table = {'a': 1}\n"
                                   "raise MissingRunError('run resnet18-abc is needed but not in the bundle')"),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        nbformat.v4.new_code_cell("glue_text(best=max(table))\nprint('built on the table')"),
+        nbformat.v4.new_code_cell("best = 'mine'\nprint('independent of the table', best)"),
+        nbformat.v4.new_code_cell("shown = table\n"),
+        nbformat.v4.new_code_cell("print(len(shown))"),
+        nbformat.v4.new_markdown_cell("Test images: {glue:text}`n_images`; best: {glue:text}`best`."),
+    ], metadata=kernel)
     nbformat.write(nb, root / "notebooks" / "02_baselines.ipynb")
     with pytest.raises(BookError, match="MissingRunError: run resnet18-abc"):  # a complete bundle: an error
         execute_chapter("02_baselines", {"profile": "gpu"}, root=root)
     execute_chapter("02_baselines", {"profile": "gpu"}, root=root, missing=["resnet18 seed 0", "shufflenet seed 0"])
     page = nbformat.read(root / "book" / "executed" / "02_baselines.ipynb", as_version=4)
-    text = "\n".join(c.source for c in page.cells)
-    assert page.cells[0].source.startswith("# Baselines") and "run resnet18-abc is needed" in text
+    text = "\n".join(c.source for c in page.cells if c.cell_type == "markdown")
+    outputs = "\n".join(o.get("text", "") for c in page.cells if c.cell_type == "code" for o in c.outputs)
+    assert page.cells[0].source.startswith("# Baselines") and "run `resnet18-abc`" in text
     assert "- `resnet18 seed 0`" in text and "- `shufflenet seed 0`" in text and "gpu_results.sh" in text
+    assert "independent of the table mine" in outputs and "built on the table" not in outputs
+    assert text.count("Not shown:") == 4  # the failing cell and the three that read what it defines
+    assert f"Test images: {{glue:text}}`n_images`; best: {ABSENT}." in text
     assert not (root / "book" / "executed" / "02_baselines.failed.ipynb").exists()
-    bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise ValueError('other')")],
-                                   metadata=nb.metadata)
+    assert sorted(p.name for p in (root / "book" / "executed").iterdir()) == ["02_baselines.ipynb"]
+    bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise ValueError('other')")], metadata=kernel)
     nbformat.write(bad, root / "notebooks" / "02_baselines.ipynb")
     with pytest.raises(BookError, match="ValueError: other"):  # any other error still fails the build
         execute_chapter("02_baselines", {"profile": "gpu"}, root=root, missing=["resnet18 seed 0"])
+
+
+def test_the_names_a_cell_defines_and_reads():
+    from skinlib.partial import names
+
+    defined, read = names("import numpy as np\nfrom a.b import c\nx = np.zeros(3)\ntable.loc[1] = y\n"
+                          "def f(z):\n    return z + w\nfor i in items:\n    v = i\n")
+    assert {"np", "c", "x", "table", "f", "i", "v"} <= defined
+    assert {"y", "w", "items", "table"} <= read and "x" not in read and "i" not in read
+    assert "best" in names("best = best + 1")[1]  # read before it is assigned: it comes from an earlier cell
+    assert names("import numpy as np\nnp.ones(2)\n[r for r in rows]")[1] == {"rows"}
+
+
+def test_only_what_builds_on_a_missing_run_is_replaced():
+    from skinlib.partial import Gaps
+
+    cells = [nbformat.v4.new_code_cell(src) for src in (
+        "import pandas as pd\nctx = 1", "import pandas as pd\nstudy = ctx", "table = pd.DataFrame(study)",
+        "study = 2\nprint(pd, ctx)", "print(study)", "print(table)")]
+    gaps = Gaps(needs_run={cells[1].id: "run x is needed"})
+    gaps.plan(cells)
+    # pd is still imported by the first cell; study is defined afresh by the fourth; table stays absent
+    assert gaps.follows == {cells[2].id, cells[5].id} and gaps.tainted == {"table"}
 
 
 def test_only_needs_the_other_chapters_first(tmp_path, data_dir):
