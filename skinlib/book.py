@@ -364,6 +364,56 @@ def execute_chapter(name: str, params: dict[str, Any], *, root: Path, student: b
     return time.perf_counter() - start
 
 
+MAX_RENDER_JOBS = 4
+# chapters that time models: executed alone, after the others, so no other chapter disturbs their clocks
+TIMED_CHAPTERS: tuple[str, ...] = ("04_attention", "07_efficiency")
+
+
+def _execute_in_child(name: str, params: dict[str, Any], root: str, student: bool, missing: list[str] | None,
+                      threads: int) -> float:
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the chapter's kernel
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return execute_chapter(name, params, root=Path(root), student=student, missing=missing)
+
+
+def execute_chapters(chapters: list[str] | tuple[str, ...], params: dict[str, Any], *, root: Path,
+                     student: bool = False, missing: list[str] | None = None, workers: int = 1,
+                     done: Any = None) -> dict[str, float]:
+    """Execute ``chapters`` (:func:`execute_chapter`), up to ``workers`` at a time in separate processes, the
+    CPU threads split between them; the :data:`TIMED_CHAPTERS` run alone at the end. ``done(name, seconds)``
+    is called as each finishes. The first failure is raised once the chapters already running have ended."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from skinlib.parallel import threads_per_job
+
+    seconds: dict[str, float] = {}
+
+    def finish(name: str, took: float) -> None:
+        seconds[name] = took
+        if done is not None:
+            done(name, took)
+
+    side_by_side = [c for c in chapters if c not in TIMED_CHAPTERS] if workers > 1 else []
+    if len(side_by_side) > 1:
+        log.info("executing %s, %d at a time", ", ".join(side_by_side), workers)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_execute_in_child, name, params, str(root), student, missing,
+                                   threads_per_job(workers)): name for name in side_by_side}
+            try:
+                for future in as_completed(futures):
+                    finish(futures[future], future.result())
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # those not started yet never start
+                raise
+    else:
+        side_by_side = []
+    for name in chapters:
+        if name not in side_by_side:
+            finish(name, execute_chapter(name, params, root=root, student=student, missing=missing))
+    return seconds
+
+
 def _fold_parameter_cells(path: Path, name: str | None = None) -> None:
     """Fold the parameter cells (the notebook's and papermill's injected one) behind a toggle in the book, and
     replace papermill's record of the machine's folders (``input_path``, ``output_path``) by the repository's
@@ -638,11 +688,17 @@ def build_book(
                       runs_dir=folders[RUNS_ENV], jobs=jobs)
         for name in chapters:
             stamps.pop(name, None)
-            atomic_write_json(stamp_file, stamps)
-            result.executed[name] = execute_chapter(name, values, root=root_path, student=student,
-                                                    missing=missing)
+        atomic_write_json(stamp_file, stamps)
+
+        def done(name: str, seconds: float) -> None:
+            result.executed[name] = seconds
             stamps[name] = stamp
             atomic_write_json(stamp_file, stamps)
+
+        # nothing left to train (a bundle, or every run trained above): chapters may execute side by side
+        workers = min(os.cpu_count() or 1, MAX_RENDER_JOBS) if from_results else (jobs if not only else 1)
+        execute_chapters(chapters, values, root=root_path, student=student, missing=missing, workers=workers,
+                         done=done)
         atomic_write_text(executed_dir / FINDINGS_FILE, findings_page(profile, executed_dir))
         atomic_write_text(executed_dir / PROVENANCE_FILE,
                           provenance_page(profile, values, stamps, data_dir=folders[DATA_ENV],

@@ -199,9 +199,11 @@ def _train(args: argparse.Namespace) -> int:
 def _book(args: argparse.Namespace) -> int:
     from skinlib.book import build_book
     from skinlib.parallel import resolve_jobs
+    from skinlib.profiles import get_profile
 
     params = _params(args)
-    jobs = resolve_jobs(args.jobs, str(params.get("device", "auto")))
+    profile = get_profile(args.profile, **params)
+    jobs = resolve_jobs(args.jobs, str(profile["device"]), params=profile)
     result = build_book(args.profile, data_dir=args.data_dir, params=params, only=args.only,
                         runs_dir=args.runs_dir, jobs=jobs, from_results=args.from_results or False,
                         student=args.student)
@@ -272,7 +274,8 @@ def _results_window(args: argparse.Namespace) -> int:
     from skinlib.window import run_window
 
     params = _params(args)
-    jobs = resolve_jobs(args.jobs, str(get_profile(args.profile, **params)["device"]))
+    profile = get_profile(args.profile, **params)
+    jobs = resolve_jobs(args.jobs, str(profile["device"]), params=profile)
     report = run_window(args.profile, budget_s=args.budget, out=args.out, jobs=jobs, data_dir=args.data_dir,
                         runs_dir=args.runs_dir, reserve_s=args.reserve, **params)
     print(f"window of {args.budget:.0f} s took {report.seconds:.0f} s: {len(report.trained)} runs trained")
@@ -320,7 +323,7 @@ def _study(args: argparse.Namespace) -> int:
 
     if args.list or args.run is not None:
         return _study_runs(args, config, params)
-    jobs = resolve_jobs(args.jobs, params["device"])
+    jobs = resolve_jobs(args.jobs, params["device"], params=params)
     if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--jobs trains several runs at once and torchrun one run on several processes: "
                          "use one or the other")

@@ -27,23 +27,71 @@ GPU_MEMORY_PER_JOB_GIB = 12.0  # the largest run of the book: EfficientNet-B0 at
 MAX_JOBS = 8
 
 
-def auto_jobs(device: str = "auto") -> int:
-    """How many runs to train at once here: by free GPU memory on CUDA (at most ``MAX_JOBS`` and one per
-    two CPU cores, which feed the processes), else one per CPU core with one thread each (on 2 cores,
-    2 jobs trained the smoke book's runs 1.22x faster than 1 job with 2 threads)."""
+CUDA_CONTEXT_GIB = 0.6  # what a process holds on the GPU before its first tensor (CUDA context, cuDNN, cuBLAS)
+MEMORY_MARGIN = 1.25  # allocator fragmentation and workspaces above the tensors counted
+
+
+def training_memory_gib(model: str, image_size: int, batch_size: int, *, amp: bool = True) -> float:
+    """GPU memory one training run of ``model`` needs, estimated on the CPU: the outputs every module keeps
+    for the backward pass (one image, scaled to the batch; half precision under ``amp``), the weights, their
+    gradients and AdamW's two moments in float32, the CUDA context, and :data:`MEMORY_MARGIN` on top."""
+    import torch
+
+    from skinlib.models import create_model
+
+    net = create_model(model, num_classes=7).train()
+    kept = 0
+
+    def count(module: torch.nn.Module, inputs: object, output: object) -> None:
+        nonlocal kept
+        outs = output if isinstance(output, (tuple, list)) else [output]
+        kept += sum(o.numel() for o in outs if isinstance(o, torch.Tensor))
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if not list(m.children())]
+    try:
+        net(torch.zeros(2, 3, image_size, image_size))  # two images: BatchNorm needs more than one
+    finally:
+        for hook in hooks:
+            hook.remove()
+    activations = kept / 2 * batch_size * (2 if amp else 4)
+    state = sum(p.numel() for p in net.parameters()) * 4 * 4  # weights, gradients, two AdamW moments
+    return (activations + state) * MEMORY_MARGIN / 2**30 + CUDA_CONTEXT_GIB
+
+
+def auto_jobs(device: str = "auto", *, per_job_gib: float | None = None) -> int:
+    """How many runs to train at once here: by free GPU memory on CUDA, ``per_job_gib`` each (the largest
+    run's :func:`training_memory_gib`; default :data:`GPU_MEMORY_PER_JOB_GIB`), at most ``MAX_JOBS`` and one
+    per two CPU cores, which feed the processes; else one per CPU core with one thread each (on 2 cores, 2 jobs
+    trained the smoke book's runs 1.22x faster than 1 job with 2 threads)."""
     import torch
 
     cores = os.cpu_count() or 1
     if device in ("auto", "cuda") and torch.cuda.is_available():
         free, _ = torch.cuda.mem_get_info()
-        by_memory = int(free / 2**30 // GPU_MEMORY_PER_JOB_GIB)
+        by_memory = int(free / 2**30 // (per_job_gib or GPU_MEMORY_PER_JOB_GIB))
         return max(1, min(MAX_JOBS, by_memory, cores // 2))
     return max(1, min(MAX_JOBS, cores))
 
 
-def resolve_jobs(jobs: int | str, device: str = "auto") -> int:
-    """``jobs`` as a positive integer (``"auto"``: :func:`auto_jobs`); anything else is a ``ValueError``."""
+def profile_memory_gib(params: dict) -> float:
+    """The largest :func:`training_memory_gib` over the models a profile trains, at its image size and batch
+    (mixed precision, as training on CUDA uses it)."""
+    from skinlib.paper import TABLE3_MODELS
+
+    models = set(TABLE3_MODELS.values()) | {"mobilenet_v3_small_caco"}
+    return max(training_memory_gib(m, int(params["image_size"]), int(params["batch_size"])) for m in sorted(models))
+
+
+def resolve_jobs(jobs: int | str, device: str = "auto", *, params: dict | None = None) -> int:
+    """``jobs`` as a positive integer (``"auto"``: :func:`auto_jobs`, on CUDA sized by the memory the largest
+    run of the profile ``params`` needs); anything else is a ``ValueError``."""
     if jobs == "auto":
+        import torch
+
+        if params is not None and device in ("auto", "cuda") and torch.cuda.is_available():
+            need = profile_memory_gib(params)
+            log.info("--jobs auto: the largest run of this profile needs about %.1f GiB of GPU memory", need)
+            return auto_jobs(device, per_job_gib=need)
         return auto_jobs(device)
     if isinstance(jobs, str) and jobs.isdigit():
         jobs = int(jobs)

@@ -72,3 +72,10 @@ def test_the_citation_file_names_the_software_the_paper_and_the_data():
     assert cff["repository-code"] == yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     titles = " ".join(r["title"] for r in cff["references"])
     assert "MobileNetV3-Small" in titles and "HAM10000" in titles and "ISIC" in titles
+
+
+def test_students_get_jupyterlab_and_the_teachers_page_says_how():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "skinlib[book]" in extras["student"] and any(d.startswith("jupyterlab") for d in extras["student"])
+    page = (ROOT / "book" / "teachers.md").read_text()
+    assert "skinlib[student]" in page and "jupyter lab handout/" in page

@@ -82,3 +82,26 @@ def test_study_list_prints_one_command_per_run_and_run_trains_one(tmp_path, caps
     assert capsys.readouterr().out.startswith("reused")
     assert cli.main(["study", "attention", *common, "--run", "6"]) == 2
     assert "it has runs 0..5" in capsys.readouterr().err
+
+
+def test_jobs_auto_on_cuda_is_sized_by_the_largest_run_of_the_profile(monkeypatch):
+    """The memory estimate grows with the batch and the model's activations, and --jobs auto divides the GPU's
+    free memory by the profile's largest run (a fake GPU here: 139 GiB free, 16 cores)."""
+    import torch
+
+    from skinlib import parallel
+    from skinlib.profiles import get_profile
+
+    small = parallel.training_memory_gib("mobilenet_v3_small", 64, 32)
+    assert parallel.training_memory_gib("mobilenet_v3_small", 64, 64) > 1.5 * small - parallel.CUDA_CONTEXT_GIB
+    assert parallel.training_memory_gib("efficientnet_b0", 64, 32) > small
+    assert parallel.training_memory_gib("mobilenet_v3_small", 64, 32, amp=False) > small
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (139 * 2**30, 141 * 2**30))
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 16)
+    asked = []
+    monkeypatch.setattr(parallel, "profile_memory_gib", lambda params: asked.append(params["batch_size"]) or 40.0)
+    assert parallel.resolve_jobs("auto", "cuda", params=get_profile("gpu")) == 3  # 139 // 40
+    assert asked == [get_profile("gpu")["batch_size"]]
+    assert parallel.resolve_jobs("auto", "cuda") == min(parallel.MAX_JOBS, int(139 // parallel.GPU_MEMORY_PER_JOB_GIB))
+    assert parallel.resolve_jobs("auto", "cpu", params=get_profile("gpu")) == parallel.MAX_JOBS  # 16 cores
