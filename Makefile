@@ -18,9 +18,14 @@ FROM_RESULTS ?= $(if $(filter smoke,$(PROFILE)),,1)
 
 .PHONY: book book-env publish test test-slow test-book lint env clean
 
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu: PyTorch's CPU-only wheels (no CUDA libraries) on a
+# machine without an NVIDIA GPU; installed first, so the package's torch requirement is already met
+TORCH_INDEX ?=
+
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet --index-url $(TORCH_INDEX) torch torchvision)
 
 $(BOOK_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e ".[book]"
@@ -48,7 +53,7 @@ publish: book  ## build the book from the most complete bundle (trains nothing) 
 	$(BIN)/ghp-import --no-jekyll --push --force --message "book from results/$(PROFILE)" _build/html
 
 test: $(DEV_STAMP)  ## the default test run (slow tests excluded)
-	$(BIN)/python -m pytest -x -q
+	$(BIN)/python -m pytest -x -q --durations=15
 
 test-slow: $(DEV_STAMP)  ## the slow tests (CI runs them in a separate step)
 	$(BIN)/python -m pytest -x -q -m slow

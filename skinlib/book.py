@@ -415,9 +415,10 @@ def execute_chapters(chapters: list[str] | tuple[str, ...], params: dict[str, An
 
 
 def _fold_parameter_cells(path: Path, name: str | None = None) -> None:
-    """Fold the parameter cells (the notebook's and papermill's injected one) behind a toggle in the book, and
-    replace papermill's record of the machine's folders (``input_path``, ``output_path``) by the repository's
-    relative paths: the book serves this file for download."""
+    """Leave the parameter cells (the notebook's and papermill's injected one) out of the page, so a chapter
+    opens with one folded setup cell (whose note states the values used; the downloadable notebook keeps
+    both cells), and replace papermill's record of the machine's folders (``input_path``,
+    ``output_path``) by the repository's relative paths: the book serves this file for download."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -427,8 +428,8 @@ def _fold_parameter_cells(path: Path, name: str | None = None) -> None:
         record["output_path"] = f"book/executed/{name}.ipynb"
     for cell in nb.cells:
         tags = cell.metadata.setdefault("tags", [])
-        if ("parameters" in tags or "injected-parameters" in tags) and "hide-input" not in tags:
-            tags.append("hide-input")
+        if ("parameters" in tags or "injected-parameters" in tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
     nbformat.write(nb, path)
 
 

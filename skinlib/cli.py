@@ -199,10 +199,11 @@ def _train(args: argparse.Namespace) -> int:
 def _book(args: argparse.Namespace) -> int:
     from skinlib.book import build_book
     from skinlib.parallel import resolve_jobs
-    from skinlib.profiles import get_profile
+    from skinlib.profiles import PARAMETERS, get_profile
 
     params = _params(args)
-    profile = get_profile(args.profile, **params)
+    # the profile's own parameters size --jobs; build_book checks every parameter, the chapters' own included
+    profile = get_profile(args.profile, **{k: v for k, v in params.items() if k in PARAMETERS})
     jobs = resolve_jobs(args.jobs, str(profile["device"]), params=profile)
     result = build_book(args.profile, data_dir=args.data_dir, params=params, only=args.only,
                         runs_dir=args.runs_dir, jobs=jobs, from_results=args.from_results or False,

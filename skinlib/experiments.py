@@ -482,9 +482,13 @@ def histories(study: Study, *, seed_index: int = 0) -> dict[str, pd.DataFrame]:
 
 
 def public(table: pd.DataFrame) -> pd.DataFrame:
-    """Drop the numeric helper columns (prefixed ``_``) before showing a table; empty cells stay empty."""
+    """Drop the numeric helper columns (prefixed ``_``) before showing a table; empty cells stay empty. A
+    :meth:`Study.table` of one seed says so once, in its index's name, instead of in every cell."""
     shown = table[[c for c in table.columns if not c.startswith("_")]]
-    return shown.astype(object).where(shown.notna(), "")
+    shown = shown.astype(object).where(shown.notna(), "")
+    if table.attrs.get("seeds") == 1:
+        shown.index.name = f"{table.index.name or 'variant'} (one seed)"
+    return shown
 
 
 def trained_rows(table: pd.DataFrame) -> pd.DataFrame:

@@ -103,6 +103,8 @@ def test_index_and_every_chapter_load_with_table_and_figure(book, tmp_path):
         folded = re.findall(r'<div class="dropdown (tip )?admonition toggle toggle-hidden"', dom)
         assert len(folded) >= 4 and len(folded) % 2 == 0, f"{name}: {len(folded)} folded hints/solutions"
         assert "Solution to exercise 1" in dom and "install skinlib" not in dom  # the install cell is hidden
+        # one folded setup cell opens the chapter (the parameter cells are in the downloadable notebook only)
+        assert "tag_parameters" not in dom and "tag_injected-parameters" not in dom, f"{name}: parameter cells shown"
         # every figure of a chapter is numbered, captioned and described (alt text, not a file name)
         images = re.findall(r'<img[^>]*src="[^"]*_images/[0-9a-f]{64}\.png"[^>]*>', dom)
         figures = re.findall(r'<figure[^>]*>\s*<img[^>]*alt="([^"]+)"[^>]*>.*?<figcaption>(.*?)</figcaption>', dom,
@@ -113,6 +115,46 @@ def test_index_and_every_chapter_load_with_table_and_figure(book, tmp_path):
             assert re.search(r"Fig\. \d+", caption), f"{name}: an unnumbered caption {caption[:80]!r}"
     dom = render((book / "book" / "teachers.html").as_uri(), tmp_path)
     assert "Time per exercise" in dom and "SKINLIB_RUNS_DIR" in dom
+
+
+LAYOUT_PROBE = """<script>
+window.addEventListener('load', () => {
+  const column = document.querySelector('article.bd-article') || document.querySelector('main');
+  const right = column.getBoundingClientRect().right;
+  const tables = [...document.querySelectorAll('table')].map((t) => ({
+    head: [...t.querySelectorAll('th')].slice(0, 3).map((c) => c.innerText).join(' | '),
+    beyond: t.getBoundingClientRect().right > right + 1,
+    scrolls: t.parentElement.scrollWidth > t.parentElement.clientWidth + 1,
+    truncated: [...t.querySelectorAll('td, th')].some((c) => /^(\\.\\.\\.|…)$/.test(c.innerText.trim())
+                                                          || /\\.\\.\\.$/.test(c.innerText.trim())),
+  }));
+  document.body.setAttribute('data-layout', JSON.stringify({
+    page: document.documentElement.scrollWidth > window.innerWidth + 1, tables: tables}));
+});
+</script>"""
+
+
+def test_tables_fit_the_text_column_untruncated(book, tmp_path):
+    """Measured by Chromium at 1280 px: no table is wider than the text column or scrolls sideways in its
+    box, no page scrolls sideways, and no cell is cut short by pandas (``...``)."""
+    import html as html_lib
+    import json
+
+    for name in CHAPTERS:
+        page = book / "book" / "executed" / f"{name}.html"
+        probe = page.with_name(f".probe-{name}.html")  # beside the page, so its relative links resolve
+        probe.write_text(page.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+        try:
+            dom = render(probe.as_uri(), tmp_path)
+        finally:
+            probe.unlink()
+        found = re.search(r'data-layout="([^"]*)"', dom)
+        assert found, f"{name}: the layout probe did not run"
+        layout = json.loads(html_lib.unescape(found.group(1)))
+        assert not layout["page"], f"{name}: the page scrolls sideways"
+        for table in layout["tables"]:
+            assert not (table["beyond"] or table["scrolls"]), f"{name}: table [{table['head']}] overflows"
+            assert not table["truncated"], f"{name}: table [{table['head']}] has truncated cells"
 
 
 def test_no_broken_internal_links(book):

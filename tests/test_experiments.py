@@ -85,6 +85,10 @@ def test_study_table_is_computed_from_the_runs(loss_study):
     assert table.loc["focal + LS (joint)", "val bacc %"] == "55.5 ± 0.7 (n=2)"
     assert row["params (M)"] == 1.5 and "accuracy %" in experiments.public(table)
     assert not any(c.startswith("_") for c in experiments.public(table).columns)
+    assert experiments.public(table).index.name == "variant"  # two seeds: mean ± sd (n=2) in the cells
+    one = table.copy()
+    one.attrs = {**table.attrs, "seeds": 1}
+    assert experiments.public(one).index.name == "variant (one seed)"
     diff = study.paired("CB + LS (joint)", "focal", n_boot=50)
     assert diff["difference"] > 0 and diff["low"] > 0
 

@@ -146,6 +146,7 @@ def test_paired_bootstrap_and_seed_summary():
     s = summarize_seeds([0.5, 0.6, 0.7])
     assert s["mean"] == pytest.approx(0.6) and s["sd"] == pytest.approx(0.1) and s["n"] == 3
     assert format_mean_sd(s) == "60.0 ± 10.0 (n=3)"
+    assert format_mean_sd(summarize_seeds([0.523])) == "52.3"  # one seed: no "± 0.0 (n=1)"
     assert format_ci(0.5, 0.4, 0.6) == "50.0 [40.0, 60.0]"
 
 

@@ -78,6 +78,7 @@ def test_chapter_takes_unset_parameters_from_the_profile():
         chapter(profile="smoke", show=False, epochs="16")
 
 
+@pytest.mark.slow  # multi-process or a whole chapter: CI's slow step
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_under_papermill(path, tmp_path, data_dir, shared_runs):
     declared = papermill.inspect_notebook(str(path))

@@ -19,6 +19,7 @@ def small_study() -> Study:
                  seeds=[0])
 
 
+@pytest.mark.slow  # multi-process or a whole chapter: CI's slow step
 def test_two_jobs_train_each_run_once_and_give_the_same_table(tmp_path):
     parallel = small_study().train(runs_dir=tmp_path / "a", jobs=2, threads=1)
     assert all(r.finished and r.trained for runs in parallel.runs.values() for r in runs)
@@ -50,6 +51,7 @@ def test_bad_jobs_is_one_error_line(capsys, argv):
     assert "jobs must be a positive integer or 'auto'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # multi-process or a whole chapter: CI's slow step
 def test_final_study_waits_for_the_loss_study(tmp_path, monkeypatch):
     order = []
     real_train = Study.train

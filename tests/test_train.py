@@ -88,6 +88,7 @@ def test_same_seed_same_metrics_other_seed_other_weights(tmp_path):
     assert any(not torch.equal(v, _weights(c)[k]) for k, v in _weights(a).items() if v.is_floating_point())
 
 
+@pytest.mark.slow  # multi-process or a whole chapter: CI's slow step
 def test_two_gloo_processes_under_torchrun(tmp_path, data_dir):
     """The documented multi-GPU command, on the CPU: torchrun with 2 processes trains one epoch."""
     env = {**os.environ, "SKINLIB_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
@@ -106,6 +107,7 @@ def test_two_gloo_processes_under_torchrun(tmp_path, data_dir):
     assert run.history()["images_per_s"].iloc[0] > 0
 
 
+@pytest.mark.slow  # multi-process or a whole chapter: CI's slow step
 def test_two_nodes_with_a_c10d_rendezvous(tmp_path, data_dir):
     """The documented multi-node command, as two local "nodes" of one process each sharing a run store."""
     env = {**os.environ, "SKINLIB_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
