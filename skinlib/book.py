@@ -572,6 +572,79 @@ def _no_data() -> bool:
     return False
 
 
+def _bundle_source(profile: str, root: Path, *, from_results: bool | str | os.PathLike,
+                   data_dir: str | os.PathLike | None) -> Path | None:
+    """The results bundle a build renders: the one asked for, the committed ``results/<profile>`` when there is
+    no data here to train on, else none (the chapters train)."""
+    from skinlib.results import BUNDLE_FILE, bundle_dir
+
+    if not from_results and not data_dir and _no_data():
+        if (bundle_dir(profile, root / "results") / BUNDLE_FILE).is_file():
+            log.warning("no data here to train the %s runs on: rendering the committed bundle results/%s instead",
+                        profile, profile)
+            from_results = True
+    if not from_results:
+        return None
+    return bundle_dir(profile, root / "results") if from_results is True else Path(from_results)
+
+
+def _data_folders(data_dir: str | os.PathLike | None, source: Path | None) -> dict[str, str]:
+    """The data folders the chapters read (as environment variables): the data found here, else, rendering a
+    bundle, its data summary (whose data keys the runs' are checked against)."""
+    try:
+        return {DATA_ENV: str(resolve_data_dir(data_dir))}
+    except FileNotFoundError:
+        if source is None or data_dir:
+            raise
+    from skinlib.data.snapshot import ISIC_FOLDER
+    from skinlib.results import data_snapshot
+
+    snapshot = data_snapshot(source)
+    log.info("no data here: rendering %s from its data summary", source)
+    return {DATA_ENV: str(snapshot), ISIC_TEST_ENV: str(snapshot / ISIC_FOLDER)}
+
+
+def _check_only(chapters: list[str], stamps: dict[str, Any], stamp: dict[str, Any], *, executed_dir: Path,
+                profile: str, student: bool) -> None:
+    """``--only``: the other chapters must have been executed, as the same edition; other parameters warn."""
+    others = [c for c in CHAPTERS if c not in chapters]
+    missing = [c for c in others if not (executed_dir / f"{c}.ipynb").is_file() or c not in stamps]
+    if missing:
+        raise BookError(f"--only needs the other chapters executed first (missing: {', '.join(missing)}); "
+                        f"run `skinlib book --profile {profile}` once without --only")
+    mixed = [c for c in others if bool(stamps[c].get("student")) != student]
+    if mixed:
+        edition = "student edition (no solutions)" if student else "edition with solutions"
+        raise BookError(f"--only would mix editions: the {edition} of {', '.join(chapters)} beside "
+                        f"{', '.join(mixed)} executed as the other one; run `skinlib book --profile {profile}"
+                        f"{' --student' if student else ''}` once without --only")
+    differ = [c for c in others if stamps[c] != stamp]
+    if differ:
+        log.warning("chapters %s were executed with other parameters than %s now", differ, chapters)
+
+
+def _open_bundle(source: Path, values: dict[str, Any], folders: dict[str, str]) -> tuple[dict, list[str] | None]:
+    """Unpack the bundle into the run store and switch training off (in ``folders``, the chapters'
+    environment); return its metadata and, for a partial bundle, the runs it lacks."""
+    from skinlib.models.weights import PRETRAINED_ENV
+    from skinlib.results import profile_runs, unpack
+    from skinlib.runs import Run
+
+    bundle = unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV]).meta
+    folders[NO_TRAIN_ENV] = "1"
+    # the book asks for the pre-trained runs the bundle holds, whatever weight files are on this machine
+    configs = [Run.open(Path(folders[RUNS_ENV]) / e["folder"]).config for e in bundle["runs"]]
+    folders[PRETRAINED_ENV] = ",".join(sorted({c.model for c in configs if c.pretrained}))
+    if bundle.get("complete") is True:
+        return bundle, None
+    # a partial bundle: the chapters show what it holds and name what it lacks
+    with temporary_env({PRETRAINED_ENV: folders[PRETRAINED_ENV]}):
+        state = profile_runs(values, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV])
+    missing = [f"{c.name} seed {c.seed}" for c in state.missing] + \
+        ([] if state.final_known else ["the final model (after the loss study)"])
+    return bundle, missing or None  # nothing lacking: any missing run is an error, as for a complete one
+
+
 def build_book(
     profile: str = "smoke",
     *,
@@ -589,8 +662,10 @@ def build_book(
     With ``jobs > 1`` every run the chapters use is trained first, ``jobs`` at a time
     (:func:`skinlib.experiments.train_all`); the chapters then only read finished runs.
     ``from_results`` (``True``: ``results/<profile>``, or a bundle folder) unpacks a
-    results bundle into the run store and renders it with training switched off: a run
-    the bundle lacks stops the build with its name and the command that makes it.
+    results bundle into the run store and renders it with training switched off; without data
+    here and with ``results/<profile>`` committed, that bundle is rendered. A run a complete
+    bundle lacks stops the build with its name and the command that makes it; a partial bundle
+    renders what it holds (:mod:`skinlib.partial`).
     ``student`` builds the student edition: the exercises keep their hints, the solution
     cells are left out of every chapter.
     """
@@ -604,30 +679,8 @@ def build_book(
     values = get_profile(profile, extra=chapter_defaults(root_path), **(params or {}))
     # the folders reach the notebooks through the environment: no machine path is printed in the book
     folders = {RUNS_ENV: str(runs_root(runs_dir))}
-    source = None
-    if not from_results and not data_dir and _no_data():
-        from skinlib.results import BUNDLE_FILE, bundle_dir
-
-        if (bundle_dir(profile, root_path / "results") / BUNDLE_FILE).is_file():
-            log.warning("no data here to train the %s runs on: rendering the committed bundle results/%s instead",
-                        profile, profile)
-            from_results = True
-    if from_results:
-        from skinlib.results import bundle_dir
-
-        source = bundle_dir(profile, root_path / "results") if from_results is True else Path(from_results)
-    try:
-        folders[DATA_ENV] = str(resolve_data_dir(data_dir))
-    except FileNotFoundError:
-        if source is None or data_dir:
-            raise
-        from skinlib.data.snapshot import ISIC_FOLDER
-        from skinlib.results import data_snapshot
-
-        # no data on this machine: the bundle's data summary stands in for it (the runs' data keys are checked)
-        folders[DATA_ENV] = str(data_snapshot(source))
-        folders[ISIC_TEST_ENV] = str(Path(folders[DATA_ENV]) / ISIC_FOLDER)
-        log.info("no data here: rendering %s from its data summary", source)
+    source = _bundle_source(profile, root_path, from_results=from_results, data_dir=data_dir)
+    folders.update(_data_folders(data_dir, source))
     chapters = list(CHAPTERS)
     if only:
         unknown = [c for c in only if c not in CHAPTERS]
@@ -639,40 +692,8 @@ def build_book(
     stamp_file = executed_dir / PROFILE_FILE
     stamps = json.loads(stamp_file.read_text()) if stamp_file.is_file() else {}
     if only:
-        others = [c for c in CHAPTERS if c not in chapters]
-        missing = [c for c in others if not (executed_dir / f"{c}.ipynb").is_file() or c not in stamps]
-        if missing:
-            raise BookError(f"--only needs the other chapters executed first (missing: {', '.join(missing)}); "
-                            f"run `skinlib book --profile {profile}` once without --only")
-        mixed = [c for c in others if bool(stamps[c].get("student")) != student]
-        if mixed:
-            edition = "student edition (no solutions)" if student else "edition with solutions"
-            raise BookError(f"--only would mix editions: the {edition} of {', '.join(chapters)} beside "
-                            f"{', '.join(mixed)} executed as the other one; run `skinlib book --profile {profile}"
-                            f"{' --student' if student else ''}` once without --only")
-        differ = [c for c in others if stamps[c] != stamp]
-        if differ:
-            log.warning("chapters %s were executed with other parameters than %s now", differ, chapters)
-    bundle, missing = None, None
-    if source is not None:
-        from skinlib.results import unpack
-
-        bundle = unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV]).meta
-        folders[NO_TRAIN_ENV] = "1"
-        # the book asks for the pre-trained runs the bundle holds, whatever weight files are on this machine
-        from skinlib.models.weights import PRETRAINED_ENV
-        from skinlib.runs import Run
-
-        configs = [Run.open(Path(folders[RUNS_ENV]) / e["folder"]).config for e in bundle["runs"]]
-        folders[PRETRAINED_ENV] = ",".join(sorted({c.model for c in configs if c.pretrained}))
-        if bundle.get("complete") is not True:  # a partial bundle: chapters needing what it lacks say so
-            from skinlib.results import profile_runs
-
-            with temporary_env({PRETRAINED_ENV: folders[PRETRAINED_ENV]}):
-                state = profile_runs(values, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV])
-            missing = [f"{c.name} seed {c.seed}" for c in state.missing] + \
-                ([] if state.final_known else ["the final model (after the loss study)"])
-            missing = missing or None  # nothing lacking: any missing run is an error, as for a complete one
+        _check_only(chapters, stamps, stamp, executed_dir=executed_dir, profile=profile, student=student)
+    bundle, missing = _open_bundle(source, values, folders) if source is not None else (None, None)
     html = root_path / "_build" / "html"
     shutil.rmtree(html, ignore_errors=True)  # never leave a stale book behind a failed run
     result = BookResult(html)
@@ -681,7 +702,7 @@ def build_book(
     with temporary_env(folders):
         if jobs > 1 and only:
             log.info("--jobs applies to whole builds; with --only the chapters train their own runs, one at a time")
-        if jobs > 1 and not from_results and not only:
+        if jobs > 1 and source is None and not only:
             from skinlib.experiments import profile_config, train_all
 
             config = profile_config(values)
@@ -697,7 +718,7 @@ def build_book(
             atomic_write_json(stamp_file, stamps)
 
         # nothing left to train (a bundle, or every run trained above): chapters may execute side by side
-        workers = min(os.cpu_count() or 1, MAX_RENDER_JOBS) if from_results else (jobs if not only else 1)
+        workers = min(os.cpu_count() or 1, MAX_RENDER_JOBS) if source is not None else (jobs if not only else 1)
         execute_chapters(chapters, values, root=root_path, student=student, missing=missing, workers=workers,
                          done=done)
         atomic_write_text(executed_dir / FINDINGS_FILE, findings_page(profile, executed_dir))

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -403,14 +404,22 @@ def _profile_option(parser: argparse.ArgumentParser, *, default: str | None = No
                         help="parameter profile (see skinlib.profiles: " + ", ".join(PROFILES) + ")")
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """The formatter and the parent parsers (options shared by several commands) of :func:`build_parser`."""
+
+    fmt: dict[str, Any]
+    data_dir: argparse.ArgumentParser
+    skip_bad: argparse.ArgumentParser
+    cache: argparse.ArgumentParser
+    runs: argparse.ArgumentParser
+    jobs: argparse.ArgumentParser
+    profile: argparse.ArgumentParser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from skinlib.data.download import PARTS as DATA_PARTS
-    from skinlib.data.verify import DATASETS
-    from skinlib.experiments import STUDIES
+    """The ``skinlib`` command line: the shared options here, each group of commands in its own function."""
     from skinlib.profiles import PARAMETERS
-    from skinlib.runs import BATCH_SCALINGS, COMPILE_MODES
-    from skinlib.runtime import DEVICES
-    from skinlib.train import OPTIMIZERS, SAMPLERS
 
     fmt = {"formatter_class": _Formatter}
     parser = argparse.ArgumentParser(prog="skinlib", description=__doc__.splitlines()[0], **fmt)
@@ -436,6 +445,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="override a profile parameter, VALUE parsed as YAML (e.g. -p epochs 16); "
                               f"names: {', '.join(PARAMETERS)}")
 
+    shared = _Shared(fmt, data_dir, skip_bad, cache, runs, jobs, profile)
+    for add in (_data_commands, _train_command, _book_commands, _results_commands, _study_and_tools):
+        add(sub, shared)
+    return parser
+
+
+def _data_commands(sub: Any, shared: _Shared) -> None:
+    """Dataset checks, downloads, splits and the image cache."""
+    from skinlib.data.download import PARTS as DATA_PARTS
+    from skinlib.data.verify import DATASETS
+
+    data_dir, skip_bad, cache, fmt = shared.data_dir, shared.skip_bad, shared.cache, shared.fmt
     data = sub.add_parser("data", help="dataset checks, splits and cache", **fmt).add_subparsers(
         dest="action", required=True, metavar="ACTION")
     p = data.add_parser("verify", parents=[data_dir], help="check a data folder; non-zero exit when anything is wrong",
@@ -470,6 +491,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=224, help="image size in pixels")
     p.set_defaults(func=_data_cache)
 
+
+def _train_command(sub: Any, shared: _Shared) -> None:
+    """``skinlib train``: one run from flags or a config file."""
+    from skinlib.runs import BATCH_SCALINGS, COMPILE_MODES
+    from skinlib.runtime import DEVICES
+    from skinlib.train import OPTIMIZERS, SAMPLERS
+
+    data_dir, skip_bad, cache, runs, fmt = shared.data_dir, shared.skip_bad, shared.cache, shared.runs, shared.fmt
     p = sub.add_parser("train", parents=[data_dir, runs, cache, skip_bad],
                        help="train one configuration (or reuse its finished run)", **fmt)
     p.add_argument("--config", help="YAML file of RunConfig fields; flags override it")
@@ -499,6 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="delete and retrain a finished or damaged run")
     p.set_defaults(func=_train)
 
+
+def _book_commands(sub: Any, shared: _Shared) -> None:
+    """The book, its exports and coursework grading."""
+    data_dir, runs, jobs, profile, fmt = shared.data_dir, shared.runs, shared.jobs, shared.profile, shared.fmt
     p = sub.add_parser("book", parents=[data_dir, runs, profile, jobs],
                        help="execute every chapter for a profile and build the HTML book", **fmt)
     _profile_option(p, default="smoke")
@@ -535,6 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive_float, help="seconds a cell may run (default: no limit)")
     p.set_defaults(func=_grade_run)
 
+
+def _results_commands(sub: Any, shared: _Shared) -> None:
+    """Results bundles and GPU windows."""
+    data_dir, runs, jobs, profile, fmt = shared.data_dir, shared.runs, shared.jobs, shared.profile, shared.fmt
     results = sub.add_parser("results", help="results bundles: pack finished runs, unpack them elsewhere",
                              **fmt).add_subparsers(dest="action", required=True, metavar="ACTION")
     p = results.add_parser("pack", parents=[data_dir, runs, profile],
@@ -560,6 +597,12 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_option(p)
     p.set_defaults(func=_results_status)
 
+
+def _study_and_tools(sub: Any, shared: _Shared) -> None:
+    """Studies, notebook maintenance, models and weights."""
+    from skinlib.experiments import STUDIES
+
+    data_dir, runs, jobs, profile, fmt = shared.data_dir, shared.runs, shared.jobs, shared.profile, shared.fmt
     p = sub.add_parser("study", parents=[data_dir, runs, profile, jobs],
                        help="train one of the book's studies for a profile (works under torchrun)", **fmt)
     p.add_argument("name", choices=STUDIES, help="the study")
@@ -588,7 +631,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for the server; a transfer under 1 KiB/s for this long is given up "
                         "(the part is kept and resumes)")
     p.set_defaults(func=_weights)
-    return parser
 
 
 def _error(message: str, code: int, verbose: bool) -> int:

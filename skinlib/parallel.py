@@ -114,7 +114,7 @@ class Job:
     runs_dir: str | None = None
 
 
-def _train_in_child(config: dict[str, Any], data_dir: str | None, runs_dir: str | None, threads: int,
+def train_in_child(config: dict[str, Any], data_dir: str | None, runs_dir: str | None, threads: int,
                     epoch_estimate: float | None = None) -> tuple[str, bool]:
     """Worker: train (or reuse) one run with ``threads`` CPU threads; return its folder and whether it trained.
     ``epoch_estimate``: a window's estimate of one epoch's seconds, for the deadline check before the first."""
@@ -164,7 +164,7 @@ def train_many(jobs_list: Sequence[Job], *, jobs: int = 1, threads: int | None =
     log.info("training %d run(s), %d at a time with %d CPU thread(s) each", len(todo), jobs, threads)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: safe with CUDA
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(_train_in_child, jobs_list[i].config.to_dict(), jobs_list[i].data_dir,
+        futures = {pool.submit(train_in_child, jobs_list[i].config.to_dict(), jobs_list[i].data_dir,
                                jobs_list[i].runs_dir, threads): i for i in todo}
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:

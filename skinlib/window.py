@@ -278,6 +278,56 @@ def _train_images(params: dict[str, Any], config: RunConfig, data_dir: Any) -> i
     return int(len(select_data(data_dir, subset=config.subset, seed=config.split_seed).index) * config.fractions[0])
 
 
+def _cold_start(pending: Sequence[RunConfig], known: dict[tuple[str, int, int], Estimate], params: dict[str, Any],
+                *, given: dict[tuple[str, int, int], Estimate] | None, calibrate_cold: bool,
+                data_dir: str | os.PathLike | None) -> dict[tuple[str, int, int], Estimate]:
+    """The estimates a window starts from besides what it measured: the ``given`` ones, and with nothing
+    measured or given for any pending run, one model calibrated on the device (:func:`calibrate`)."""
+    calibrated = dict(given or {})
+    if pending and calibrate_cold and not any(estimate_runs(pending, {**calibrated, **known}).values()):
+        first = pending[0]
+        calibrated[_key(first)] = calibrate(first, train_images=_train_images(params, first, data_dir),
+                                            device=str(params["device"]))
+        log.info("window: cold start, calibrated %s: %.0f s per epoch", first.model,
+                 calibrated[_key(first)].per_epoch)
+    return calibrated
+
+
+def _record(done: Any, running: dict[Any, RunConfig], report: WindowReport) -> bool:
+    """Move the ended runs from ``running`` into the report (trained, stopped by the deadline, or failed, each
+    with its name: one run's failure costs no other); whether any run finished training just now."""
+    from skinlib.train import DeadlineReached
+
+    finished = False
+    for future in done:
+        config = running.pop(future)
+        try:
+            path, trained = future.result()
+        except Exception as exc:  # divergence, a bad file, the deadline: reported, never raised
+            (report.stopped if isinstance(exc, DeadlineReached) else report.failed).append(
+                f"{config.name} seed {config.seed}: {type(exc).__name__}: {exc}")
+            log.warning("window: %s failed: %s: %s", config.name, type(exc).__name__, exc)
+            continue
+        if trained:
+            report.trained.append(Path(path).name)
+            finished = True
+    return finished
+
+
+def _final_runs(params: dict[str, Any], *, data_dir: Any, runs_dir: Any) -> list[RunConfig] | None:
+    """The final model's runs once the loss study that chooses its loss is complete, else ``None``."""
+    from skinlib.experiments import final_runs, profile_config
+    from skinlib.results import no_training
+    from skinlib.runs import MissingRunError
+
+    with no_training():
+        try:
+            return sorted(final_runs(profile_config(params), params["seeds"], data_dir=data_dir, runs_dir=runs_dir),
+                          key=priority)
+        except MissingRunError:
+            return None
+
+
 def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: int = 1,
                data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
                reserve_s: float = 90.0, startup_s: float = 30.0, results_dir: str | os.PathLike | None = None,
@@ -298,12 +348,10 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from skinlib.experiments import final_runs, profile_config
-    from skinlib.parallel import _train_in_child, threads_per_job
+    from skinlib.parallel import threads_per_job, train_in_child
     from skinlib.profiles import get_profile
-    from skinlib.results import BUNDLE_FILE, bundle_dir, no_training, profile_runs, unpack
-    from skinlib.runs import MissingRunError
-    from skinlib.train import DEADLINE_ENV, DeadlineReached
+    from skinlib.results import BUNDLE_FILE, bundle_dir, profile_runs, unpack
+    from skinlib.train import DEADLINE_ENV
 
     start = time.time()
     plan = Plan(deadline=start + budget_s, reserve=reserve_s, startup=startup_s)
@@ -315,14 +363,8 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
         unpack(previous, data_dir=data_dir, runs_dir=runs_dir)
     state = profile_runs(params, data_dir=data_dir, runs_dir=runs_dir)
     pending, final_known = sorted(state.missing, key=priority), state.final_known
-    calibrated: dict[tuple[str, int, int], Estimate] = dict(given or {})
     known = measured(state.finished)
-    if pending and calibrate_cold and not any(estimate_runs(pending, known).values()):
-        first = pending[0]
-        calibrated[_key(first)] = calibrate(first, train_images=_train_images(params, first, data_dir),
-                                            device=str(params["device"]))
-        log.info("window: cold start, calibrated %s: %.0f s per epoch", first.model,
-                 calibrated[_key(first)].per_epoch)
+    calibrated = _cold_start(pending, known, params, given=given, calibrate_cold=calibrate_cold, data_dir=data_dir)
     _warm_cache(pending, data_dir)
     estimates = estimate_runs(pending, {**calibrated, **known})
     report.estimates = describe(pending, estimates).splitlines()
@@ -339,7 +381,7 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
                 chosen, waiting = choose(pending, estimates, plan, free=jobs - len(running))
                 for i in chosen:
                     config, est = pending[i], estimates[i]
-                    running[pool.submit(_train_in_child, config.to_dict(), *where, threads_per_job(jobs),
+                    running[pool.submit(train_in_child, config.to_dict(), *where, threads_per_job(jobs),
                                         est.per_epoch)] = config
                     log.info("window: started %s seed %d (estimate %.0f s, %s)", config.name, config.seed,
                              est.total(config.epochs, plan.startup), est.source)
@@ -348,26 +390,11 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
                 if not running:  # nothing fits any more
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
-                finished_now = False
-                for future in done:
-                    config = running.pop(future)
-                    try:
-                        path, trained = future.result()
-                        if trained:
-                            report.trained.append(Path(path).name)
-                            finished_now = True
-                    except Exception as exc:  # one run's failure (divergence, a bad file) must not cost the others
-                        (report.stopped if isinstance(exc, DeadlineReached) else report.failed).append(
-                            f"{config.name} seed {config.seed}: {type(exc).__name__}: {exc}")
-                        log.warning("window: %s failed: %s: %s", config.name, type(exc).__name__, exc)
+                finished_now = _record(done, running, report)
                 if not final_known and not pending and not running:
-                    with no_training():
-                        try:
-                            pending = sorted(final_runs(profile_config(params), params["seeds"], data_dir=data_dir,
-                                                        runs_dir=runs_dir), key=priority)
-                            final_known = True
-                        except MissingRunError:
-                            pass
+                    final = _final_runs(params, data_dir=data_dir, runs_dir=runs_dir)
+                    if final is not None:
+                        pending, final_known = final, True
                 if finished_now and time.time() - last_pack >= pack_every_s and \
                         time.time() < plan.training_ends:  # an archive as runs finish: a killed window keeps it
                     try:

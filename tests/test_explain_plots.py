@@ -110,6 +110,10 @@ def test_figures_have_the_expected_parts():
                          index=["se", "ca", "caco"])
     fig = plots.ablation_bars(table, value="bacc", low="low", high="high")
     assert len(fig.axes[0].patches) == 3
+    study = pd.DataFrame({"_bacc": [0.5, 0.6], "_bacc_low": [0.4, 0.5], "_bacc_high": [0.6, 0.7]}, index=["a", "b"])
+    fig = plots.study_bars(study, title="t")
+    heights = [bar.get_height() for bar in fig.axes[0].patches]
+    assert heights == pytest.approx([50, 60]) and fig.axes[0].get_ylabel() == "test bacc % (95 % CI)"
     scatter = pd.DataFrame({"params_m": [1.5, 11.2], "bacc": [0.6, 0.65]}, index=["mnv3", "resnet18"])
     fig = plots.accuracy_vs_params(scatter, paper=scatter)
     assert len(fig.axes[0].collections) == 2
