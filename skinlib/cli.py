@@ -7,6 +7,7 @@ end in one ``error:`` line that says what to do; ``-v`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -109,8 +110,39 @@ def _data_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAIN_FLAGS = ("name", "model", "image_size", "epochs", "batch_size", "lr", "batch_scaling", "seed", "split",
-               "subset", "device", "optimizer", "loss", "sampler", "patience", "num_workers")
+def train_fields() -> dict[str, dict[str, Any]]:
+    """``skinlib train``'s value flags, one per :class:`~skinlib.runs.RunConfig` field they set: the flag is
+    ``--field-name``, its argparse keywords are given here, and its help ends with the field's default as
+    ``RunConfig`` declares it (``default_text`` where a plain value would mislead). The single list from which
+    the parser, :func:`config_from_args` and :func:`train_command` are made."""
+    from skinlib.runs import BATCH_SCALINGS
+    from skinlib.runtime import DEVICES
+    from skinlib.train import OPTIMIZERS, SAMPLERS
+
+    return {
+        "name": {"help": "run name (the folder is <name>-<hash of config and data>)"},
+        "model": {"help": "registered model (see `skinlib models`)"},
+        "image_size": {"type": int, "help": "image size in pixels"},
+        "epochs": {"type": int, "help": "training epochs"},
+        "batch_size": {"type": int, "help": "images per optimiser step (>= 2)"},
+        "lr": {"type": float, "help": "peak learning rate"},
+        "batch_scaling": {"choices": BATCH_SCALINGS,
+                          "help": "lr and BatchNorm momentum follow the batch size (none, linear, sqrt)"},
+        "seed": {"type": int, "help": "training seed"},
+        "split": {"choices": ["lesion", "image"], "help": "split scheme"},
+        "subset": {"type": float, "help": "a lesion-grouped share of the data in (0, 1]", "default_text": "all"},
+        "device": {"help": f"one of {', '.join(DEVICES)} (or cuda:N)"},
+        "optimizer": {"choices": OPTIMIZERS, "help": "the optimiser"},
+        "loss": {"help": "a loss or joint loss spec, e.g. ce, cb+focal, '0.7*focal(gamma=1)+0.3*ls'"},
+        "sampler": {"choices": SAMPLERS, "help": "training sampler"},
+        "patience": {"type": int, "help": "early stopping: epochs without a validation bacc gain",
+                     "default_text": "none (no early stopping)"},
+        "num_workers": {"type": int, "help": "CPU augmentation worker processes"},
+    }
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -133,7 +165,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from skinlib.runs import RunConfig
 
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
-    for key in TRAIN_FLAGS:
+    for key in train_fields():
         value = getattr(args, key)
         if value is not None:
             values[key] = value
@@ -148,13 +180,6 @@ def config_from_args(args: argparse.Namespace) -> Any:
         return RunConfig.from_dict(values)  # types and ranges checked here, before any data is read
     except TypeError as exc:
         raise ValueError(f"invalid run configuration: {exc}") from exc
-
-
-# the flag of every RunConfig field that decides a run's identity (see train_command)
-_FLAGS = {"name": "--name", "model": "--model", "image_size": "--image-size", "epochs": "--epochs",
-          "batch_size": "--batch-size", "lr": "--lr", "batch_scaling": "--batch-scaling", "loss": "--loss",
-          "sampler": "--sampler", "seed": "--seed", "split": "--split", "subset": "--subset",
-          "optimizer": "--optimizer", "patience": "--patience"}
 
 
 def train_command(config: Any) -> str:
@@ -175,9 +200,9 @@ def train_command(config: Any) -> str:
             if extra:
                 raise ValueError(f"model_kwargs {extra} have no flag; write them in a --config file")
             parts.append(f"--bn-momentum {value['bn_momentum']:g}")
-        elif key in _FLAGS:
+        elif key in train_fields():
             text = f"{value:g}" if isinstance(value, float) else str(value)
-            parts.append(f"{_FLAGS[key]} {shlex.quote(text)}")
+            parts.append(f"{_flag(key)} {shlex.quote(text)}")
         else:
             raise ValueError(f"the run field {key} has no flag of skinlib train; write it in a --config file")
     return " ".join(parts)
@@ -494,37 +519,24 @@ def _data_commands(sub: Any, shared: _Shared) -> None:
 
 def _train_command(sub: Any, shared: _Shared) -> None:
     """``skinlib train``: one run from flags or a config file."""
-    from skinlib.runs import BATCH_SCALINGS, COMPILE_MODES
-    from skinlib.runtime import DEVICES
-    from skinlib.train import OPTIMIZERS, SAMPLERS
+    from skinlib.runs import COMPILE_MODES, RunConfig
 
     data_dir, skip_bad, cache, runs, fmt = shared.data_dir, shared.skip_bad, shared.cache, shared.runs, shared.fmt
     p = sub.add_parser("train", parents=[data_dir, runs, cache, skip_bad],
                        help="train one configuration (or reuse its finished run)", **fmt)
     p.add_argument("--config", help="YAML file of RunConfig fields; flags override it")
-    p.add_argument("--name", help="run name (the folder is <name>-<hash of config and data>)")
-    p.add_argument("--model", help="registered model (see `skinlib models`); default mobilenet_v3_small")
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    for field, kwargs in train_fields().items():
+        kwargs = dict(kwargs)
+        default = kwargs.pop("default_text", defaults[field])
+        kwargs["help"] = f"{kwargs['help']}; default {default}"
+        p.add_argument(_flag(field), dest=field, **kwargs)
     p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (read offline)")
-    p.add_argument("--image-size", dest="image_size", type=int, help="image size in pixels; default 224")
-    p.add_argument("--epochs", type=int, help="training epochs; default 100")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="images per optimiser step (>= 2); default 64")
-    p.add_argument("--lr", type=float, help="peak learning rate; default 1e-3")
-    p.add_argument("--batch-scaling", dest="batch_scaling", choices=BATCH_SCALINGS,
-                   help="lr and BatchNorm momentum follow the batch size (none, linear, sqrt); default none")
     p.add_argument("--bn-momentum", dest="bn_momentum", type=float,
                    help="momentum of every BatchNorm layer, in (0, 1]; default: each layer's own")
-    p.add_argument("--seed", type=int, help="training seed; default 0")
-    p.add_argument("--split", choices=["lesion", "image"], help="split scheme; default lesion")
-    p.add_argument("--subset", type=float, help="a lesion-grouped share of the data in (0, 1]; default all")
-    p.add_argument("--device", help=f"one of {', '.join(DEVICES)} (or cuda:N); default auto")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw")
-    p.add_argument("--loss", help="a loss or joint loss spec, e.g. ce, cb+focal, '0.7*focal(gamma=1)+0.3*ls'")
-    p.add_argument("--sampler", choices=SAMPLERS, help="training sampler; default random")
-    p.add_argument("--patience", type=int, help="early stopping: epochs without a validation bacc gain")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on CUDA)")
     p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES,
                    help="torch.compile the model; MODE reduce-overhead adds CUDA graphs (pays at small batch on CUDA)")
-    p.add_argument("--num-workers", dest="num_workers", type=int, help="CPU augmentation worker processes")
     p.add_argument("--force", action="store_true", help="delete and retrain a finished or damaged run")
     p.set_defaults(func=_train)
 

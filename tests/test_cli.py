@@ -146,3 +146,25 @@ def test_version(capsys):
     from skinlib import __version__
 
     assert capsys.readouterr().out.strip() == f"skinlib {__version__}"
+
+
+def test_train_flags_come_from_one_table_with_runconfigs_defaults():
+    """Each value flag of `skinlib train` sets the RunConfig field of its name and states that field's default
+    as RunConfig declares it; the parser, config_from_args and train_command read the same table."""
+    import dataclasses
+
+    from skinlib import cli
+    from skinlib.runs import RunConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    [train] = [a for a in cli.build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "train"]
+    actions = {a.dest: a for a in train[1]._actions}
+    for field, spec in cli.train_fields().items():
+        assert field in defaults, f"--{field} sets no RunConfig field"
+        action = actions[field]
+        assert action.option_strings == [cli._flag(field)]
+        assert action.help.endswith(f"default {spec.get('default_text', defaults[field])}"), action.help
+    args = cli.build_parser().parse_args(["train", "--image-size", "96", "--lr", "0.01", "--sampler", "balanced"])
+    config = cli.config_from_args(args)
+    assert (config.image_size, config.lr, config.sampler, config.epochs) == (96, 0.01, "balanced", defaults["epochs"])
+    assert "--image-size 96" in cli.train_command(config) and "--lr 0.01" in cli.train_command(config)
