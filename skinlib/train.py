@@ -15,6 +15,7 @@ parallel (DDP); ``batch_size`` stays the global batch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -476,15 +477,41 @@ def _is_better(val: dict[str, float], val_loss: float, state: dict[str, Any]) ->
     return val_loss < state.get("best_loss", math.inf)
 
 
-def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | None, *, device: torch.device,
-                  distributed: Distributed, cache_dir: str | os.PathLike | None, lock: Any) -> Run:
-    config = run.config
-    configure_determinism(config.deterministic, device)
-    seed_everything(config.seed)
-    data, split = load_data(config, selection, device=device, cache_dir=cache_dir, distributed=distributed)
-    if distributed.main:
-        save_split(split, run.file("split.csv"))
+@dataclass
+class _Progress:
+    """Where a run stands after its last finished epoch (saved in ``last.pt`` under these keys)."""
 
+    epoch: int = 0
+    best_bacc: float = -1.0
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, epoch: int, val: dict[str, float], val_loss: float) -> bool:
+        """Record a finished epoch; whether it is the best so far (:func:`_is_better`)."""
+        self.epoch = epoch
+        improved = _is_better(val, val_loss, dataclasses.asdict(self))
+        if improved:
+            self.best_bacc, self.best_loss, self.best_epoch, self.bad_epochs = val["bacc"], val_loss, epoch, 0
+        else:
+            self.bad_epochs += 1
+        return improved
+
+
+@dataclass
+class _Trainer:
+    """What an epoch needs: the model (and its compiled or distributed wrapper), optimiser, schedule, loss and
+    precision."""
+
+    model: nn.Module
+    trained_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loss_fn: nn.Module
+    precision: Precision
+
+
+def _make_trainer(config: RunConfig, data: Data, *, device: torch.device, distributed: Distributed) -> _Trainer:
     model = create_model(config.model, num_classes=len(CLASSES), pretrained=config.pretrained, **config.model_kwargs)
     lr, steps_factor = batch_scaled(config)
     scale_bn_momentum(model, steps_factor)
@@ -499,73 +526,90 @@ def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | N
     optimizer = make_optimizer(config, model)
     steps = len(data.train)
     scheduler = make_scheduler(optimizer, warmup_steps=config.warmup_epochs * steps, total_steps=config.epochs * steps)
-    loss_fn = make_loss(config.loss, data.class_counts).to(device)
-    precision = Precision(device)
+    return _Trainer(model, trained_model, optimizer, scheduler, make_loss(config.loss, data.class_counts).to(device),
+                    Precision(device))
 
-    state: dict[str, Any] = {"epoch": 0, "best_bacc": -1.0, "best_loss": math.inf, "best_epoch": 0,
-                             "bad_epochs": 0}
-    history: list[dict[str, Any]] = []
+
+def _run_epoch(t: _Trainer, data: Data, epoch: int, config: RunConfig, *, device: torch.device,
+               distributed: Distributed) -> tuple[dict[str, Any], dict[str, float]]:
+    """Train one epoch (seeded from (seed, epoch): a resumed run gives the same result) and validate; the
+    history row and the validation metrics."""
+    torch.manual_seed(_epoch_seed(config.seed, epoch))
+    data.train.set_epoch(_epoch_seed(config.seed, epoch))
+    tr = _reduce(train_one_epoch(t.trained_model, data.train, t.optimizer, t.scheduler, t.loss_fn, t.precision,
+                                 progress=config.progress and distributed.main), distributed, device)
+    if distributed.world_size > 1:  # identical BatchNorm statistics on every process before evaluating
+        for buffer in t.model.buffers():
+            dist.broadcast(buffer, 0)
+    eval_start = time.perf_counter()
+    val_loss, val_probs, val_y = predict(t.model, data.val, t.loss_fn, t.precision)
+    val = classification_metrics(val_y, val_probs)
+    row = {
+        "epoch": epoch + 1, "train_loss": tr["loss_sum"] / tr["images"],
+        "train_accuracy": tr["correct"] / tr["images"], "val_loss": val_loss, "val_accuracy": val["accuracy"],
+        "val_bacc": val["bacc"], "lr": t.optimizer.param_groups[0]["lr"], "steps": int(tr["steps"]),
+        "seconds": tr["seconds"], "images_per_s": tr["images"] / tr["seconds"],
+        "eval_seconds": time.perf_counter() - eval_start,
+    }
+    return row, val
+
+
+def _checkpoint(run: Run, t: _Trainer, progress: _Progress, history: list[dict[str, Any]], *,
+                improved: bool) -> None:
+    """Write the epoch's files (main process only): ``best.pt`` when it improved, the history, ``last.pt``."""
+    config = run.config
+    if improved:
+        _save({"model": t.model.state_dict(), "epoch": progress.epoch, "config": config.to_dict()},
+              run.file("best.pt"))
+    write_history(run.file("history.csv"), history)
+    _save({"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+           "scheduler": t.scheduler.state_dict(), "scaler": t.precision.scaler.state_dict(),
+           "config": config.to_dict(), "history": history, **dataclasses.asdict(progress)}, run.file("last.pt"))
+
+
+def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | None, *, device: torch.device,
+                  distributed: Distributed, cache_dir: str | os.PathLike | None, lock: Any) -> Run:
+    config = run.config
+    configure_determinism(config.deterministic, device)
+    seed_everything(config.seed)
+    data, split = load_data(config, selection, device=device, cache_dir=cache_dir, distributed=distributed)
+    if distributed.main:
+        save_split(split, run.file("split.csv"))
+    t = _make_trainer(config, data, device=device, distributed=distributed)
+    progress, history = _Progress(), []
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        load_optimizer_state(optimizer, resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        precision.scaler.load_state_dict(resume["scaler"])
-        state = {k: resume.get(k, state[k]) for k in state}
+        t.model.load_state_dict(resume["model"])
+        load_optimizer_state(t.optimizer, resume["optimizer"])
+        t.scheduler.load_state_dict(resume["scheduler"])
+        t.precision.scaler.load_state_dict(resume["scaler"])
+        progress = _Progress(**{k: resume.get(k, v) for k, v in dataclasses.asdict(progress).items()})
         history = list(resume["history"])
-        log.info("resuming %s after epoch %d", run.path, state["epoch"])
+        log.info("resuming %s after epoch %d", run.path, progress.epoch)
 
     run.trained = True
     _check_deadline(run, history, config.epochs)  # a run started late stops before its first epoch
-    bar = tqdm(range(state["epoch"], config.epochs), desc=run.path.name,
-               disable=not (config.progress and distributed.main), initial=state["epoch"], total=config.epochs)
+    bar = tqdm(range(progress.epoch, config.epochs), desc=run.path.name,
+               disable=not (config.progress and distributed.main), initial=progress.epoch, total=config.epochs)
     for epoch in bar:
-        # every epoch is seeded from (seed, epoch): an interrupted run resumes to the same result
-        torch.manual_seed(_epoch_seed(config.seed, epoch))
-        data.train.set_epoch(_epoch_seed(config.seed, epoch))
-        tr = _reduce(train_one_epoch(trained_model, data.train, optimizer, scheduler, loss_fn, precision,
-                                     progress=config.progress and distributed.main), distributed, device)
-        if distributed.world_size > 1:  # identical BatchNorm statistics on every process before evaluating
-            for buffer in model.buffers():
-                dist.broadcast(buffer, 0)
-        eval_start = time.perf_counter()
-        val_loss, val_probs, val_y = predict(model, data.val, loss_fn, precision)
-        val = classification_metrics(val_y, val_probs)
-        eval_seconds = time.perf_counter() - eval_start
-        row = {
-            "epoch": epoch + 1, "train_loss": tr["loss_sum"] / tr["images"],
-            "train_accuracy": tr["correct"] / tr["images"], "val_loss": val_loss, "val_accuracy": val["accuracy"],
-            "val_bacc": val["bacc"], "lr": optimizer.param_groups[0]["lr"], "steps": int(tr["steps"]),
-            "seconds": tr["seconds"], "images_per_s": tr["images"] / tr["seconds"], "eval_seconds": eval_seconds,
-        }
+        row, val = _run_epoch(t, data, epoch, config, device=device, distributed=distributed)
         history.append(row)
-        state["epoch"] = epoch + 1
-        improved = _is_better(val, val_loss, state)
-        if improved:
-            state.update(best_bacc=val["bacc"], best_loss=val_loss, best_epoch=epoch + 1, bad_epochs=0)
-        else:
-            state["bad_epochs"] += 1
+        improved = progress.update(epoch + 1, val, row["val_loss"])
         if distributed.main:
-            if improved:
-                _save({"model": model.state_dict(), "epoch": epoch + 1, "config": config.to_dict()},
-                      run.file("best.pt"))
-            write_history(run.file("history.csv"), history)
-            _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "scheduler": scheduler.state_dict(), "scaler": precision.scaler.state_dict(),
-                   "config": config.to_dict(), "history": history, **state}, run.file("last.pt"))
+            _checkpoint(run, t, progress, history, improved=improved)
             if lock is not None:
                 lock.heartbeat()
         distributed.barrier()
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_bacc=f"{val['bacc']:.3f}")
         log.info("epoch %d/%d train_loss %.4f val_bacc %.4f (%.0f img/s)", epoch + 1, config.epochs,
                  row["train_loss"], val["bacc"], row["images_per_s"])
-        if config.patience is not None and state["bad_epochs"] >= config.patience:
+        if config.patience is not None and progress.bad_epochs >= config.patience:
             log.info("early stop after epoch %d: no val bacc gain for %d epochs", epoch + 1, config.patience)
             break
         _check_deadline(run, history, config.epochs)
 
     if distributed.main:
-        _finish(run, model, data, loss_fn, precision, state, history,
-                _environment(device, precision, distributed), selection)
+        _finish(run, t.model, data, t.loss_fn, t.precision, dataclasses.asdict(progress), history,
+                _environment(device, t.precision, distributed), selection)
     distributed.barrier()
     return run
 
