@@ -195,6 +195,58 @@ def _total_from(resp: Any, start: int) -> tuple[int, int | None]:
     return 0, int(length) if length is not None else None
 
 
+def _stream(resp: Any, part: Path, first: int, total: int | None, *, real: str, name: str, timeout: float,
+            min_rate: float, progress: bool) -> int:
+    """Write the response's body into ``part`` from byte ``first`` (a dropped connection ends it quietly: the
+    caller resumes); return the bytes received. A transfer below ``min_rate`` over ``timeout`` seconds raises
+    :class:`DownloadError`, what arrived kept."""
+    from tqdm.auto import tqdm
+
+    received = 0
+    with open(part, "r+b" if first else "wb") as fh, tqdm(
+            total=total, initial=first, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=name, disable=not progress, leave=False) as bar:
+        fh.seek(first)
+        fh.truncate()
+        read = getattr(resp, "read1", resp.read)  # read1: what has arrived, so the rate is seen
+        window_start, window_bytes = time.monotonic(), 0
+        try:
+            while block := read(CHUNK):
+                fh.write(block)
+                received += len(block)
+                window_bytes += len(block)
+                bar.update(len(block))
+                if time.monotonic() - window_start >= timeout:
+                    if window_bytes < min_rate * timeout:
+                        fh.flush()
+                        raise DownloadError(
+                            f"{urllib.parse.urlsplit(real).netloc} sent {window_bytes:,} bytes of "
+                            f"{name} in {timeout:.0f} s, below the floor of {min_rate:,.0f} bytes/s; "
+                            f"the {first + received:,} bytes so far are kept in {part}: run the same "
+                            "command again to resume (or --timeout to wait longer, --mirror for another "
+                            "copy)")
+                    window_start, window_bytes = time.monotonic(), 0
+        except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
+            log.debug("read of %s stopped: %r", real, exc)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return received
+
+
+def _install(part: Path, target: Path, checksum: Checksum | None) -> None:
+    """Give verified bytes their name; a mismatch moves them to ``<target>.rejected`` and raises."""
+    if checksum is not None:
+        ok, got = checksum.check(part)
+        if not ok:
+            rejected = target.with_name(target.name + ".rejected")
+            os.replace(part, rejected)
+            raise ChecksumError(
+                f"checksum mismatch for {target.name}: expected {checksum.describe()}, got {got}. "
+                f"Nothing was extracted or installed; the bytes are kept in {rejected} for inspection. "
+                "Run the same command again to download it afresh (or check the mirror's copy)")
+    os.replace(part, target)
+
+
 def download(url: str, target: str | os.PathLike, *, checksum: Checksum | None, mirror: str | None = None,
              retries: int = 3, timeout: float = 60.0, progress: bool = True, offline_hint: str = "",
              backoff: float = 1.0, min_rate: float = MIN_RATE) -> FetchResult:
@@ -206,8 +258,6 @@ def download(url: str, target: str | os.PathLike, *, checksum: Checksum | None, 
     partial file is kept) or :class:`ChecksumError` (nothing keeps the final name; a file
     already at ``target`` is replaced only by verified bytes).
     """
-    from tqdm.auto import tqdm
-
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -235,35 +285,8 @@ def download(url: str, target: str | os.PathLike, *, checksum: Checksum | None, 
             if tries == 0 and first:
                 result.resumed_from = first
                 log.info("resuming %s at %.1f MB", target.name, first / 1e6)
-            received = 0
-            with open(part, "r+b" if first else "wb") as fh, tqdm(
-                    total=total, initial=first, unit="B", unit_scale=True, unit_divisor=1024,
-                    desc=target.name, disable=not progress, leave=False) as bar:
-                fh.seek(first)
-                fh.truncate()
-                read = getattr(resp, "read1", resp.read)  # read1: what has arrived, so the rate is seen
-                window_start, window_bytes = time.monotonic(), 0
-                try:
-                    while block := read(CHUNK):
-                        fh.write(block)
-                        received += len(block)
-                        window_bytes += len(block)
-                        bar.update(len(block))
-                        if time.monotonic() - window_start >= timeout:
-                            if window_bytes < min_rate * timeout:
-                                fh.flush()
-                                raise DownloadError(
-                                    f"{urllib.parse.urlsplit(real).netloc} sent {window_bytes:,} bytes of "
-                                    f"{target.name} in {timeout:.0f} s, below the floor of {min_rate:,.0f} bytes/s; "
-                                    f"the {first + received:,} bytes so far are kept in {part}: run the same "
-                                    "command again to resume (or --timeout to wait longer, --mirror for another "
-                                    "copy)")
-                            window_start, window_bytes = time.monotonic(), 0
-                except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
-                    log.debug("read of %s stopped: %r", real, exc)
-                fh.flush()
-                os.fsync(fh.fileno())
-            result.downloaded += received
+            result.downloaded += _stream(resp, part, first, total, real=real, name=target.name, timeout=timeout,
+                                         min_rate=min_rate, progress=progress)
         finally:
             resp.close()
         have = part.stat().st_size
@@ -278,16 +301,7 @@ def download(url: str, target: str | os.PathLike, *, checksum: Checksum | None, 
         log.warning("connection closed after %s of %s bytes of %s; resuming (try %d of %d)",
                     f"{have:,}", f"{total:,}", target.name, tries, retries)
         time.sleep(backoff * tries)
-    if checksum is not None:
-        ok, got = checksum.check(part)
-        if not ok:
-            rejected = target.with_name(target.name + ".rejected")
-            os.replace(part, rejected)
-            raise ChecksumError(
-                f"checksum mismatch for {target.name}: expected {checksum.describe()}, got {got}. "
-                f"Nothing was extracted or installed; the bytes are kept in {rejected} for inspection. "
-                "Run the same command again to download it afresh (or check the mirror's copy)")
-    os.replace(part, target)
+    _install(part, target, checksum)
     result.size = target.stat().st_size
     result.seconds = time.perf_counter() - t0
     log.info("downloaded %s (%.1f MB in %.1f s)", target.name, result.size / 1e6, result.seconds)
