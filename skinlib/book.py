@@ -292,6 +292,32 @@ def drop_solutions(nb: Any) -> int:
     return dropped
 
 
+def _execute_until_complete(nb: Any, name: str, params: dict[str, Any], used: dict[str, Any], *, staged: Path,
+                            tmp: Path, out_dir: Path, missing: list[str] | None) -> Any:
+    """Run ``nb`` with papermill into ``tmp``; rendering a partial bundle (``missing``), each cell that needs a
+    run it lacks becomes a note and the chapter runs again (:mod:`skinlib.partial`). Returns the gaps; any
+    other error is raised as papermill's."""
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from skinlib import partial
+
+    gaps = partial.Gaps()
+    profile = str(params.get("profile", "?"))
+    while True:
+        nbformat.write(partial.apply(nb, gaps, profile=profile, missing=missing or []) if gaps else nb, staged)
+        try:
+            papermill.execute_notebook(str(staged), str(tmp), parameters=used, kernel_name="python3",
+                                       cwd=str(out_dir), progress_bar=False, request_save_on_cell_execute=False)
+            return gaps
+        except PapermillExecutionError as exc:
+            if missing is None or not partial.record(gaps, nbformat.read(tmp, as_version=4), exc.ename,
+                                                     str(exc.evalue)):
+                raise
+            log.warning("%s: a cell needs runs the results bundle lacks; a note takes its place", name)
+
+
 def execute_chapter(name: str, params: dict[str, Any], *, root: Path, student: bool = False,
                     missing: list[str] | None = None) -> float:
     """Execute ``notebooks/<name>.ipynb`` into ``book/executed/<name>.ipynb``; return seconds.
@@ -304,7 +330,6 @@ def execute_chapter(name: str, params: dict[str, Any], *, root: Path, student: b
     every table and figure the bundle's runs allow. Any other error still fails the build.
     """
     import nbformat
-    import papermill
     from papermill.exceptions import PapermillExecutionError
 
     from skinlib import partial
@@ -325,29 +350,16 @@ def execute_chapter(name: str, params: dict[str, Any], *, root: Path, student: b
     nb = nbformat.read(source, as_version=4)
     if student:
         log.info("%s: %d solution cells left out", name, drop_solutions(nb))
-    gaps = partial.Gaps()
-    profile = str(params.get("profile", "?"))
     try:
-        while True:
-            nbformat.write(partial.apply(nb, gaps, profile=profile, missing=missing or []) if gaps else nb,
-                           staged)
-            try:
-                papermill.execute_notebook(
-                    str(staged), str(tmp), parameters=used, kernel_name="python3", cwd=str(out_dir),
-                    progress_bar=False, request_save_on_cell_execute=False,
-                )
-                break
-            except PapermillExecutionError as exc:
-                if missing is not None and partial.record(gaps, nbformat.read(tmp, as_version=4), exc.ename,
-                                                          str(exc.evalue)):
-                    log.warning("%s: a cell needs runs the results bundle lacks; a note takes its place", name)
-                    continue
-                os.replace(tmp, failed)
-                target.unlink(missing_ok=True)
-                raise BookError(
-                    f"notebook {name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
-                    f"{exc.ename}: {exc.evalue}\npartial output kept in {failed}"
-                ) from exc
+        gaps = _execute_until_complete(nb, name, params, used, staged=staged, tmp=tmp, out_dir=out_dir,
+                                       missing=missing)
+    except PapermillExecutionError as exc:
+        os.replace(tmp, failed)
+        target.unlink(missing_ok=True)
+        raise BookError(
+            f"notebook {name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
+            f"{exc.ename}: {exc.evalue}\npartial output kept in {failed}"
+        ) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         target.unlink(missing_ok=True)

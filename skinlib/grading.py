@@ -26,6 +26,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,47 @@ def collect(source: str | os.PathLike, out: str | os.PathLike, *, chapter: str,
     return found
 
 
+def _grade_one(path: Path, source: Any, questions: Sequence[str], feedback: Path, *, used: dict[str, Any],
+               env: dict[str, str], timeout: float | None) -> list[dict[str, Any]]:
+    """Execute one submission's answers in the teacher's chapter; its rows of the grade table (one per question)
+    and its executed notebook in ``feedback``."""
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from skinlib.export import glued_values
+
+    student = path.stem
+    nb, absent = graded_notebook(source, nbformat.read(path, as_version=4))
+    staged = feedback / f".{student}.source.ipynb"
+    executed = feedback / f".{student}.running.ipynb"
+    nbformat.write(nb, staged)
+    problem = ""
+    try:
+        with temporary_env(env):
+            papermill.execute_notebook(str(staged), str(executed), parameters=used, kernel_name="python3",
+                                       cwd=str(feedback), progress_bar=False, execution_timeout=timeout)
+    except PapermillExecutionError as exc:
+        problem = f"the chapter stopped in cell {exc.cell_index}: {exc.ename}: {exc.evalue}"
+    finally:
+        staged.unlink(missing_ok=True)
+    records = {}
+    if executed.exists():
+        done = nbformat.read(executed, as_version=4)
+        records = {k[len(RECORD_PREFIX):]: json.loads(v) for k, v in glued_values(done).items()
+                   if k.startswith(RECORD_PREFIX)}
+        os.replace(executed, feedback / f"{student}.ipynb")
+    rows = []
+    for question in questions:
+        record = records.get(question)
+        if record is None:
+            why = "no answer cell" if question in absent else problem or "its check did not run"
+            record = {"points": 0, "max": _max_points(source, question), "verdict": why}
+        rows.append({"student": student, "question": question, "points": record["points"],
+                     "max": record["max"], "verdict": record["verdict"]})
+    return rows
+
+
 def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: str, params: dict[str, Any],
           root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
           runs_dir: str | os.PathLike | None = None, timeout: float | None = None) -> Any:
@@ -207,12 +249,9 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
     ``out/grades.csv``: one row per student and question. Returns the table."""
     import nbformat
     import pandas as pd
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
 
     from skinlib.book import chapter_parameters, chapter_source
     from skinlib.data.paths import DATA_ENV
-    from skinlib.export import glued_values
     from skinlib.runs import RUNS_ENV
 
     source_path = chapter_source(chapter, root)
@@ -232,34 +271,9 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
         env[RUNS_ENV] = str(Path(runs_dir).resolve())
     rows = []
     for path in files:
-        student = path.stem
-        nb, absent = graded_notebook(source, nbformat.read(path, as_version=4))
-        staged = feedback / f".{student}.source.ipynb"
-        executed = feedback / f".{student}.running.ipynb"
-        nbformat.write(nb, staged)
-        start, problem = time.perf_counter(), ""
-        try:
-            with temporary_env(env):
-                papermill.execute_notebook(str(staged), str(executed), parameters=used, kernel_name="python3",
-                                           cwd=str(feedback), progress_bar=False, execution_timeout=timeout)
-        except PapermillExecutionError as exc:
-            problem = f"the chapter stopped in cell {exc.cell_index}: {exc.ename}: {exc.evalue}"
-        finally:
-            staged.unlink(missing_ok=True)
-        records = {}
-        if executed.exists():
-            done = nbformat.read(executed, as_version=4)
-            records = {k[len(RECORD_PREFIX):]: json.loads(v) for k, v in glued_values(done).items()
-                       if k.startswith(RECORD_PREFIX)}
-            os.replace(executed, feedback / f"{student}.ipynb")
-        for question in questions:
-            record = records.get(question)
-            if record is None:
-                why = ("no answer cell" if question in absent else problem or "its check did not run")
-                record = {"points": 0, "max": _max_points(source, question), "verdict": why}
-            rows.append({"student": student, "question": question, "points": record["points"],
-                         "max": record["max"], "verdict": record["verdict"]})
-        log.info("graded %s in %.0f s", student, time.perf_counter() - start)
+        start = time.perf_counter()
+        rows += _grade_one(path, source, questions, feedback, used=used, env=env, timeout=timeout)
+        log.info("graded %s in %.0f s", path.stem, time.perf_counter() - start)
     table = pd.DataFrame(rows)
     atomic_write_text(out / "grades.csv", table.to_csv(index=False))
     totals = table.groupby("student")[["points", "max"]].sum()
