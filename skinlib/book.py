@@ -584,6 +584,17 @@ def _no_data() -> bool:
     return False
 
 
+def _check_models_fit(values: dict[str, Any]) -> None:
+    """Every model the book trains accepts the profile's image size: one error line before any chapter runs,
+    not a failure in the middle of chapter 02 (``-p image_size 32``)."""
+    from skinlib.experiments import independent_runs, profile_config
+    from skinlib.models import check_image_size
+
+    for model in sorted({c.model for c in independent_runs(profile_config(values), values["seeds"][:1],
+                                                            pretrained=False)}):
+        check_image_size(model, int(values["image_size"]))
+
+
 def _bundle_source(profile: str, root: Path, *, from_results: bool | str | os.PathLike,
                    data_dir: str | os.PathLike | None) -> Path | None:
     """The results bundle a build renders: the one asked for, the committed ``results/<profile>`` when there is
@@ -689,6 +700,7 @@ def build_book(
         raise BookError(f"building the book needs skinlib's book extra ({exc.name} is missing): "
                         "pip install -e '.[book]' (make book does this)") from exc
     values = get_profile(profile, extra=chapter_defaults(root_path), **(params or {}))
+    _check_models_fit(values)
     # the folders reach the notebooks through the environment: no machine path is printed in the book
     folders = {RUNS_ENV: str(runs_root(runs_dir))}
     source = _bundle_source(profile, root_path, from_results=from_results, data_dir=data_dir)

@@ -391,3 +391,14 @@ def test_the_landing_page_findings_come_from_the_chapters_glued_values(tmp_path)
     assert "not comparable with the paper's" in page and "`bacc` 23.1 [21.9, 24.4]" in page
     assert "final model** (" not in page and "Baselines" not in page  # their values were not glued: left out
     assert "comparable with its numbers" in findings_page("paper", tmp_path)
+
+
+def test_an_image_size_a_model_refuses_stops_the_book_before_any_chapter(tmp_path, monkeypatch):
+    """`skinlib book -p image_size 32`: one error naming the model, before anything is executed or deleted."""
+    import skinlib.book
+
+    executed = []
+    monkeypatch.setattr(skinlib.book, "execute_chapters", lambda *a, **k: executed.append(a))
+    with pytest.raises(ValueError, match=r"ghostnetv2_100 needs image_size >= 64.*got 32"):
+        skinlib.book.build_book("smoke", params={"image_size": 32}, runs_dir=tmp_path)
+    assert executed == [] and not any(tmp_path.iterdir())
