@@ -587,11 +587,10 @@ def _no_data() -> bool:
 def _check_models_fit(values: dict[str, Any]) -> None:
     """Every model the book trains accepts the profile's image size: one error line before any chapter runs,
     not a failure in the middle of chapter 02 (``-p image_size 32``)."""
-    from skinlib.experiments import independent_runs, profile_config
+    from skinlib.experiments import profile_models
     from skinlib.models import check_image_size
 
-    for model in sorted({c.model for c in independent_runs(profile_config(values), values["seeds"][:1],
-                                                            pretrained=False)}):
+    for model in profile_models(values):
         check_image_size(model, int(values["image_size"]))
 
 

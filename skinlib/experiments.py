@@ -175,6 +175,12 @@ def study_runs(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained
     return [c.replace(seed=s) for c in study.configs.values() for s in seeds]
 
 
+def profile_models(params: dict[str, Any]) -> list[str]:
+    """The registered models the book trains for profile parameters ``params`` (the final model's is among
+    them: it is a variant of the attention study)."""
+    return sorted({c.model for c in independent_runs(profile_config(params), params["seeds"][:1], pretrained=False)})
+
+
 def independent_runs(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True) -> list[RunConfig]:
     """Every run of the book that depends on no other: all studies but ``final``, and the scratch baselines
     that 08 sets beside Table 2, one configuration per (variant, seed)."""

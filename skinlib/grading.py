@@ -256,7 +256,7 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
 
     source_path = chapter_source(chapter, root)
     source = nbformat.read(source_path, as_version=4)
-    questions = {q: 0.0 for q in answers(source)}
+    questions = list(answers(source))
     files = sorted(Path(submissions).glob("*.ipynb"))
     if not files:
         raise GradingError(f"no submissions (*.ipynb) in {submissions}; gather them with `skinlib grade collect`")

@@ -76,10 +76,10 @@ def auto_jobs(device: str = "auto", *, per_job_gib: float | None = None) -> int:
 def profile_memory_gib(params: dict) -> float:
     """The largest :func:`training_memory_gib` over the models a profile trains, at its image size and batch
     (mixed precision, as training on CUDA uses it)."""
-    from skinlib.paper import TABLE3_MODELS
+    from skinlib.experiments import profile_models
 
-    models = set(TABLE3_MODELS.values()) | {"mobilenet_v3_small_caco"}
-    return max(training_memory_gib(m, int(params["image_size"]), int(params["batch_size"])) for m in sorted(models))
+    return max(training_memory_gib(m, int(params["image_size"]), int(params["batch_size"]))
+               for m in profile_models(params))
 
 
 def resolve_jobs(jobs: int | str, device: str = "auto", *, params: dict | None = None) -> int:

@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 
 NOTE_TAG = "missing-runs"  # the tag of every cell this module puts in a chapter
 ABSENT = "*(not in the bundle)*"  # what prose shows in place of a value a replaced cell would have glued
-_GLUE = re.compile(r"\{glue:text\}`([^`:]+)(?::[^`]*)?`")
 
 
 def _defined(tree: ast.AST) -> set[str]:
@@ -179,19 +178,21 @@ def _summary(profile: str, missing: list[str]) -> Any:
 def blank_absent_values(nb: Any, glued: Iterable[str]) -> int:
     """Replace, in the prose of an executed chapter, each reference to a value that was not glued (a replaced
     cell would have glued it) by :data:`ABSENT`; return how many."""
+    from skinlib.export import GLUE_ROLE
+
     known = set(glued)
     count = 0
 
     def swap(match: re.Match) -> str:
         nonlocal count
-        if match.group(1) in known:
+        if match.group(1).strip() in known:
             return match.group(0)
         count += 1
         return ABSENT
 
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = _GLUE.sub(swap, cell.source)
+            cell.source = GLUE_ROLE.sub(swap, cell.source)
     if count:
         log.info("%d values in the prose are not in the bundle", count)
     return count
