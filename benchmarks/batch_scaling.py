@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from skinlib.parallel import Job, train_many
 from skinlib.runs import Run, RunConfig
+from skinlib.study.parallel import Job, train_many
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ import time
 
 import yaml
 
-from skinlib.experiments import profile_config, train_all
-from skinlib.profiles import get_profile
+from skinlib.study.experiments import profile_config, train_all
+from skinlib.study.profiles import get_profile
 
 
 def main() -> None:

@@ -38,9 +38,9 @@ def _train(config: dict, runs_dir: str, threads: int, prefetch: bool) -> float:
 
 
 def main() -> None:
-    from skinlib.experiments import baseline_study, profile_config
-    from skinlib.parallel import threads_per_job
-    from skinlib.profiles import get_profile
+    from skinlib.study.experiments import baseline_study, profile_config
+    from skinlib.study.parallel import threads_per_job
+    from skinlib.study.profiles import get_profile
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="smoke")

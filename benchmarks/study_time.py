@@ -23,10 +23,10 @@ from pathlib import Path
 
 import yaml
 
-from skinlib.experiments import profile_config, train_all
-from skinlib.parallel import resolve_jobs
-from skinlib.profiles import get_profile
 from skinlib.runs import Run
+from skinlib.study.experiments import profile_config, train_all
+from skinlib.study.parallel import resolve_jobs
+from skinlib.study.profiles import get_profile
 
 
 def main() -> None:

@@ -223,9 +223,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _book(args: argparse.Namespace) -> int:
-    from skinlib.book import build_book
-    from skinlib.parallel import resolve_jobs
-    from skinlib.profiles import PARAMETERS, get_profile
+    from skinlib.book.build import build_book
+    from skinlib.study.parallel import resolve_jobs
+    from skinlib.study.profiles import PARAMETERS, get_profile
 
     params = _params(args)
     # the profile's own parameters size --jobs; build_book checks every parameter, the chapters' own included
@@ -242,7 +242,7 @@ def _book(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from skinlib.export import export_chapters
+    from skinlib.book.export import export_chapters
 
     for path in export_chapters(args.chapters, to=args.to, out=args.out, student=args.student):
         print(path)
@@ -250,7 +250,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _grade_collect(args: argparse.Namespace) -> int:
-    from skinlib.grading import collect
+    from skinlib.book.grading import collect
 
     found = collect(args.source, args.out, chapter=args.chapter)
     for name, path in found.students.items():
@@ -262,9 +262,9 @@ def _grade_collect(args: argparse.Namespace) -> int:
 
 
 def _grade_run(args: argparse.Namespace) -> int:
-    from skinlib.book import book_root, chapter_defaults
-    from skinlib.grading import grade
-    from skinlib.profiles import get_profile
+    from skinlib.book.grading import grade
+    from skinlib.book.notebooks import book_root, chapter_defaults
+    from skinlib.study.profiles import get_profile
 
     values = get_profile(args.profile, extra=chapter_defaults(book_root()), **_params(args))
     table = grade(args.submissions, args.out, chapter=args.chapter, params=values, data_dir=args.data_dir,
@@ -279,7 +279,7 @@ def _grade_run(args: argparse.Namespace) -> int:
 
 
 def _results_pack(args: argparse.Namespace) -> int:
-    from skinlib.results import pack_profile
+    from skinlib.study.bundles import pack_profile
 
     result = pack_profile(args.profile, out=args.out, data_dir=args.data_dir, runs_dir=args.runs_dir,
                           allow_missing=args.allow_missing, **_params(args))
@@ -288,7 +288,7 @@ def _results_pack(args: argparse.Namespace) -> int:
 
 
 def _results_unpack(args: argparse.Namespace) -> int:
-    from skinlib.results import unpack
+    from skinlib.study.bundles import unpack
 
     result = unpack(args.bundle, data_dir=args.data_dir, runs_dir=args.runs_dir)
     print(f"restored {len(result.restored)} runs; {len(result.present)} were already in the run store")
@@ -296,9 +296,9 @@ def _results_unpack(args: argparse.Namespace) -> int:
 
 
 def _results_window(args: argparse.Namespace) -> int:
-    from skinlib.parallel import resolve_jobs
-    from skinlib.profiles import get_profile
-    from skinlib.window import run_window
+    from skinlib.study.parallel import resolve_jobs
+    from skinlib.study.profiles import get_profile
+    from skinlib.study.window import run_window
 
     params = _params(args)
     profile = get_profile(args.profile, **params)
@@ -317,8 +317,8 @@ def _results_window(args: argparse.Namespace) -> int:
 
 
 def _notebook_parameters(args: argparse.Namespace) -> int:
-    from skinlib.book import book_root
-    from skinlib.notebook_params import sync
+    from skinlib.book.cells import sync
+    from skinlib.book.notebooks import book_root
 
     stale = sync(book_root(), write=not args.check)
     verb = "out of step" if args.check else "rewritten"
@@ -328,8 +328,8 @@ def _notebook_parameters(args: argparse.Namespace) -> int:
 
 
 def _results_status(args: argparse.Namespace) -> int:
-    from skinlib.profiles import get_profile
-    from skinlib.results import profile_runs
+    from skinlib.study.bundles import profile_runs
+    from skinlib.study.profiles import get_profile
 
     runs = profile_runs(get_profile(args.profile, **_params(args)), data_dir=args.data_dir, runs_dir=args.runs_dir)
     bundled = sum(r.bundled for r in runs.finished)
@@ -341,12 +341,12 @@ def _results_status(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from skinlib.experiments import profile_config, run_study
-    from skinlib.profiles import get_profile
+    from skinlib.study.experiments import profile_config, run_study
+    from skinlib.study.profiles import get_profile
 
     params = get_profile(args.profile, **_params(args))
     config = profile_config(params)
-    from skinlib.parallel import resolve_jobs
+    from skinlib.study.parallel import resolve_jobs
 
     if args.list or args.run is not None:
         return _study_runs(args, config, params)
@@ -366,7 +366,7 @@ def _study_runs(args: argparse.Namespace, config: Any, params: dict[str, Any]) -
     """``--list``: one command per run (for a job array); ``--run K``: train only the K-th run."""
     import shlex
 
-    from skinlib.experiments import study_runs
+    from skinlib.study.experiments import study_runs
     from skinlib.train import fit
 
     runs = study_runs(args.name, config, params["seeds"], pretrained=params.get("pretrained", True),
@@ -423,10 +423,10 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 def _profile_option(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
     """The ``--profile`` option, declared the same way by every command that takes one (required without a
     default)."""
-    from skinlib.profiles import PROFILES
+    from skinlib.study.profiles import PROFILES
 
     parser.add_argument("--profile", default=default, required=default is None, choices=list(PROFILES),
-                        help="parameter profile (see skinlib.profiles: " + ", ".join(PROFILES) + ")")
+                        help="parameter profile (see skinlib.study.profiles: " + ", ".join(PROFILES) + ")")
 
 
 @dataclass(frozen=True)
@@ -444,7 +444,7 @@ class _Shared:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``skinlib`` command line: the shared options here, each group of commands in its own function."""
-    from skinlib.profiles import PARAMETERS
+    from skinlib.study.profiles import PARAMETERS
 
     fmt = {"formatter_class": _Formatter}
     parser = argparse.ArgumentParser(prog="skinlib", description=__doc__.splitlines()[0], **fmt)
@@ -612,7 +612,7 @@ def _results_commands(sub: Any, shared: _Shared) -> None:
 
 def _study_and_tools(sub: Any, shared: _Shared) -> None:
     """Studies, notebook maintenance, models and weights."""
-    from skinlib.experiments import STUDIES
+    from skinlib.study.experiments import STUDIES
 
     data_dir, runs, jobs, profile, fmt = shared.data_dir, shared.runs, shared.jobs, shared.profile, shared.fmt
     p = sub.add_parser("study", parents=[data_dir, runs, profile, jobs],
@@ -628,7 +628,7 @@ def _study_and_tools(sub: Any, shared: _Shared) -> None:
     nbs = sub.add_parser("notebooks", help="maintain the chapter notebooks", **fmt).add_subparsers(
         dest="notebooks_command", required=True)
     p = nbs.add_parser("parameters", help="write each chapter's parameters cell from the parameter schema "
-                                          "(skinlib.profiles.PARAMETERS)", **fmt)
+                                          "(skinlib.study.profiles.PARAMETERS)", **fmt)
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 naming the cells out of step")
     p.set_defaults(func=_notebook_parameters)
 

@@ -378,7 +378,7 @@ def format_ci(estimate: float, low: float, high: float, *, scale: float = 100, d
 
 def format_mean_sd(summary: dict[str, float], *, scale: float = 100, digits: int = 1) -> str:
     """``"62.3 ± 1.2 (n=3)"`` from :func:`summarize_seeds`; one seed has no spread, so only its value:
-    ``"62.3"`` (the table says once that it holds one seed, :func:`skinlib.experiments.public`)."""
+    ``"62.3"`` (the table says once that it holds one seed, :func:`skinlib.study.experiments.public`)."""
     if summary["n"] < 2:
         return f"{summary['mean'] * scale:.{digits}f}"
     return f"{summary['mean'] * scale:.{digits}f} ± {summary['sd'] * scale:.{digits}f} (n={summary['n']})"

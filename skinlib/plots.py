@@ -146,7 +146,7 @@ def reliability_diagram(y_true: np.ndarray, probs: np.ndarray, *, bins: int = 15
 
 
 def study_bars(table: pd.DataFrame, *, title: str) -> Figure:
-    """Test ``bacc`` per row of a :meth:`~skinlib.experiments.Study.table`, in percent, with its 95 % lesion
+    """Test ``bacc`` per row of a :meth:`~skinlib.study.experiments.Study.table`, in percent, with its 95 % lesion
     bootstrap interval (the null rows have none)."""
     shown = table.assign(bacc=100 * table["_bacc"], low=100 * table["_bacc_low"], high=100 * table["_bacc_high"])
     return ablation_bars(shown, value="bacc", low="low", high="high", ylabel="test bacc % (95 % CI)", title=title)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from skinlib.book import CHAPTERS, build_book
+from skinlib.book.build import build_book
+from skinlib.book.notebooks import CHAPTERS
 
 pytestmark = pytest.mark.book
 
@@ -191,7 +192,7 @@ def test_second_build_retrains_nothing(book):
 def _glued(chapter: str, root: Path) -> dict[str, str]:
     import nbformat
 
-    from skinlib.export import glued_values
+    from skinlib.book.export import glued_values
 
     return glued_values(nbformat.read(root / "book" / "executed" / f"{chapter}.ipynb", as_version=4))
 
@@ -222,7 +223,7 @@ def test_a_results_bundle_renders_the_same_numbers_without_training(book, tmp_pa
     """Pack the smoke runs into a fresh clone's results/, render it there with the publishing workflow's
     command, an empty run store and no data: nothing trains, no weights, no images but the bundle's, the same
     outputs as the book built here from the runs and the data."""
-    from skinlib.results import pack_profile, read_bundle
+    from skinlib.study.bundles import pack_profile, read_bundle
     from tests.test_publish import build_command
 
     clone = tmp_path / "clone"
@@ -261,8 +262,8 @@ def test_a_results_bundle_renders_the_same_numbers_without_training(book, tmp_pa
 def test_a_partial_bundle_renders_and_names_what_it_lacks(book, tmp_path):
     """A bundle without one run (as a GPU window that did not finish leaves it) renders every chapter that does
     not need the run as usual; the chapters that do say which runs are missing and how to make them."""
-    from skinlib.profiles import get_profile
-    from skinlib.results import pack_runs, profile_runs
+    from skinlib.study.bundles import pack_runs, profile_runs
+    from skinlib.study.profiles import get_profile
 
     finished = profile_runs(get_profile("smoke")).finished
     dropped = next(r for r in finished if r.config.model == "efficientnet_b0")
@@ -285,10 +286,10 @@ def test_a_partial_bundle_renders_and_names_what_it_lacks(book, tmp_path):
 
 def test_the_smoke_models_learn(book):
     """The smoke profile's MobileNetV3-Small beats chance (bacc 1/7) clearly, and its runs' curves rise."""
-    from skinlib.experiments import baseline_study, profile_config
     from skinlib.paper import TABLE3_MODELS
-    from skinlib.profiles import get_profile
-    from skinlib.results import no_training, profile_runs
+    from skinlib.study.bundles import no_training, profile_runs
+    from skinlib.study.experiments import baseline_study, profile_config
+    from skinlib.study.profiles import get_profile
 
     params = get_profile("smoke")
     with no_training():
@@ -305,7 +306,7 @@ def test_export_chapters_for_handing_in(book, tmp_path):
     """Executed chapters as standalone HTML (images embedded), notebooks, and PDF printed by Chromium."""
     import nbformat
 
-    from skinlib.export import export_chapters, glued_values
+    from skinlib.book.export import export_chapters, glued_values
 
     pages = export_chapters(["all"], to="html", out=tmp_path)
     assert [p.stem for p in pages] == list(CHAPTERS)
@@ -335,11 +336,12 @@ def test_every_computed_solution_holds(book):
     import nbformat
     import numpy as np
 
-    from skinlib import cli, experiments
-    from skinlib.export import glued_values
+    from skinlib import cli
+    from skinlib.book.export import glued_values
     from skinlib.models import create_model
     from skinlib.models.attention import CaCo, coord_attention_parameters
-    from skinlib.profiles import get_profile
+    from skinlib.study import experiments
+    from skinlib.study.profiles import get_profile
 
     def glued(chapter: str) -> dict[str, str]:
         return glued_values(nbformat.read(ROOT / "book" / "executed" / f"{chapter}.ipynb", as_version=4))

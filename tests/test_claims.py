@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skinlib.claims import interval_word, null_sentence, overlap_sentence, paired_sentence
+from skinlib.book.claims import interval_word, null_sentence, overlap_sentence, paired_sentence
 
 
 def test_the_word_follows_the_interval():

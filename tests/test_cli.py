@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-import skinlib.book as book
+import skinlib.book.build as book
+import skinlib.book.execute as execute
 import skinlib.data.selection as selection
 import skinlib.train as train
 from skinlib import cli
@@ -22,7 +23,7 @@ def no_work(monkeypatch):
         raise AssertionError("work started before the input was checked")
 
     monkeypatch.setattr(selection, "load_ham10000", forbidden)
-    monkeypatch.setattr(book, "execute_chapter", forbidden)
+    monkeypatch.setattr(execute, "execute_chapter", forbidden)
 
 
 def run_cli(argv, capsys):
@@ -126,8 +127,8 @@ def _all_actions(parser: argparse.ArgumentParser):
 
 
 def test_every_option_has_help_and_registries_give_the_choices():
-    from skinlib.experiments import STUDIES
-    from skinlib.profiles import PROFILES
+    from skinlib.study.experiments import STUDIES
+    from skinlib.study.profiles import PROFILES
 
     parser = cli.build_parser()
     missing = [f"{prog} {a.dest}" for prog, a in _all_actions(parser)

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from skinlib import experiments, paper
+from skinlib import paper
 from skinlib.data import CLASSES
-from skinlib.experiments import choose_joint_loss, run_name, variant
 from skinlib.runs import Run, RunConfig, predictions_frame
+from skinlib.study import experiments
+from skinlib.study.experiments import choose_joint_loss, run_name, variant
 
 
 def test_run_names_are_canonical_and_say_what_differs():
@@ -130,7 +131,7 @@ def test_the_loss_study_measures_the_losses_without_the_sampler():
 def test_the_printed_train_command_makes_the_studys_run(profile, tmp_path):
     """A solution that gives a command must name the study's run: parsed back, it has the same identity."""
     from skinlib import cli
-    from skinlib.profiles import get_profile
+    from skinlib.study.profiles import get_profile
 
     config = experiments.profile_config(get_profile(profile))
     for label, wanted in experiments.loss_study(config, [0]).configs.items():
@@ -154,8 +155,8 @@ def test_paired_words_flip_with_the_runs(loss_study):
 
 
 def test_a_study_refuses_a_size_one_of_its_models_cannot_take_before_training_any(tmp_path):
-    from skinlib.experiments import baseline_study
     from skinlib.runs import RunConfig
+    from skinlib.study.experiments import baseline_study
 
     study = baseline_study(RunConfig(image_size=32, epochs=1, device="cpu"), [0])
     with pytest.raises(ValueError, match="ghostnetv2_100 needs image_size >= 64"):

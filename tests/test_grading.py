@@ -1,4 +1,4 @@
-"""Coursework: answer cells, hidden checks, collecting and grading submissions (skinlib.grading)."""
+"""Coursework: answer cells, hidden checks, collecting and grading submissions (skinlib.book.grading)."""
 import copy
 import os
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from skinlib.grading import GradingError, answers, check, collect, grade, graded_notebook, matches
+from skinlib.book.grading import GradingError, answers, check, collect, grade, graded_notebook, matches
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
@@ -29,7 +29,7 @@ def _chapter(root):
         nbformat.v4.new_markdown_cell("### Exercises\n\n1. Six times `scale`.\n2. The name of the class `nv`."),
         _cell("answer_1 = None", ["answer"], "1"),
         _cell("answer_1 = 6 * scale", ["solution"]),
-        _cell('from skinlib.grading import check\ncheck("1", globals().get("answer_1"), 6 * scale, points=3)',
+        _cell('from skinlib.book.grading import check\ncheck("1", globals().get("answer_1"), 6 * scale, points=3)',
               ["grade", "remove-cell"]),
         _cell("answer_2 = None", ["answer"], "2"),
         _cell('answer_2 = "nevus"', ["solution"]),
@@ -42,7 +42,7 @@ def _chapter(root):
 
 def _submission(root, path, **answer_sources):
     """A student's copy of the student edition with answer cells filled in."""
-    from skinlib.book import drop_solutions
+    from skinlib.book.notebooks import drop_solutions
 
     nb = nbformat.read(root / "notebooks" / "09_course.ipynb", as_version=4)
     drop_solutions(nb)
@@ -65,7 +65,7 @@ def test_answers_match_with_a_tolerance_and_the_answer_key_is_checked(monkeypatc
 
 
 def test_the_student_edition_has_no_grade_cells_and_a_submission_changes_only_answers(tmp_path):
-    from skinlib.book import drop_solutions
+    from skinlib.book.notebooks import drop_solutions
 
     source = _chapter(tmp_path / "repo")
     student = copy.deepcopy(source)
@@ -123,7 +123,7 @@ def test_grading_refuses_what_it_cannot_grade(tmp_path):
         grade(tmp_path / "empty", tmp_path / "graded", chapter="09_course", params={}, root=root)
     with pytest.raises(GradingError, match="does not exist"):
         collect(tmp_path / "nowhere", tmp_path / "s", chapter="09_course", root=root)
-    from skinlib.book import BookError
+    from skinlib.book.notebooks import BookError
 
     with pytest.raises(BookError, match="chapters: 01_data"):
         collect(tmp_path / "empty", tmp_path / "s", chapter="99_nothing", root=root)
@@ -133,7 +133,7 @@ def test_grading_refuses_what_it_cannot_grade(tmp_path):
 def test_each_gradable_exercise_has_an_answer_a_solution_and_a_hidden_check(chapter, monkeypatch):
     """The answer key of every gradable exercise earns full points: the answer cell, the solution and the grade
     cell of the real chapter, run in order (the book runs them too)."""
-    from skinlib.grading import GRADE_TAG
+    from skinlib.book.grading import GRADE_TAG
 
     monkeypatch.delenv("SKINLIB_GRADING", raising=False)
     nb = nbformat.read(ROOT / "notebooks" / f"{chapter}.ipynb", as_version=4)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from skinlib import results
 from skinlib.cli import main
 from skinlib.io import file_digest
 from skinlib.runs import RunConfig
+from skinlib.study import bundles
 from skinlib.train import fit
 
 TINY = dict(name="tiny", image_size=32, epochs=1, batch_size=16, subset=0.03, device="cpu", progress=False,
@@ -28,7 +28,7 @@ def good_bundle(tmp_path_factory):
     """A genuine bundle of one tiny run, packed once for the module."""
     runs = tmp_path_factory.mktemp("runs")
     run = fit(RunConfig(**TINY), runs_dir=runs)
-    return results.pack_runs([run], tmp_path_factory.mktemp("packed") / "smoke", profile="smoke").path
+    return bundles.pack_runs([run], tmp_path_factory.mktemp("packed") / "smoke", profile="smoke").path
 
 
 def tree_state(root: Path) -> dict[str, str]:
@@ -83,8 +83,8 @@ def refused(world, data_dir, match: str) -> None:
     """Unpacking fails with ``match``; nothing outside the store changes and the store stays as it was."""
     root, bundle, store = world
     before = {k: v for k, v in tree_state(root).items() if not k.startswith("bundle/")}
-    with pytest.raises(results.BundleError, match=match):
-        results.unpack(bundle, data_dir=data_dir, runs_dir=store)
+    with pytest.raises(bundles.BundleError, match=match):
+        bundles.unpack(bundle, data_dir=data_dir, runs_dir=store)
     after = {k: v for k, v in tree_state(root).items() if not k.startswith("bundle/")}
     assert after == before
 
@@ -98,7 +98,7 @@ def only_line(capsys) -> str:
 def test_the_genuine_bundle_unpacks_with_shareable_folders(world, data_dir):
     root, bundle, store = world
     before = {k: v for k, v in tree_state(root).items() if not k.startswith(("bundle/", "store/"))}
-    restored = results.unpack(bundle, data_dir=data_dir, runs_dir=store).restored
+    restored = bundles.unpack(bundle, data_dir=data_dir, runs_dir=store).restored
     assert len(restored) == 1
     assert {k: v for k, v in tree_state(root).items() if not k.startswith(("bundle/", "store/"))} == before
     umask = os.umask(0)
@@ -163,13 +163,13 @@ def test_unlisted_files_are_neither_read_nor_copied(world, data_dir):
     run = next((bundle / "runs").iterdir())
     (run / "best.pt").write_bytes(b"not weights")
     (run / "evil.txt").write_text("unlisted")
-    restored = results.unpack(bundle, data_dir=data_dir, runs_dir=store).restored
+    restored = bundles.unpack(bundle, data_dir=data_dir, runs_dir=store).restored
     assert not (store / restored[0] / "best.pt").exists() and not (store / restored[0] / "evil.txt").exists()
 
 
 def test_a_compression_bomb_is_refused_and_leaves_no_trace(world, data_dir, monkeypatch):
     _, bundle, store = world
-    monkeypatch.setattr(results, "MAX_EXPANDED_FILE", 2 * 2**20)
+    monkeypatch.setattr(bundles, "MAX_EXPANDED_FILE", 2 * 2**20)
     run = next((bundle / "runs").iterdir())
     with gzip.open(run / "predictions.csv.gz", "wb") as fh:
         fh.write(b"0" * (8 * 2**20))  # 8 MB from a few KB
@@ -180,7 +180,7 @@ def test_a_compression_bomb_is_refused_and_leaves_no_trace(world, data_dir, monk
 
 
 def test_a_bundle_over_the_size_limit_is_refused_before_hashing(world, data_dir, monkeypatch):
-    monkeypatch.setattr(results, "MAX_BYTES", 1000)
+    monkeypatch.setattr(bundles, "MAX_BYTES", 1000)
     refused(world, data_dir, "over the 0 MB a results bundle may hold")
 
 
@@ -228,22 +228,22 @@ def test_a_failed_restore_keeps_the_unfinished_local_run(world, data_dir):
 
 
 def test_pack_refuses_to_empty_a_folder_that_is_not_its_bundle(good_bundle, tmp_path, capsys):
-    meta = results.read_bundle(good_bundle)
+    meta = bundles.read_bundle(good_bundle)
     runs_dir = tmp_path / "store"
-    results.unpack(good_bundle, runs_dir=runs_dir)
-    restored = [results.Run.open(runs_dir / e["folder"]) for e in meta["runs"]]
+    bundles.unpack(good_bundle, runs_dir=runs_dir)
+    restored = [bundles.Run.open(runs_dir / e["folder"]) for e in meta["runs"]]
     others = tmp_path / "results"
     (others / "gpu").mkdir(parents=True)
     (others / "gpu" / "bundle.json").write_text("{}")
-    with pytest.raises(results.BundleError, match=r"refusing to pack profile smoke into .*files that are not"):
-        results.pack_runs(restored, others, profile="smoke")
+    with pytest.raises(bundles.BundleError, match=r"refusing to pack profile smoke into .*files that are not"):
+        bundles.pack_runs(restored, others, profile="smoke")
     assert (others / "gpu" / "bundle.json").read_text() == "{}"
     gpu = tmp_path / "gpu-bundle"
-    results.pack_runs(restored, gpu, profile="gpu")
-    with pytest.raises(results.BundleError, match="the bundle of profile 'gpu'"):
-        results.pack_runs(restored, gpu, profile="smoke")
+    bundles.pack_runs(restored, gpu, profile="gpu")
+    with pytest.raises(bundles.BundleError, match="the bundle of profile 'gpu'"):
+        bundles.pack_runs(restored, gpu, profile="smoke")
     (tmp_path / "a-file").write_text("x")
-    with pytest.raises(results.BundleError, match="is a file or a link"):
-        results.pack_runs(restored, tmp_path / "a-file", profile="smoke")
-    again = results.pack_runs(restored, gpu, profile="gpu")  # the same profile's bundle is replaced
+    with pytest.raises(bundles.BundleError, match="is a file or a link"):
+        bundles.pack_runs(restored, tmp_path / "a-file", profile="smoke")
+    again = bundles.pack_runs(restored, gpu, profile="gpu")  # the same profile's bundle is replaced
     assert again.runs == [e["folder"] for e in meta["runs"]]

@@ -12,9 +12,9 @@ import pytest
 import tomllib
 import yaml
 
+from skinlib.book.launch import source_links
 from skinlib.data import download as dl
 from skinlib.data.paths import DATA_ENV
-from skinlib.launch import source_links
 from tests.test_download import fixture_files, serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def test_launch_buttons_are_configured_for_the_repository():
     assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", repo)
     assert CONFIG["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
     assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
-    assert "skinlib.launch" in CONFIG["sphinx"]["extra_extensions"]
+    assert "skinlib.book.launch" in CONFIG["sphinx"]["extra_extensions"]
     urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
     assert urls["Repository"] == repo
 
@@ -105,7 +105,7 @@ def test_jupyter_book_alone_refuses_a_book_without_executed_chapters(tmp_path):
 
     from sphinx.errors import ExtensionError
 
-    from skinlib.launch import _require_executed_chapters
+    from skinlib.book.launch import _require_executed_chapters
 
     app = SimpleNamespace(srcdir=str(tmp_path))
     with pytest.raises(ExtensionError, match="skinlib book --profile smoke"):

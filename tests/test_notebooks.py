@@ -9,7 +9,8 @@ import nbformat
 import papermill
 import pytest
 
-from skinlib.book import CHAPTERS, BookError, execute_chapter
+from skinlib.book.execute import execute_chapter
+from skinlib.book.notebooks import CHAPTERS, BookError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -45,7 +46,7 @@ def test_notebook_is_clean_with_one_parameters_cell(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_profile_parameters_default_to_the_profile(path):
     """A re-runner's ``papermill ... -p profile paper`` must not keep smoke literals."""
-    from skinlib.profiles import PARAMETERS
+    from skinlib.study.profiles import PARAMETERS
 
     declared = papermill.inspect_notebook(str(path))
     profile_params = [k for k in declared if k in PARAMETERS]
@@ -54,8 +55,8 @@ def test_profile_parameters_default_to_the_profile(path):
 
 
 def test_chapter_takes_unset_parameters_from_the_profile():
-    from skinlib.book import chapter
-    from skinlib.profiles import PROFILES
+    from skinlib.book.kernel import chapter
+    from skinlib.study.profiles import PROFILES
 
     ctx = chapter(profile="paper", show=False, image_size=None, epochs=None, subset=None, bn_momentum=None,
                   batch_size=None, lr=None, device=None, seeds=None, n_boot=None)
@@ -117,7 +118,7 @@ def test_failing_chapter_is_named_and_leaves_no_output(tmp_path):
 def test_a_chapter_needing_a_run_a_partial_bundle_lacks_shows_the_rest(tmp_path):
     """Rendering a partial bundle: the cell that needs the missing run and the cells built on it become notes;
     every other cell runs and keeps its output; prose refers to absent values as such; other errors still fail."""
-    from skinlib.partial import ABSENT
+    from skinlib.book.partial import ABSENT
 
     root = tmp_path / "repo"
     (root / "notebooks").mkdir(parents=True)
@@ -155,7 +156,7 @@ def test_a_chapter_needing_a_run_a_partial_bundle_lacks_shows_the_rest(tmp_path)
 
 
 def test_the_names_a_cell_defines_and_reads():
-    from skinlib.partial import names
+    from skinlib.book.partial import names
 
     defined, read = names("import numpy as np\nfrom a.b import c\nx = np.zeros(3)\ntable.loc[1] = y\n"
                           "def f(z):\n    return z + w\nfor i in items:\n    v = i\n")
@@ -166,7 +167,7 @@ def test_the_names_a_cell_defines_and_reads():
 
 
 def test_only_what_builds_on_a_missing_run_is_replaced():
-    from skinlib.partial import Gaps
+    from skinlib.book.partial import Gaps
 
     cells = [nbformat.v4.new_code_cell(src) for src in (
         "import pandas as pd\nctx = 1", "import pandas as pd\nstudy = ctx", "table = pd.DataFrame(study)",
@@ -178,7 +179,7 @@ def test_only_what_builds_on_a_missing_run_is_replaced():
 
 
 def test_only_needs_the_other_chapters_first(tmp_path, data_dir):
-    from skinlib.book import build_book
+    from skinlib.book.build import build_book
 
     root = tmp_path / "repo"
     (root / "notebooks").mkdir(parents=True)
@@ -200,7 +201,7 @@ def test_only_needs_the_other_chapters_first(tmp_path, data_dir):
 
 
 def test_a_missing_glue_key_fails_the_build(tmp_path):
-    from skinlib.book import build_html
+    from skinlib.book.build import build_html
 
     root = tmp_path / "book"
     root.mkdir()
@@ -216,7 +217,7 @@ def test_a_missing_glue_key_fails_the_build(tmp_path):
 
 
 def test_public_path_hides_machine_folders(tmp_path, monkeypatch):
-    from skinlib.book import public_path
+    from skinlib.book.kernel import public_path
 
     monkeypatch.setenv("HOME", str(tmp_path))
     assert public_path(tmp_path / ".cache" / "torch" / "w.pth") == "~/.cache/torch/w.pth"
@@ -265,7 +266,7 @@ def test_student_edition_leaves_solutions_out_and_never_runs_them(tmp_path):
 
 
 def test_export_rewrites_myst_for_jupyter():
-    from skinlib.export import plain_markdown
+    from skinlib.book.export import plain_markdown
 
     text = ("Test `bacc` {glue:text}`bacc` %, see {doc}`04_attention` and {doc}`the methods </book/methods>` "
             "{cite:p}`shi2023skin`.\n\n:::{admonition} Hint to exercise 1\n:class: dropdown tip\nLook.\n:::\n\n"
@@ -280,8 +281,8 @@ def test_exported_handouts_convert_the_admonitions_code_displays(tmp_path):
     """A chapter's displayed notes (profile, data source) are MyST in the book; a handout shows them as quotes."""
     import nbformat
 
-    from skinlib.book import admonition
-    from skinlib.export import _read
+    from skinlib.book.export import _read
+    from skinlib.book.kernel import admonition
 
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("note")
@@ -298,8 +299,9 @@ def test_the_teachers_page_counts_come_from_the_chapters():
     """The runs an exercise trains, as the teachers page states them, are the studies' own counts."""
     import re
 
-    from skinlib import experiments, paper
-    from skinlib.profiles import get_profile
+    from skinlib import paper
+    from skinlib.study import experiments
+    from skinlib.study.profiles import get_profile
 
     text = (ROOT / "book" / "teachers.md").read_text()
 
@@ -317,7 +319,7 @@ def test_the_teachers_page_counts_come_from_the_chapters():
 
 
 def test_pages_say_when_the_profile_upsamples_the_images(data_dir):
-    from skinlib.book import size_note
+    from skinlib.book.kernel import size_note
     from skinlib.data import load_ham10000
 
     index = load_ham10000(data_dir)
@@ -337,7 +339,7 @@ def test_rendering_a_bundle_asks_for_the_pretrained_runs_it_holds(monkeypatch):
 
 def test_parameters_cells_are_generated_from_the_schema():
     """Every chapter's parameters cell is the one `skinlib notebooks parameters` writes from PARAMETERS."""
-    from skinlib.notebook_params import sync
+    from skinlib.book.cells import sync
 
     root = NOTEBOOKS[0].parents[1]
     assert sync(root, write=False) == [], "run `skinlib notebooks parameters` and commit the notebooks"
@@ -346,7 +348,7 @@ def test_parameters_cells_are_generated_from_the_schema():
 def test_a_drifted_parameters_comment_is_caught_and_rewritten(tmp_path):
     import shutil
 
-    from skinlib.notebook_params import sync
+    from skinlib.book.cells import sync
 
     (tmp_path / "notebooks").mkdir()
     copy = tmp_path / "notebooks" / NOTEBOOKS[1].name
@@ -360,7 +362,7 @@ def test_a_drifted_parameters_comment_is_caught_and_rewritten(tmp_path):
 def test_student_handouts_leave_the_teachers_numbers_out_of_the_prose(tmp_path):
     import nbformat
 
-    from skinlib.export import _read
+    from skinlib.book.export import _read
 
     nb = nbformat.v4.new_notebook()
     glue = nbformat.v4.new_code_cell("glue")
@@ -378,7 +380,7 @@ def test_student_handouts_leave_the_teachers_numbers_out_of_the_prose(tmp_path):
 def test_the_landing_page_findings_come_from_the_chapters_glued_values(tmp_path):
     import nbformat
 
-    from skinlib.book import findings_page
+    from skinlib.book.pages import findings_page
 
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("glue")
@@ -395,10 +397,10 @@ def test_the_landing_page_findings_come_from_the_chapters_glued_values(tmp_path)
 
 def test_an_image_size_a_model_refuses_stops_the_book_before_any_chapter(tmp_path, monkeypatch):
     """`skinlib book -p image_size 32`: one error naming the model, before anything is executed or deleted."""
-    import skinlib.book
+    import skinlib.book.build as build
 
     executed = []
-    monkeypatch.setattr(skinlib.book, "execute_chapters", lambda *a, **k: executed.append(a))
+    monkeypatch.setattr(build, "execute_chapters", lambda *a, **k: executed.append(a))
     with pytest.raises(ValueError, match=r"ghostnetv2_100 needs image_size >= 64.*got 32"):
-        skinlib.book.build_book("smoke", params={"image_size": 32}, runs_dir=tmp_path)
+        build.build_book("smoke", params={"image_size": 32}, runs_dir=tmp_path)
     assert executed == [] and not any(tmp_path.iterdir())

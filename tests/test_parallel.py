@@ -5,10 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from skinlib import cli, experiments
-from skinlib.experiments import Study, variant
-from skinlib.parallel import Job, resolve_jobs, threads_per_job, train_many
+from skinlib import cli
 from skinlib.runs import RunConfig
+from skinlib.study import experiments
+from skinlib.study.experiments import Study, variant
+from skinlib.study.parallel import Job, resolve_jobs, threads_per_job, train_many
 
 TINY = RunConfig(image_size=32, epochs=1, batch_size=16, subset=0.03, device="cpu", progress=False,
                  model_kwargs={"bn_momentum": 0.1})
@@ -91,8 +92,8 @@ def test_jobs_auto_on_cuda_is_sized_by_the_largest_run_of_the_profile(monkeypatc
     free memory by the profile's largest run (a fake GPU here: 139 GiB free, 16 cores)."""
     import torch
 
-    from skinlib import parallel
-    from skinlib.profiles import get_profile
+    from skinlib.study import parallel
+    from skinlib.study.profiles import get_profile
 
     small = parallel.training_memory_gib("mobilenet_v3_small", 64, 32)
     assert parallel.training_memory_gib("mobilenet_v3_small", 64, 64) > 1.5 * small - parallel.CUDA_CONTEXT_GIB

@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from skinlib import results
 from skinlib.explain import cam_mask_scores
 from skinlib.inference import evaluate_external, load_model
 from skinlib.runs import NO_TRAIN_ENV, MissingRunError, RunConfig
+from skinlib.study import bundles
 from skinlib.train import fit
 
 TINY = dict(name="tiny", image_size=32, epochs=1, batch_size=16, subset=0.03, device="cpu", progress=False,
@@ -31,7 +31,7 @@ def trained(tmp_path_factory, data_dir):
 
 def test_pack_keeps_results_not_weights(trained, tmp_path, data_dir):
     run, _ = trained
-    packed = results.pack_runs([run], tmp_path / "bundle", profile="smoke", parameters={"epochs": 1})
+    packed = bundles.pack_runs([run], tmp_path / "bundle", profile="smoke", parameters={"epochs": 1})
     files = {p.relative_to(packed.path).as_posix() for p in packed.path.rglob("*") if p.is_file()}
     folder = f"runs/{run.path.name}"
     assert {f"{folder}/{n}" for n in ("config.yaml", "data.json", "history.csv", "metrics.json",
@@ -43,9 +43,9 @@ def test_pack_keeps_results_not_weights(trained, tmp_path, data_dir):
     assert set(meta["files"]) == files - {"bundle.json"} and meta["profile"] == "smoke"
     assert meta["runs"][0]["folder"] == run.path.name and meta["devices"] == ["cpu"]
     assert meta["complete"] is False and meta["missing"] == []  # not told what is missing: not called complete
-    partial = results.pack_runs([run], tmp_path / "partial", profile="gpu", missing=["resnet18 seed 0"])
+    partial = bundles.pack_runs([run], tmp_path / "partial", profile="gpu", missing=["resnet18 seed 0"])
     assert json.loads((partial.path / "bundle.json").read_text())["missing"] == ["resnet18 seed 0"]
-    whole = results.pack_runs([run], tmp_path / "whole", profile="gpu", missing=[])
+    whole = bundles.pack_runs([run], tmp_path / "whole", profile="gpu", missing=[])
     assert json.loads((whole.path / "bundle.json").read_text())["complete"] is True
     assert "/" not in json.loads((packed.path / folder / "data.json").read_text())["source"]  # no machine path
     for name in files - {"bundle.json"}:  # no file of the bundle names a folder of this machine
@@ -53,22 +53,22 @@ def test_pack_keeps_results_not_weights(trained, tmp_path, data_dir):
         text = gzip.decompress(raw) if name.endswith(".gz") else raw
         assert str(data_dir).encode() not in text and str(run.path.parent).encode() not in text, name
     assert packed.bytes < 1_000_000
-    again = results.pack_runs([run], tmp_path / "again", profile="smoke", parameters={"epochs": 1})
+    again = bundles.pack_runs([run], tmp_path / "again", profile="smoke", parameters={"epochs": 1})
     same = [f for f in meta["files"] if f.endswith((".gz", ".npz", ".csv"))]
     assert all((again.path / f).read_bytes() == (packed.path / f).read_bytes() for f in same)  # deterministic
 
 
 def test_unpacked_run_is_finished_without_weights_and_trains_nothing(trained, tmp_path, data_dir, monkeypatch):
     run, cams = trained
-    bundle = results.pack_runs([run], tmp_path / "bundle", profile="smoke").path
+    bundle = bundles.pack_runs([run], tmp_path / "bundle", profile="smoke").path
     store = tmp_path / "store"
-    restored = results.unpack(bundle, data_dir=data_dir, runs_dir=store)
+    restored = bundles.unpack(bundle, data_dir=data_dir, runs_dir=store)
     assert restored.restored == [run.path.name] and restored.present == []
-    assert results.unpack(bundle, data_dir=data_dir, runs_dir=store).present == [run.path.name]
+    assert bundles.unpack(bundle, data_dir=data_dir, runs_dir=store).present == [run.path.name]
     monkeypatch.setenv(NO_TRAIN_ENV, "1")
     again = fit(RunConfig(**TINY), runs_dir=store)
     assert not again.trained and again.bundled and not again.file("best.pt").exists()
-    public = results._without_folders  # a bundle keeps the data files' names, not the machine's folders
+    public = bundles._without_folders  # a bundle keeps the data files' names, not the machine's folders
     assert again.metrics() == public(run.metrics()) and again.metrics() != {}
     for name in ("predictions.csv", "isic2018_predictions.csv", "split.csv", "history.csv"):
         assert again.file(name).read_bytes() == run.file(name).read_bytes(), name
@@ -93,31 +93,31 @@ def test_a_missing_run_is_named_instead_of_trained(tmp_path, monkeypatch):
 
 def test_damaged_bundle_and_other_data_are_refused(trained, tmp_path, data_dir, tiny_dataset):
     run, _ = trained
-    bundle = results.pack_runs([run], tmp_path / "bundle", profile="smoke").path
+    bundle = bundles.pack_runs([run], tmp_path / "bundle", profile="smoke").path
     store = tmp_path / "store"
-    with pytest.raises(results.BundleError, match="computed on other data than the data here"):
-        results.unpack(bundle, data_dir=tiny_dataset, runs_dir=store)
+    with pytest.raises(bundles.BundleError, match="computed on other data than the data here"):
+        bundles.unpack(bundle, data_dir=tiny_dataset, runs_dir=store)
     assert not store.exists() or not any(store.iterdir())  # refused before anything was written
     metrics = bundle / "runs" / run.path.name / "metrics.json"
     original = metrics.read_text()
     metrics.write_text(original.replace('"accuracy"', '"accuracy" ', 1))
-    with pytest.raises(results.BundleError, match=r"metrics\.json does not match its checksum"):
-        results.unpack(bundle, data_dir=data_dir, runs_dir=store)
+    with pytest.raises(bundles.BundleError, match=r"metrics\.json does not match its checksum"):
+        bundles.unpack(bundle, data_dir=data_dir, runs_dir=store)
     metrics.write_text(original)
     shutil.rmtree(bundle / "splits")
-    with pytest.raises(results.BundleError, match=r"splits/\w+\.csv\.gz is listed .* but missing"):
-        results.read_bundle(bundle)
-    with pytest.raises(results.BundleError, match="not a results bundle"):
-        results.unpack(tmp_path, data_dir=data_dir, runs_dir=store)
+    with pytest.raises(bundles.BundleError, match=r"splits/\w+\.csv\.gz is listed .* but missing"):
+        bundles.read_bundle(bundle)
+    with pytest.raises(bundles.BundleError, match="not a results bundle"):
+        bundles.unpack(tmp_path, data_dir=data_dir, runs_dir=store)
 
 
 def test_pack_refuses_an_oversized_bundle_and_leaves_the_old_one(trained, tmp_path):
     run, _ = trained
     out = tmp_path / "bundle"
-    first = results.pack_runs([run], out, profile="smoke")
+    first = bundles.pack_runs([run], out, profile="smoke")
     before = (out / "bundle.json").read_bytes()
-    with pytest.raises(results.BundleError, match="over the 0 MB limit"):
-        results.pack_runs([run], out, profile="smoke", max_bytes=1000)
+    with pytest.raises(bundles.BundleError, match="over the 0 MB limit"):
+        bundles.pack_runs([run], out, profile="smoke", max_bytes=1000)
     assert (out / "bundle.json").read_bytes() == before and first.path == out
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no temporary folder left behind
 
@@ -127,7 +127,7 @@ def test_two_windows_make_the_whole_profile(tmp_path, data_dir):
     """A short window trains what fits and packs it; a second one, from that bundle, makes the rest."""
     import tarfile
 
-    from skinlib.window import Estimate, run_window
+    from skinlib.study.window import Estimate, run_window
 
     # the estimate the scheduler starts from (the figure a device measured before): 12 s an epoch of
     # MobileNetV3-Small at this size and batch, the other models scaled by their FLOPs
@@ -154,19 +154,19 @@ def test_two_windows_make_the_whole_profile(tmp_path, data_dir):
 def test_the_committed_smoke_bundle_is_in_step_with_the_code(tmp_path, data_dir):
     """results/smoke holds exactly the runs the smoke book asks for: a change of any smoke run's identity (its
     config, a study's definition, the data fingerprint) without packing the bundle again fails here."""
-    from skinlib.profiles import get_profile
+    from skinlib.study.profiles import get_profile
 
-    bundle = results.bundle_dir("smoke")
+    bundle = bundles.bundle_dir("smoke")
     assert (bundle / "bundle.json").is_file(), \
         "results/smoke is missing: make book && skinlib results pack --profile smoke"
-    restored = results.unpack(bundle, data_dir=data_dir, runs_dir=tmp_path)  # checksums and data fingerprint
-    state = results.profile_runs(get_profile("smoke"), data_dir=data_dir, runs_dir=tmp_path)
+    restored = bundles.unpack(bundle, data_dir=data_dir, runs_dir=tmp_path)  # checksums and data fingerprint
+    state = bundles.profile_runs(get_profile("smoke"), data_dir=data_dir, runs_dir=tmp_path)
     stale = "results/smoke is stale: run `make book` and `skinlib results pack --profile smoke`, then commit it"
     assert state.final_known and not state.missing, f"{stale} (missing: {[c.name for c in state.missing]})"
     assert sorted(r.path.name for r in state.finished) == sorted(restored.restored), stale
     # its data summary reproduces every run's data key, so it renders where there is no data
-    snapshot = results.data_snapshot(bundle)
-    assert results.unpack(bundle, data_dir=snapshot, runs_dir=tmp_path / "from-summary").restored
+    snapshot = bundles.data_snapshot(bundle)
+    assert bundles.unpack(bundle, data_dir=snapshot, runs_dir=tmp_path / "from-summary").restored
 
 
 def test_a_run_whose_derivation_fails_is_skipped_not_fatal(trained, monkeypatch, caplog, data_dir):
@@ -181,7 +181,7 @@ def test_a_run_whose_derivation_fails_is_skipped_not_fatal(trained, monkeypatch,
 
     monkeypatch.setattr(skinlib.explain, "cam_mask_scores", no_masks)
     with caplog.at_level(logging.WARNING):
-        assert results.derive_run(run, final=False, data_dir=data_dir) is False
+        assert bundles.derive_run(run, final=False, data_dir=data_dir) is False
     assert "could not derive chapter 06's results" in caplog.text and "no lesion masks" in caplog.text
 
 
@@ -191,11 +191,11 @@ def test_a_bundle_carries_the_data_its_chapters_read(trained, tmp_path, data_dir
     import pandas as pd
 
     from skinlib.data import cached_images, fingerprint, load_ham10000, load_isic2018_test, montage_rows
-    from skinlib.experiments import error_examples
     from skinlib.inference import held_out_index
+    from skinlib.study.experiments import error_examples
 
     run, cams = trained
-    packed = results.pack_runs([run], tmp_path / "bundle", profile="smoke")
+    packed = bundles.pack_runs([run], tmp_path / "bundle", profile="smoke")
     meta = json.loads((packed.path / "bundle.json").read_text())
     assert {"data/HAM10000_metadata.csv.gz", "data/SNAPSHOT.json", "data/README.md",
             "data/isic2018_task3_test/ISIC2018_Task3_Test_GroundTruth.csv.gz"} <= set(meta["files"])
@@ -204,7 +204,7 @@ def test_a_bundle_carries_the_data_its_chapters_read(trained, tmp_path, data_dir
     entry = meta["runs"][0]
     assert entry["image_size"] == 32 and entry["pretrained"] is False and entry["weights_sha256"] is None
     assert "CC BY-NC 4.0" in (packed.path / "data" / "README.md").read_text()
-    snap = results.data_snapshot(packed.path)
+    snap = bundles.data_snapshot(packed.path)
     real, copy = load_ham10000(data_dir), load_ham10000(snap)
     pd.testing.assert_frame_equal(real.drop(columns="path"), copy.drop(columns="path"))
     assert fingerprint(copy).key == fingerprint(real).key
@@ -215,7 +215,7 @@ def test_a_bundle_carries_the_data_its_chapters_read(trained, tmp_path, data_dir
     images = {f.split("/")[-1].split(".")[0] for f in meta["files"] if f.startswith("data/images/")}
     assert drawn <= images and len(images) < 80
     store = tmp_path / "store"
-    restored = results.unpack(packed.path, data_dir=snap, runs_dir=store)  # the data key is checked against it
+    restored = bundles.unpack(packed.path, data_dir=snap, runs_dir=store)  # the data key is checked against it
     assert restored.restored == [run.path.name]
     from skinlib.runs import Run
 
@@ -238,13 +238,13 @@ def test_a_bundle_carries_the_data_its_chapters_read(trained, tmp_path, data_dir
     other = tmp_path / "other"
     shutil.copytree(snap, other)
     frame.to_csv(other / "HAM10000_metadata.csv", index=False)
-    with pytest.raises(results.BundleError, match="other data"):
-        results.unpack(packed.path, data_dir=other, runs_dir=tmp_path / "store2")
+    with pytest.raises(bundles.BundleError, match="other data"):
+        bundles.unpack(packed.path, data_dir=other, runs_dir=tmp_path / "store2")
 
 
 def test_a_bundle_without_a_data_summary_says_so(trained, tmp_path):
     run, _ = trained
-    packed = results.pack_runs([run], tmp_path / "bundle", profile="smoke", with_data=False)
+    packed = bundles.pack_runs([run], tmp_path / "bundle", profile="smoke", with_data=False)
     assert not any(f.startswith("data/") for f in json.loads((packed.path / "bundle.json").read_text())["files"])
-    with pytest.raises(results.BundleError, match=r"carries no data summary.*skinlib data download"):
-        results.data_snapshot(packed.path)
+    with pytest.raises(bundles.BundleError, match=r"carries no data summary.*skinlib data download"):
+        bundles.data_snapshot(packed.path)

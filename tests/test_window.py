@@ -8,17 +8,18 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from skinlib import train, window
-from skinlib.profiles import get_profile
+from skinlib import train
 from skinlib.runs import RunConfig
-from skinlib.window import Estimate, Plan, choose, estimate_runs, priority
+from skinlib.study import window
+from skinlib.study.profiles import get_profile
+from skinlib.study.window import Estimate, Plan, choose, estimate_runs, priority
 
 BUDGET, RESERVE, STARTUP, JOBS = 900.0, 90.0, 30.0, 4
 
 
 def profile_configs() -> list[RunConfig]:
     """The `gpu` profile's independent runs, in the window's order."""
-    from skinlib.experiments import independent_runs, profile_config
+    from skinlib.study.experiments import independent_runs, profile_config
 
     params = get_profile("gpu")
     unique = {repr(c.to_dict()): c for c in independent_runs(profile_config(params), params["seeds"],

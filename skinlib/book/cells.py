@@ -1,4 +1,4 @@
-"""The chapters' papermill ``parameters`` cells, generated from :data:`skinlib.profiles.PARAMETERS`.
+"""The chapters' papermill ``parameters`` cells, generated from :data:`skinlib.study.profiles.PARAMETERS`.
 
 A profile parameter's type and meaning live in one place; each chapter declares the ones it
 uses, and its parameters cell is written from that declaration, so the comments a papermill
@@ -17,11 +17,11 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from skinlib.figures import apply_figure_metadata
-from skinlib.profiles import PARAMETERS
+from skinlib.book.figures import apply_figure_metadata
+from skinlib.study.profiles import PARAMETERS
 
 FOLDERS = (
-    'profile: str = "smoke"  # parameter profile: smoke, cpu, gpu or paper (see skinlib.profiles)',
+    'profile: str = "smoke"  # parameter profile: smoke, cpu, gpu or paper (see skinlib.study.profiles)',
     'data_dir: str = ""  # data directory; empty: SKINLIB_DATA_DIR, data/, then ../shared/data/',
     'runs_dir: str = ""  # run store; empty: SKINLIB_RUNS_DIR or runs/ in the repository',
 )
@@ -71,7 +71,7 @@ def _parameters_cell(nb: dict[str, Any]) -> dict[str, Any]:
 
 def sync(root: Path, *, write: bool) -> list[str]:
     """The chapters under ``root/notebooks`` whose parameters cell is not the generated one, or whose figure
-    captions are not those of :data:`skinlib.figures.FIGURES` (rewritten when
+    captions are not those of :data:`skinlib.book.figures.FIGURES` (rewritten when
     ``write``; the rest of each notebook is kept byte for byte in its JSON layout)."""
     stale = []
     for path in sorted((root / "notebooks").glob("*.ipynb")):
@@ -79,7 +79,7 @@ def sync(root: Path, *, write: bool) -> list[str]:
         cell = _parameters_cell(nb)
         current = "".join(cell["source"])
         wanted = cell_source(current)
-        figures = apply_figure_metadata(nb, path.stem)  # captions and alt text (skinlib.figures)
+        figures = apply_figure_metadata(nb, path.stem)  # captions and alt text (skinlib.book.figures)
         if current == wanted and not figures:
             continue
         stale.append(path.stem)

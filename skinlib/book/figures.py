@@ -85,7 +85,7 @@ def apply_figure_metadata(nb: Any, chapter: str) -> list[str]:
     cells = {c.get("id"): c for c in nb["cells"]}
     absent = sorted(set(wanted) - set(cells))
     if absent:
-        raise ValueError(f"{chapter}: figure cells {absent} of skinlib.figures.FIGURES are not in the notebook; "
+        raise ValueError(f"{chapter}: figure cells {absent} of skinlib.book.figures.FIGURES are not in the notebook; "
                          f"update FIGURES with the cells' new ids")
     changed = []
     for cell_id, (name, caption, alt) in wanted.items():

@@ -143,8 +143,8 @@ PRIORITY: tuple[str, ...] = ("baselines", "losses", "attention", "final", "other
 
 def priority(config: RunConfig) -> tuple[int, int]:
     """A run's place in the window's order: its group in :data:`PRIORITY`, MobileNetV3-Small first within it."""
-    from skinlib.experiments import ATTENTION_MODELS
     from skinlib.paper import TABLE3_MODELS
+    from skinlib.study.experiments import ATTENTION_MODELS
 
     if config.split != "lesion" or config.pretrained:
         group = "other"
@@ -233,7 +233,7 @@ def _pack_archive(params: dict[str, Any], profile: str, out: Path, *, data_dir: 
     import tarfile
     import tempfile
 
-    from skinlib.results import derive, pack_runs, profile_runs
+    from skinlib.study.bundles import derive, pack_runs, profile_runs
 
     derive(params, data_dir=data_dir, runs_dir=runs_dir)
     state = profile_runs(params, data_dir=data_dir, runs_dir=runs_dir)
@@ -316,9 +316,9 @@ def _record(done: Any, running: dict[Any, RunConfig], report: WindowReport) -> b
 
 def _final_runs(params: dict[str, Any], *, data_dir: Any, runs_dir: Any) -> list[RunConfig] | None:
     """The final model's runs once the loss study that chooses its loss is complete, else ``None``."""
-    from skinlib.experiments import final_runs, profile_config
-    from skinlib.results import no_training
     from skinlib.runs import MissingRunError
+    from skinlib.study.bundles import no_training
+    from skinlib.study.experiments import final_runs, profile_config
 
     with no_training():
         try:
@@ -348,9 +348,9 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from skinlib.parallel import threads_per_job, train_in_child
-    from skinlib.profiles import get_profile
-    from skinlib.results import BUNDLE_FILE, bundle_dir, profile_runs, unpack
+    from skinlib.study.bundles import BUNDLE_FILE, bundle_dir, profile_runs, unpack
+    from skinlib.study.parallel import threads_per_job, train_in_child
+    from skinlib.study.profiles import get_profile
     from skinlib.train import DEADLINE_ENV
 
     start = time.time()

@@ -76,7 +76,7 @@ def plain_markdown(text: str, glued: dict[str, str]) -> str:
 def _read(notebook: Path, student: bool) -> Any:
     import nbformat
 
-    from skinlib.book import drop_solutions
+    from skinlib.book.notebooks import drop_solutions
 
     nb = nbformat.read(notebook, as_version=4)
     if student:
@@ -113,7 +113,7 @@ def export_chapters(chapters: list[str], *, to: str, out: str | os.PathLike,
 
     ``student`` leaves the solution cells out (hints stay), to hand chapters out as exercises.
     """
-    from skinlib.book import CHAPTERS, book_root
+    from skinlib.book.notebooks import CHAPTERS, book_root
 
     if to not in FORMATS:
         raise ValueError(f"unknown export format {to!r}; valid: {', '.join(FORMATS)}")

@@ -76,7 +76,7 @@ def auto_jobs(device: str = "auto", *, per_job_gib: float | None = None) -> int:
 def profile_memory_gib(params: dict) -> float:
     """The largest :func:`training_memory_gib` over the models a profile trains, at its image size and batch
     (mixed precision, as training on CUDA uses it)."""
-    from skinlib.experiments import profile_models
+    from skinlib.study.experiments import profile_models
 
     return max(training_memory_gib(m, int(params["image_size"]), int(params["batch_size"]))
                for m in profile_models(params))

@@ -155,9 +155,9 @@ def drawn_images(runs: Sequence[Run], index: Any, *, data_dir: str | os.PathLike
     import numpy as np
 
     from skinlib.data import montage_rows
-    from skinlib.experiments import error_rows
     from skinlib.explain import CAM_EXAMPLES_FILE
     from skinlib.inference import held_out_index
+    from skinlib.study.experiments import error_rows
 
     images = set(montage_rows(index)["image_id"])
     masks: set[str] = set()
@@ -616,8 +616,8 @@ def profile_runs(params: dict[str, Any], *, data_dir: str | os.PathLike | None =
                  runs_dir: str | os.PathLike | None = None) -> ProfileRuns:
     """Which of the book's runs for these profile parameters are in the store; trains nothing."""
     from skinlib.data.selection import select_data
-    from skinlib.experiments import final_runs, independent_runs, profile_config
     from skinlib.runs import MissingRunError
+    from skinlib.study.experiments import final_runs, independent_runs, profile_config
 
     config = profile_config(params)
     configs = independent_runs(config, params["seeds"], pretrained=params["pretrained"])
@@ -646,8 +646,8 @@ def derive(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
 
     Returns the run folders it touched; runs that are missing or bundled (no weights) are skipped.
     """
-    from skinlib.experiments import final_runs, make_study, profile_config
     from skinlib.runs import MissingRunError
+    from skinlib.study.experiments import final_runs, make_study, profile_config
     from skinlib.train import fit
 
     config, seeds = profile_config(params), params["seeds"]
@@ -702,7 +702,7 @@ def pack_profile(profile: str, *, out: str | os.PathLike | None = None, data_dir
     """Derive what the chapters need (:func:`derive`) and pack every finished run of ``profile`` into
     ``out`` (default ``results/<profile>``). Missing runs are an error naming them, unless
     ``allow_missing`` (a GPU window that made part of the runs)."""
-    from skinlib.profiles import get_profile
+    from skinlib.study.profiles import get_profile
 
     params = get_profile(profile, **overrides)
     derive(params, data_dir=data_dir, runs_dir=runs_dir, device=device)

@@ -178,7 +178,7 @@ def _summary(profile: str, missing: list[str]) -> Any:
 def blank_absent_values(nb: Any, glued: Iterable[str]) -> int:
     """Replace, in the prose of an executed chapter, each reference to a value that was not glued (a replaced
     cell would have glued it) by :data:`ABSENT`; return how many."""
-    from skinlib.export import GLUE_ROLE
+    from skinlib.book.export import GLUE_ROLE
 
     known = set(glued)
     count = 0

@@ -45,7 +45,7 @@ def base_config(*, subset: float, bn_momentum: float | str | None, **params: Any
 
 
 def profile_config(params: dict[str, Any]) -> RunConfig:
-    """The base :class:`RunConfig` of a resolved profile (:func:`~skinlib.profiles.get_profile`)."""
+    """The base :class:`RunConfig` of a resolved profile (:func:`~skinlib.study.profiles.get_profile`)."""
     return base_config(**{k: params[k] for k in PROFILE_CONFIG_PARAMS if k in params})
 
 
@@ -204,7 +204,7 @@ def train_all(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = Tru
 
     Returns how many runs were trained and reused.
     """
-    from skinlib.parallel import Job, train_many
+    from skinlib.study.parallel import Job, train_many
 
     where = {"data_dir": None if data_dir is None else str(data_dir),
              "runs_dir": None if runs_dir is None else str(runs_dir)}
@@ -250,7 +250,7 @@ class Study:
 
     def train(self, *, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
               jobs: int = 1, threads: int | None = None) -> Study:
-        """Train (or reuse) every variant for every seed, ``jobs`` runs at a time (see :mod:`skinlib.parallel`).
+        """Train (or reuse) every variant for every seed, ``jobs`` runs at a time (see :mod:`skinlib.study.parallel`).
 
         Every variant's image size is checked against its model first, so a size one model cannot take stops
         the study before any run trains (not after the others have)."""
@@ -260,7 +260,7 @@ class Study:
             check_image_size(config.model, config.image_size)
         trained: dict[int, bool] = {}
         if jobs > 1 or threads is not None:
-            from skinlib.parallel import Job, train_many
+            from skinlib.study.parallel import Job, train_many
 
             where = {"data_dir": None if data_dir is None else str(data_dir),
                      "runs_dir": None if runs_dir is None else str(runs_dir)}
@@ -360,7 +360,7 @@ def paired_table(study: Study, reference: str, *, metrics: Sequence[str] = ("bac
     """Every variant against ``reference`` on the same test images: the paired difference of each metric in
     points with its interval (variant minus reference; with ``reference_minus``, reference minus variant),
     and the word the interval allows (higher, lower, no difference shown) for the first of the two."""
-    from skinlib.claims import interval_word, points
+    from skinlib.book.claims import interval_word, points
 
     rows = {}
     for label in variants or [v for v in study.runs if v != reference]:

@@ -123,7 +123,7 @@ def graded_notebook(source: Any, submission: Any) -> tuple[Any, list[str]]:
     questions the submission has no answer cell for (they keep the blank answer, worth nothing)."""
     import copy
 
-    from skinlib.book import SOLUTION_TAG
+    from skinlib.book.notebooks import SOLUTION_TAG
 
     given = answers(submission)
     nb = copy.deepcopy(source)
@@ -136,7 +136,7 @@ def graded_notebook(source: Any, submission: Any) -> tuple[Any, list[str]]:
         if question not in given:
             absent.append(question)
             continue
-        cell.source = ("from skinlib.grading import run_answer\n\n"
+        cell.source = ("from skinlib.book.grading import run_answer\n\n"
                        f"run_answer({question!r}, {given[question]!r}, globals())")
     return nb, absent
 
@@ -160,7 +160,7 @@ def collect(source: str | os.PathLike, out: str | os.PathLike, *, chapter: str,
     has none of the chapter's answer cells is rejected with the reason; nothing is written outside ``out``."""
     import nbformat
 
-    from skinlib.book import chapter_source
+    from skinlib.book.notebooks import chapter_source
 
     src, dest = Path(source), Path(out)
     if not src.is_dir():
@@ -207,7 +207,7 @@ def _grade_one(path: Path, source: Any, questions: Sequence[str], feedback: Path
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from skinlib.export import glued_values
+    from skinlib.book.export import glued_values
 
     student = path.stem
     nb, absent = graded_notebook(source, nbformat.read(path, as_version=4))
@@ -250,7 +250,7 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
     import nbformat
     import pandas as pd
 
-    from skinlib.book import chapter_parameters, chapter_source
+    from skinlib.book.notebooks import chapter_parameters, chapter_source
     from skinlib.data.paths import DATA_ENV
     from skinlib.runs import RUNS_ENV
 

@@ -1,0 +1,9 @@
+"""The book: chapter notebooks executed with papermill and compiled by Jupyter Book.
+
+A chapter's kernel needs only the names below (``from skinlib.book import chapter, glue_text``); the
+build driver is :mod:`skinlib.book.build`.
+"""
+
+from skinlib.book.kernel import admonition, chapter, glue_text, public_path
+
+__all__ = ["admonition", "chapter", "glue_text", "public_path"]

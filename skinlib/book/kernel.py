@@ -1,0 +1,177 @@
+"""What runs inside a chapter's kernel: :func:`chapter` resolves its profile and data, and the notes,
+glued values and admonitions a page shows."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skinlib.data.paths import project_root
+from skinlib.study.profiles import PARAMETERS, PROFILES, SUMMARIES, comparable_with_paper, get_profile
+
+log = logging.getLogger(__name__)
+
+
+def _values_line(values: dict[str, Any]) -> str:
+    return ", ".join(f"`{k}` = `{json.dumps(v)}`" for k, v in values.items())
+
+
+def profile_note(profile: str, used: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> Any:
+    """The admonition heading every chapter: the profile, the values actually used, and whether the
+    numbers may be set against the paper's (IPython Markdown)."""
+    from IPython.display import Markdown
+
+    used, overrides = used or {}, overrides or {}
+    values = f"\n\nValues used: {_values_line(used)}." if used else ""
+    changed = (f"\n\nChanged from the profile: {_values_line(overrides)}; the numbers below come from "
+               "these values, not from the profile's.") if overrides else ""
+    if comparable_with_paper(profile) and not overrides:
+        return Markdown(f":::{{note}}\nBuilt with the `{profile}` profile: full data, the paper's scale."
+                        f"{values}\n:::")
+    if comparable_with_paper(profile):
+        return Markdown(f":::{{warning}}\nBuilt with the `{profile}` profile **with changes**, so not at the "
+                        f"paper's scale.{values}{changed}\n:::")
+    return Markdown(
+        f":::{{warning}}\nBuilt with the **`{profile}` profile**: {SUMMARIES.get(profile, 'a custom profile')}. "
+        f"Run `skinlib book --profile paper` on a GPU for the paper's scale.{values}{changed}\n:::")
+
+
+@dataclass
+class Chapter:
+    """What a chapter notebook works with: the profile's values after the caller's overrides."""
+
+    profile: str
+    params: dict[str, Any]
+    overrides: dict[str, Any]
+    data_dir: str | None = None
+    runs_dir: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(f"chapter has no parameter {name!r}; it has {', '.join(params)}")
+
+    @property
+    def where(self) -> dict[str, str | None]:
+        """The data and run-store folders as keyword arguments of the training functions."""
+        return {"data_dir": self.data_dir, "runs_dir": self.runs_dir}
+
+    @property
+    def config(self) -> Any:
+        """The base :class:`~skinlib.runs.RunConfig` of the chapter's runs."""
+        from skinlib.study.experiments import profile_config
+
+        return profile_config(self.params)
+
+
+def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None = None, data_dir: str | None = "",
+            runs_dir: str | None = "", show: bool = True, **params: Any) -> Chapter:
+    """Start a chapter notebook: resolve the profile, apply the parameters the caller set, quiet the logs.
+
+    ``chapter(globals())`` reads the notebook's parameters cell: ``profile``, the folders and
+    every profile parameter (:data:`~skinlib.study.profiles.PARAMETERS`) it declares; keyword
+    arguments name them one by one instead (and win over the namespace). A parameter left
+    ``None`` takes the profile's value, so ``papermill ... -p profile paper`` runs at the
+    paper's scale. Unknown names and values of the wrong type raise ``ValueError``. The
+    heading admonition (``show``) states the profile and every value used.
+    """
+    if namespace is not None:
+        params = {**{k: namespace[k] for k in PARAMETERS if k in namespace}, **params}
+        profile = profile if profile is not None else namespace.get("profile")
+        data_dir = data_dir or namespace.get("data_dir", "")
+        runs_dir = runs_dir or namespace.get("runs_dir", "")
+    if profile is None:
+        raise ValueError(f"chapter() needs a profile; valid: {', '.join(PROFILES)}")
+    logging.basicConfig(level=logging.WARNING, force=True)
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", None)  # a table's text cells whole, never cut to "stratified by..."
+    given = {k: v for k, v in params.items() if v is not None}
+    values = get_profile(profile, **given)
+    overrides = {k: v for k, v in given.items() if PROFILES[profile].get(k) != v}
+    used = {k: values[k] for k in params}
+    ctx = Chapter(profile, used, overrides, data_dir or None, runs_dir or None)
+    if show:
+        from IPython.display import display
+
+        display(profile_note(profile, used, overrides))
+        from skinlib.data import load_ham10000
+
+        try:  # the data's notes read the index once
+            index = load_ham10000(data_dir or None)
+        except (FileNotFoundError, ValueError):
+            index = None
+        if index is not None:
+            for note in (data_note(index), size_note(values["image_size"], index)):
+                if note is not None:
+                    display(note)
+    return ctx
+
+
+def size_note(image_size: int, index: Any) -> Any | None:
+    """When the profile trains at a larger size than the data's images (of ``index``) have, the warning that says
+    the models saw them upsampled (with both sizes); else ``None``."""
+    from PIL import Image
+
+    present = next((p for p in index["path"] if os.path.isfile(p)), None)
+    if present is None:
+        return None
+    with Image.open(present) as im:
+        width, height = im.size
+    if image_size <= max(width, height):
+        return None
+    return admonition("warning", "Images upsampled",
+                      f"The data's images are {width}x{height} pixels, and this profile trains at {image_size}x"
+                      f"{image_size}: the models see them upsampled, with no detail beyond the source's. The numbers "
+                      f"on this page are those of upsampled images (the HAM10000 originals are 600x450).")
+
+
+def data_note(index: Any) -> Any | None:
+    """When ``index`` comes from a results bundle's data summary (no images here), the admonition that says so,
+    with the data key the runs were checked against and the data's licence; else ``None``."""
+    from skinlib.data import fingerprint
+    from skinlib.data.snapshot import LICENCE, is_snapshot
+
+    if not is_snapshot(Path(index.attrs.get("source", "")).parent):
+        return None
+    return admonition(
+        "note", "Data from the results bundle",
+        f"This machine has no HAM10000 images, so the tables and images on this page come from the results "
+        f"bundle's data summary: the metadata of all {len(index):,} images with the SHA-256 of each image file "
+        f"(data key `{fingerprint(index).key}`; every run's own data key was checked against it) and the few "
+        f"images drawn here. HAM10000 and the ISIC 2018 test set are licensed by their authors under {LICENCE} "
+        f"(non-commercial use, with attribution; see {{doc}}`01_data`).")
+
+
+def glue_text(**values: Any) -> None:
+    """Glue each value, formatted as a string, for ``{glue:text}`` references in the chapter's prose."""
+    from myst_nb import glue
+
+    for key, value in values.items():
+        glue(key, str(value), display=False)
+
+
+def public_path(path: str | os.PathLike) -> str:
+    """A path as a published page may show it: ``~/...`` under the home folder, relative inside the
+    repository, else only its name (no machine's folders in the book)."""
+    path = Path(path).expanduser().resolve()
+    root = project_root()
+    if root is not None and path.is_relative_to(root):
+        return str(path.relative_to(root))
+    home = Path.home().resolve()
+    if path.is_relative_to(home):
+        return str(Path("~") / path.relative_to(home))
+    return path.name
+
+
+def admonition(kind: str, title: str, text: str) -> Any:
+    """A MyST admonition (``note``, ``warning``, ...) as notebook output."""
+    from IPython.display import Markdown
+
+    return Markdown(f":::{{{kind}}} {title}\n{text}\n:::")

@@ -1,0 +1,134 @@
+"""The pages a build writes beside the chapters: what the build found (``findings.md``) and where its numbers
+come from (``provenance.md``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from skinlib.book.notebooks import CHAPTERS
+from skinlib.study.profiles import SUMMARIES, comparable_with_paper
+
+log = logging.getLogger(__name__)
+
+
+PROVENANCE_FILE = "provenance.md"  # included by the landing page: where the numbers come from
+
+
+FINDINGS_FILE = "findings.md"  # included at the top of the landing page: what this build found
+
+
+DISTANCE_KEYS = ("top1", "ovr", "ovr_majority", "gap_acc", "memorisation", "pretrain_gain")
+
+
+def distance_summary(executed: Path) -> list[str]:
+    """The landing page's short account of why these numbers differ from the paper's, filled from the values the
+    reproduction chapter computed and glued (nothing when that chapter has not been executed)."""
+    import nbformat
+
+    from skinlib.book.export import glued_values
+
+    path = executed / "08_reproduction.ipynb"
+    if not path.is_file():
+        return []
+    glued = glued_values(nbformat.read(path, as_version=4))
+    if not all(k in glued for k in DISTANCE_KEYS):
+        return []
+    g = glued
+    return ["### Why these numbers differ from the paper's", "",
+            f"Four causes, each measured or bounded in {{doc}}`executed/08_reproduction`: **what the number "
+            f"means** (our final model's top-1 accuracy is {g['top1']}, its mean one-vs-rest accuracy, the paper's "
+            f"eq. 8, {g['ovr']}, and the majority class alone scores {g['ovr_majority']} under that reading); "
+            f"**the split** (an image-level split changes accuracy by {g['gap_acc']} points here; "
+            f"{g['memorisation']}); **ImageNet pre-training** ({g['pretrain_gain']} points of accuracy for "
+            f"MobileNetV3-Small in the paper's own Table 2); and **the scale of this profile** (resolution, "
+            f"epochs, data), which only the `gpu` and `paper` profiles can measure. The paper's own split and "
+            f"metric reading remain unknown.", ""]
+
+
+# the landing page's findings: (chapter, sentence with {glued} names); a sentence whose values a chapter did not
+# glue (not executed, or a page standing in for missing runs) is left out
+FINDINGS: tuple[tuple[str, str], ...] = (
+    ("02_baselines", "**Baselines** (the paper's Table 3): {ranking}"),
+    ("04_attention", "**Attention**: {caco_vs_se}"),
+    ("05_losses", "**Losses**: on validation the study chose {chosen_loss}; each loss against plain CE on test "
+                  "`bacc`: {bacc_words}."),
+    ("06_final_model", "**The final model** (MobileNetV3-CaCo, {final_loss}): test `bacc` {final_bacc} and accuracy "
+                       "{final_acc} (in %, with 95 % intervals); {vs_baseline}"),
+    ("06_final_model", "**External test** (ISIC 2018 Task 3): `bacc` {ext_bacc} and accuracy {ext_acc} (in %)."),
+)
+
+
+def findings_page(profile: str, executed: Path) -> str:
+    """The top of the landing page: whether these numbers may be set against the paper's, then what this build
+    found, each sentence filled from the values its chapter computed and glued."""
+    import nbformat
+
+    from skinlib.book.export import glued_values
+
+    if comparable_with_paper(profile):
+        head = f"Built with the `{profile}` profile: full data at the paper's scale, comparable with its numbers."
+    else:
+        head = (f"**These numbers are not comparable with the paper's.** Built with the `{profile}` profile: "
+                f"{SUMMARIES.get(profile, 'a custom profile')}.")
+    lines = [":::{important}", head, ":::", "", "## What this build found", ""]
+    glued: dict[str, dict[str, str]] = {}
+    for chapter, sentence in FINDINGS:
+        path = executed / f"{chapter}.ipynb"
+        if chapter not in glued:
+            glued[chapter] = glued_values(nbformat.read(path, as_version=4)) if path.is_file() else {}
+        try:
+            lines.append(f"- {sentence.format(**glued[chapter])} ({{doc}}`executed/{chapter}`)")
+        except KeyError:
+            continue
+    if lines[-1] == "":
+        lines.append("No chapter with results was executed in this build.")
+    return "\n".join(lines) + "\n"
+
+
+def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any], *,
+                    data_dir: str | os.PathLike | None, runs_dir: str | os.PathLike | None,
+                    bundle: dict[str, Any] | None, executed: Path | None = None, from_snapshot: bool = False) -> str:
+    """The landing page's "Where these numbers come from": profile per chapter, when and on which device the
+    runs were computed (from the runs' metrics, or the results bundle's metadata), and the command to redo it."""
+    from skinlib.study.bundles import profile_runs
+
+    runs = profile_runs(values, data_dir=data_dir, runs_dir=runs_dir).finished
+    envs = [r.metrics().get("environment", {}) for r in runs]
+    times = sorted(e["finished_utc"] for e in envs if e.get("finished_utc"))
+    devices = sorted({e.get("gpu") or e.get("device", "unknown") for e in envs})
+    torches = sorted({e.get("torch", "?") for e in envs})
+    when = (f"between {times[0]} and {times[-1]} (UTC)" if len(times) > 1 and times[0] != times[-1]
+            else f"on {times[0]} (UTC)" if times else "at an unrecorded time (older runs)")
+    lines = ["| chapter | profile | numbers |", "| --- | --- | --- |"]
+    source = "results bundle, rendered without training" if bundle else "runs trained or reused by this build"
+    for name in CHAPTERS:
+        stamp = stamps.get(name)
+        if stamp is None:
+            continue
+        lines.append(f"| {name.replace('_', ' ')} | `{stamp.get('profile', '?')}` | {source} |")
+    summary = SUMMARIES.get(profile, "a custom profile")
+    text = [f"The chapters were executed with the **`{profile}`** profile: {summary}. "
+            f"Their {len(runs)} training runs were finished {when} on {', '.join(devices) or 'no device'} "
+            f"(PyTorch {', '.join(torches) or '?'}).", ""]
+    if bundle:
+        commit = f" from commit `{bundle['git_commit']}`" if bundle.get("git_commit") else ""
+        text += [f"They come from the committed results bundle `results/{bundle['profile']}`, packed "
+                 f"{bundle['packed_utc']}{commit}; this book was rendered from it on a machine that trained nothing"
+                 + (", and had no data: the data tables and drawn images come from the bundle's data summary "
+                    "(every image's metadata and SHA-256, and the few images the chapters draw)." if from_snapshot
+                    else "; the data here was checked to be the data the runs were trained on."), ""]
+    if bundle:
+        again = (f"To render this book again: `make book PROFILE={profile}`; to compute its runs again on a GPU: "
+                 f"`benchmarks/gpu_results.sh SECONDS OUT`")
+    else:
+        again = f"To compute them again: `{'make book' if profile == 'smoke' else f'skinlib book --profile {profile}'}`"
+    text += [*lines, "", f"{again} (see {{doc}}`/book/reproduce` for the hardware and time per profile).", ""]
+    if executed is not None:
+        text += distance_summary(executed)
+    if any(stamps.get(name, {}).get("student") for name in CHAPTERS):
+        text += ["This is the **student edition**: the exercises keep their hints, their solutions are left out "
+                 "(`skinlib book --student`).", ""]
+    return "\n".join(text)
