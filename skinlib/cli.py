@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import traceback
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,34 +112,27 @@ def _data_cache(args: argparse.Namespace) -> int:
 
 
 def train_fields() -> dict[str, dict[str, Any]]:
-    """``skinlib train``'s value flags, one per :class:`~skinlib.runs.RunConfig` field they set: the flag is
-    ``--field-name``, its argparse keywords are given here, and its help ends with the field's default as
-    ``RunConfig`` declares it (``default_text`` where a plain value would mislead). The single list from which
-    the parser, :func:`config_from_args` and :func:`train_command` are made."""
-    from skinlib.runs import BATCH_SCALINGS
-    from skinlib.runtime import DEVICES
-    from skinlib.train import OPTIMIZERS, SAMPLERS
+    """``skinlib train``'s value flags, one per :class:`~skinlib.runs.RunConfig` field declared with
+    ``flag=True``: the flag is ``--field-name``, its type, choices and help come from the field's
+    :class:`~skinlib.runs.config.Spec`, and its help ends with the field's default (``default_text`` where a
+    plain value would mislead). The single list from which the parser, :func:`config_from_args` and
+    :func:`train_command` are made."""
+    from skinlib.runs import specs
 
-    return {
-        "name": {"help": "run name (the folder is <name>-<hash of config and data>)"},
-        "model": {"help": "registered model (see `skinlib models`)"},
-        "image_size": {"type": int, "help": "image size in pixels"},
-        "epochs": {"type": int, "help": "training epochs"},
-        "batch_size": {"type": int, "help": "images per optimiser step (>= 2)"},
-        "lr": {"type": float, "help": "peak learning rate"},
-        "batch_scaling": {"choices": BATCH_SCALINGS,
-                          "help": "lr and BatchNorm momentum follow the batch size (none, linear, sqrt)"},
-        "seed": {"type": int, "help": "training seed"},
-        "split": {"choices": ["lesion", "image"], "help": "split scheme"},
-        "subset": {"type": float, "help": "a lesion-grouped share of the data in (0, 1]", "default_text": "all"},
-        "device": {"help": f"one of {', '.join(DEVICES)} (or cuda:N)"},
-        "optimizer": {"choices": OPTIMIZERS, "help": "the optimiser"},
-        "loss": {"help": "a loss or joint loss spec, e.g. ce, cb+focal, '0.7*focal(gamma=1)+0.3*ls'"},
-        "sampler": {"choices": SAMPLERS, "help": "training sampler"},
-        "patience": {"type": int, "help": "early stopping: epochs without a validation bacc gain",
-                     "default_text": "none (no early stopping)"},
-        "num_workers": {"type": int, "help": "CPU augmentation worker processes"},
-    }
+    out = {}
+    for name, spec in specs().items():
+        if not spec.flag:
+            continue
+        kinds = [k for k in typing.get_args(spec.type) or (spec.type,) if k is not type(None)]
+        kwargs: dict[str, Any] = {"help": spec.help}
+        if kinds[0] in (int, float):
+            kwargs["type"] = kinds[0]
+        if spec.choices and kinds == [str]:
+            kwargs["choices"] = spec.choices
+        if spec.default_text:
+            kwargs["default_text"] = spec.default_text
+        out[name] = kwargs
+    return out
 
 
 def _flag(field: str) -> str:

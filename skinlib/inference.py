@@ -21,9 +21,8 @@ from skinlib.data.augment import Normalize
 from skinlib.data.pipeline import BatchIterator
 from skinlib.data.selection import fingerprint
 from skinlib.evaluate import classification_metrics
-from skinlib.io import atomic_write_json
 from skinlib.models import create_model
-from skinlib.runs import Run, load_checkpoint, prediction_columns, predictions_frame, write_predictions
+from skinlib.runs import Run, load_checkpoint, prediction_columns, predictions_frame
 from skinlib.runtime import Precision, predict, resolve_device
 
 log = logging.getLogger(__name__)
@@ -87,10 +86,10 @@ def evaluate_external(
                  run.path.name, cached.get("data", {}).get("key", "unknown"), data.describe())
     images = cached_images(index["path"].tolist(), run.config.image_size, cache_dir=cache_dir)
     probs = predict_images(load_model(run, device=device), images, image_size=run.config.image_size)
-    write_predictions(preds_file, predictions_frame(index, probs, CLASSES))
+    run.write_predictions(predictions_frame(index, probs, CLASSES), preds_file.name)
     metrics = {"dataset": EXTERNAL["isic2018"], "data": data.to_dict(),
                **classification_metrics(index["label"].to_numpy(), probs)}
-    atomic_write_json(metrics_file, metrics)
+    run.write_metrics(metrics, metrics_file.name)
     log.info("run %s on ISIC 2018 test: accuracy %.4f bacc %.4f", run.path.name, metrics["accuracy"], metrics["bacc"])
     return metrics
 

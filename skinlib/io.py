@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -172,3 +173,125 @@ def temporary_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
+
+
+class FileLock:
+    """An exclusive lock between processes, e.g. on one run, so that two processes never train it at once
+    (``what`` names the locked thing in messages).
+
+    On POSIX systems the lock is an ``fcntl.flock`` on ``<runs>/.locks/<run>.lock``: the kernel
+    releases it when its holder exits or is killed, so a lock left behind by a dead
+    process is stale by construction and is taken over at once (logged with the dead
+    holder's pid, which the file records). A second process waits, polling, until the
+    holder releases it, then sees the finished run and reuses it, or resumes it.
+    Where ``fcntl`` is missing (Windows), an exclusive-create lock file is used and a
+    holder whose pid is gone on this host, or whose heartbeat is older than
+    ``STALE_AFTER`` seconds, is stale.
+    """
+
+    STALE_AFTER = 6 * 3600.0
+
+    def __init__(self, path: Path, *, poll: float = 2.0, timeout: float | None = None, what: str = "lock") -> None:
+        self.path, self.poll, self.timeout, self.what = Path(path), poll, timeout, what
+        self._fd: int | None = None
+
+    def _describe_holder(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def _stamp(self) -> bytes:
+        return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
+
+    def _try_posix(self) -> bool:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        previous = os.read(fd, 4096)
+        if previous.strip():
+            try:
+                holder = json.loads(previous)
+                log.warning("taking over the lock of %s left by pid %s on %s (that process is gone)",
+                            self.path.stem, holder.get("pid"), holder.get("host"))
+            except json.JSONDecodeError:
+                log.warning("taking over a stale lock on %s", self.path.stem)
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, self._stamp())
+        self._fd = fd
+        return True
+
+    def _stale(self) -> bool:
+        holder = self._describe_holder()
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+            return not pid_alive(holder["pid"])
+        return age > self.STALE_AFTER
+
+    def _try_exclusive_create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if self._stale():
+                log.warning("taking over the stale lock of %s (%s)", self.path.stem, self._describe_holder())
+                self.path.unlink(missing_ok=True)
+            return False
+        os.write(fd, self._stamp())
+        self._fd = fd
+        return True
+
+    def acquire(self) -> FileLock:
+        """Take the lock, waiting while another live process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try_once = self._try_posix if _HAVE_FCNTL else self._try_exclusive_create
+        start = time.monotonic()
+        told = False
+        while not try_once():
+            if not told:
+                holder = self._describe_holder()
+                log.info("%s %s is held by pid %s on %s; waiting for it", self.what, self.path.stem,
+                         holder.get("pid", "?"), holder.get("host", "?"))
+                told = True
+            if self.timeout is not None and time.monotonic() - start > self.timeout:
+                raise TimeoutError(f"{self.what} {self.path.stem} stayed locked by another process for "
+                                   f"{self.timeout:.0f} s ({self.path})")
+            time.sleep(self.poll)
+        return self
+
+    def heartbeat(self) -> None:
+        """Refresh the lock's age (a long run's lock is never mistaken for a stale one)."""
+        if self._fd is not None:
+            os.utime(self.path)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        if not _HAVE_FCNTL:
+            self.path.unlink(missing_ok=True)
+        else:
+            os.ftruncate(self._fd, 0)
+        os.close(self._fd)  # closing the descriptor releases the flock
+        self._fd = None
+
+    def __enter__(self) -> FileLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+try:
+    import fcntl  # noqa: F401
+
+    _HAVE_FCNTL = True
+except ImportError:  # Windows
+    _HAVE_FCNTL = False

@@ -26,30 +26,28 @@ import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import yaml
 from torch import nn
 from tqdm import tqdm
 
 from skinlib import __version__
-from skinlib.data import CLASSES, make_split, save_split
+from skinlib.data import CLASSES, make_split
 from skinlib.data.augment import BatchAugment, Normalize
 from skinlib.data.pipeline import BatchIterator, WorkerBatches
 from skinlib.data.selection import DataSelection, part_tensors, select_data
 from skinlib.evaluate import classification_metrics
-from skinlib.io import atomic_write, atomic_write_json, atomic_write_text, check_free_space, remove_stale_temporaries
+from skinlib.io import remove_stale_temporaries
 from skinlib.losses import make_loss
 from skinlib.models import check_image_size, create_model
 from skinlib.runs import (
-    DATA_FILE,
     NO_TRAIN_ENV,
-    RUNS_ENV,
+    OPTIMIZERS,
+    SAMPLERS,
     MissingRunError,
     Run,
     RunConfig,
@@ -58,15 +56,11 @@ from skinlib.runs import (
     predictions_frame,
     read_history,
     training_allowed,
-    write_history,
-    write_predictions,
 )
 from skinlib.runtime import Precision, memory_format, predict, resolve_device, to_device
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adamw", "sgd")
-SAMPLERS = ("random", "balanced")
 
 
 def seed_everything(seed: int) -> None:
@@ -296,30 +290,6 @@ def train_one_epoch(
             "seconds": seconds}
 
 
-def _tensor_bytes(obj: Any) -> int:
-    """The bytes of every tensor in a (nested) checkpoint object: what ``torch.save`` writes, near enough."""
-    if isinstance(obj, torch.Tensor):
-        return obj.nelement() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(_tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, list | tuple):
-        return sum(_tensor_bytes(v) for v in obj)
-    return 0
-
-
-def _save(obj: Any, path: Any) -> None:
-    """Write a checkpoint atomically, after checking the disk has room; a full disk is one clear error."""
-    path = Path(path)
-    needed = _tensor_bytes(obj)
-    setting = f"{RUNS_ENV} (or --runs-dir)"
-    check_free_space(path.parent, needed, what=f"checkpoint {path.name}", setting=setting)
-    try:
-        atomic_write(path, lambda tmp: torch.save(obj, tmp))
-    except (RuntimeError, OSError):  # torch reports a full disk as "enforce fail at inline_container.cc"
-        check_free_space(path.parent, needed, what=f"checkpoint {path.name}", setting=setting)
-        raise
-
-
 def _environment(device: torch.device, precision: Precision, distributed: Distributed) -> dict[str, Any]:
     env = {"skinlib": __version__, "torch": torch.__version__, "python": platform.python_version(),
            "device": str(device), "precision": precision.name, "processes": distributed.world_size,
@@ -449,15 +419,14 @@ def _resume_state(run: Run, device: torch.device) -> dict[str, Any] | None:
 
 def _train(run: Run, selection: DataSelection, *, device: torch.device, distributed: Distributed,
            cache_dir: str | os.PathLike | None, force: bool, lock: Any) -> Run:
-    config = run.config
     if distributed.main:
         if force and run.path.exists():
             shutil.rmtree(run.path)
         created = not run.path.exists()
         run.path.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run.path)  # a checkpoint half-written by a killed process (we hold the lock)
-        atomic_write_text(run.file("config.yaml"), yaml.safe_dump(config.to_dict(), sort_keys=False))
-        atomic_write_json(run.file(DATA_FILE), selection.fingerprint.to_dict())
+        run.write_config()
+        run.write_data(selection.fingerprint.to_dict())
     distributed.barrier()
     try:
         resume = _resume_state(run, device)
@@ -559,12 +528,12 @@ def _checkpoint(run: Run, t: _Trainer, progress: _Progress, history: list[dict[s
     """Write the epoch's files (main process only): ``best.pt`` when it improved, the history, ``last.pt``."""
     config = run.config
     if improved:
-        _save({"model": t.model.state_dict(), "epoch": progress.epoch, "config": config.to_dict()},
-              run.file("best.pt"))
-    write_history(run.file("history.csv"), history)
-    _save({"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
-           "scheduler": t.scheduler.state_dict(), "scaler": t.precision.scaler.state_dict(),
-           "config": config.to_dict(), "history": history, **dataclasses.asdict(progress)}, run.file("last.pt"))
+        run.save_checkpoint("best.pt", {"model": t.model.state_dict(), "epoch": progress.epoch,
+                                        "config": config.to_dict()})
+    run.write_history(history)
+    run.save_checkpoint("last.pt", {"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+                                    "scheduler": t.scheduler.state_dict(), "scaler": t.precision.scaler.state_dict(),
+                                    "config": config.to_dict(), "history": history, **dataclasses.asdict(progress)})
 
 
 def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | None, *, device: torch.device,
@@ -574,7 +543,7 @@ def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | N
     seed_everything(config.seed)
     data, split = load_data(config, selection, device=device, cache_dir=cache_dir, distributed=distributed)
     if distributed.main:
-        save_split(split, run.file("split.csv"))
+        run.write_split(split)
     t = _make_trainer(config, data, device=device, distributed=distributed)
     progress, history = _Progress(), []
     if resume is not None:
@@ -621,7 +590,7 @@ def _finish(run: Run, model: nn.Module, data: Data, loss_fn: nn.Module, precisio
     best = load_checkpoint(run.file("best.pt"), map_location=precision.device)
     model.load_state_dict(best["model"])
     test_loss, probs, y = predict(model, data.test, loss_fn, precision)
-    write_predictions(run.file("predictions.csv"), predictions_frame(data.parts["test"], probs, CLASSES))
+    run.write_predictions(predictions_frame(data.parts["test"], probs, CLASSES))
     best_row = next(r for r in history if r["epoch"] == state["best_epoch"])
     metrics = {
         "test": {**classification_metrics(y, probs), "loss": test_loss},
@@ -636,6 +605,6 @@ def _finish(run: Run, model: nn.Module, data: Data, loss_fn: nn.Module, precisio
         "data": selection.fingerprint.to_dict(),
         "environment": environment,
     }
-    atomic_write_json(run.file("metrics.json"), metrics)
+    run.write_metrics(metrics)
     log.info("run %s finished: test accuracy %.4f bacc %.4f", run.path.name,
              metrics["test"]["accuracy"], metrics["test"]["bacc"])

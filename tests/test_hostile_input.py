@@ -20,8 +20,8 @@ from skinlib.data.index import load_isic2018_test
 from skinlib.data.selection import fingerprint
 from skinlib.data.verify import verify
 from skinlib.io import NoSpaceError, check_free_space
-from skinlib.runs import RunConfig
-from skinlib.train import _save, fit
+from skinlib.runs import Run, RunConfig
+from skinlib.train import fit
 
 TINY_RUN = dict(name="t", image_size=32, epochs=1, batch_size=8, device="cpu", progress=False)
 
@@ -167,7 +167,7 @@ def test_a_subset_too_small_to_split_is_one_line(tiny_dataset, tmp_path, capsys)
     ({"seed": 10**23}, r"seed must be an integer in \[0, 2\*\*32\)"),
     ({"name": "a" * 300}, "must be 1 to 100 letters"),
     ({"name": "../x"}, "must be 1 to 100 letters"),
-    ({"image_size": 20000}, "image_size must be at most 1024 pixels"),
+    ({"image_size": 20000}, "image_size must be 8 to 1024 pixels"),
     ({"sampler": "smote"}, "unknown sampler 'smote'; valid: random, balanced"),
     ({"fractions": (0.5, 0.5, 0.5)}, "fractions must be 3 non-negative numbers summing to 1"),
     ({"lr": float("inf")}, "lr must be a positive number"),
@@ -246,7 +246,7 @@ def test_a_checkpoint_checks_free_space(tmp_path, monkeypatch):
 
     _full_disk(monkeypatch, 70 * 2**20)
     with pytest.raises(NoSpaceError, match=r"checkpoint last\.pt needs 40\.0 MB in .*SKINLIB_RUNS_DIR"):
-        _save({"model": {"w": torch.zeros(10 * 2**20)}}, tmp_path / "last.pt")
+        Run(tmp_path, RunConfig()).save_checkpoint("last.pt", {"model": {"w": torch.zeros(10 * 2**20)}})
     assert list(tmp_path.iterdir()) == []
     check_free_space(tmp_path, 1000, what="x", setting="Y")  # 70 MB free: 1000 bytes fit
 

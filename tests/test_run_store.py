@@ -19,7 +19,8 @@ import torch
 
 import skinlib.train as train
 from skinlib.data.index import find_ham10000_metadata
-from skinlib.runs import Run, RunConfig, RunFileError, RunLock, load_checkpoint
+from skinlib.io import FileLock
+from skinlib.runs import Run, RunConfig, RunFileError, load_checkpoint
 from skinlib.train import fit
 
 QUICK = dict(image_size=32, epochs=1, batch_size=16, device="cpu", progress=False, model_kwargs={"bn_momentum": 0.1})
@@ -105,8 +106,8 @@ def test_an_empty_or_truncated_checkpoint_names_the_file(tmp_path, content):
 HOLD = """
 import sys, time
 from pathlib import Path
-from skinlib.runs import RunLock
-RunLock(Path(sys.argv[1])).acquire()
+from skinlib.io import FileLock
+FileLock(Path(sys.argv[1])).acquire()
 print("locked", flush=True)
 time.sleep(600)
 """
@@ -118,7 +119,7 @@ def test_a_held_lock_waits_and_a_killed_holder_is_taken_over(tmp_path, caplog):
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(TimeoutError, match="stayed locked"):
-            RunLock(path, poll=0.05, timeout=0.3).acquire()
+            FileLock(path, poll=0.05, timeout=0.3).acquire()
         assert json.loads(path.read_text())["pid"] == holder.pid
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -126,7 +127,7 @@ def test_a_held_lock_waits_and_a_killed_holder_is_taken_over(tmp_path, caplog):
     # the killed holder's lock file is still there, with its pid: it is stale and taken over at once
     assert path.is_file()
     with caplog.at_level("WARNING"):
-        lock = RunLock(path, poll=0.05, timeout=2).acquire()
+        lock = FileLock(path, poll=0.05, timeout=2).acquire()
     assert f"left by pid {holder.pid}" in caplog.text
     assert json.loads(path.read_text())["pid"] == os.getpid()
     lock.release()
@@ -248,19 +249,19 @@ def test_the_lock_without_fcntl_detects_dead_holders(tmp_path, monkeypatch, capl
     """The fallback for systems without fcntl (Windows): exclusive create, stale when the pid is gone."""
     import socket
 
-    import skinlib.runs as runs
+    import skinlib.io as io_module
 
-    monkeypatch.setattr(runs, "_HAVE_FCNTL", False)
+    monkeypatch.setattr(io_module, "_HAVE_FCNTL", False)
     path = tmp_path / ".locks" / "r-2.lock"
-    held = RunLock(path, poll=0.05, timeout=0.3).acquire()
+    held = FileLock(path, poll=0.05, timeout=0.3).acquire()
     with pytest.raises(TimeoutError, match="stayed locked"):
-        RunLock(path, poll=0.05, timeout=0.3).acquire()  # a live holder (this process) is waited for
+        FileLock(path, poll=0.05, timeout=0.3).acquire()  # a live holder (this process) is waited for
     held.release()
     assert not path.exists()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     path.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "since": 0}))
     with caplog.at_level("WARNING"):
-        lock = RunLock(path, poll=0.05, timeout=2).acquire()
+        lock = FileLock(path, poll=0.05, timeout=2).acquire()
     assert "taking over the stale lock" in caplog.text
     assert json.loads(path.read_text())["pid"] == os.getpid()
     lock.release()

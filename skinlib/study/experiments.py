@@ -26,13 +26,14 @@ from skinlib.evaluate import (
 )
 from skinlib.inference import arrays
 from skinlib.paper import TABLE3_MODELS
-from skinlib.runs import Run, RunConfig
+from skinlib.runs import Run, RunConfig, specs
 from skinlib.train import fit
 
 log = logging.getLogger(__name__)
 
-CONFIG_PARAMS = ("image_size", "epochs", "batch_size", "lr", "batch_scaling", "sampler", "device")
-# the profile parameters that make a chapter's base run configuration
+# the profile parameters that make a chapter's base run configuration: the RunConfig fields a profile sets
+# (declared with profile=True), and bn_momentum, an option of every model
+CONFIG_PARAMS = tuple(name for name, spec in specs().items() if spec.profile and name != "subset")
 PROFILE_CONFIG_PARAMS = (*CONFIG_PARAMS, "subset", "bn_momentum")
 
 

@@ -1,42 +1,64 @@
 """Named notebook parameter sets. A profile is only parameters; each can be overridden.
 
-:data:`PARAMETERS` declares every profile parameter with its type and meaning, in
-one place: overrides (``-p NAME VALUE``, papermill ``-p``, ``chapter(...)``) are
-checked against it, so an unknown name or a value of the wrong type is an error
-before anything runs.
+:data:`PARAMETERS` is the schema of every profile parameter: the run fields a profile sets come from
+:class:`~skinlib.runs.RunConfig`'s own declarations (one place for their type, range, choices and meaning),
+the parameters only profiles have are declared here. Overrides (``-p NAME VALUE``, papermill ``-p``,
+``chapter(...)``) are checked against it, so an unknown name or a value it cannot take is an error before
+anything runs, and the chapters' parameters cells are generated from it (``skinlib notebooks parameters``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import types
+import typing
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Parameter:
-    """A profile parameter: its type (a typing expression) and a one-line meaning."""
-
-    type: Any
-    help: str
+from skinlib.runs.config import SEED_RANGE, Spec, specs
 
 
-PARAMETERS: dict[str, Parameter] = {
-    "image_size": Parameter(int, "training and test image size in pixels"),
-    "epochs": Parameter(int, "training epochs"),
-    "batch_size": Parameter(int, "images per optimiser step"),
-    "lr": Parameter(float, "peak learning rate of AdamW with a cosine schedule"),
-    "batch_scaling": Parameter(str, "none, linear or sqrt: scale lr by (batch_size / 64) or its square root and "
-                                    "adapt BatchNorm momentum to the steps per epoch"),
-    "subset": Parameter(float, "share of HAM10000 lesions used; 1.0 for all of them"),
-    "sampler": Parameter(str, "training sampler: random (the paper's recipe) or balanced (each class equally often)"),
-    "bn_momentum": Parameter(float | str, "BatchNorm momentum of every BatchNorm layer; 'default' keeps each "
-                                          "layer's own"),
-    "seed": Parameter(int, "seed of the split shown in the data chapter"),
-    "seeds": Parameter(list[int], "training seeds"),
-    "n_boot": Parameter(int, "bootstrap resamples for the confidence intervals"),
-    "pretrained": Parameter(bool, "start from ImageNet weights when they are present on this machine"),
-    "device": Parameter(str, "auto, cpu, cuda or mps"),
-}
+def _seeds(value: list[int]) -> None:
+    if not value or len(set(value)) != len(value) or not all(0 <= v < 2**32 for v in value):
+        raise ValueError(f"parameter seeds must be a non-empty list of distinct integers in [0, 2**32) "
+                         f"(papermill: -y seeds '[0, 1, 2]'), got {value!r}")
+
+
+def _device_present(value: str) -> None:
+    from skinlib.runtime import resolve_device
+
+    resolve_device(value)  # unknown or absent devices are named now, not a chapter later
+
+
+def _without_none(kind: Any) -> Any:
+    """A profile's value is never ``None`` (in a chapter ``None`` means "the profile's value")."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        return args[0] if len(args) == 1 else typing.Union[tuple(args)]  # noqa: UP007
+    return kind
+
+
+def _profile_parameters() -> dict[str, Spec]:
+    """The :class:`~skinlib.runs.RunConfig` fields a profile sets (declared there with ``profile=True``), then
+    the parameters only profiles have."""
+    out = {name: dataclasses.replace(spec, type=_without_none(spec.type))
+           for name, spec in specs().items() if spec.profile}
+    out["device"] = dataclasses.replace(out["device"], check=_device_present)
+    out.update({
+        "bn_momentum": Spec("BatchNorm momentum of every BatchNorm layer; 'default' keeps each layer's own",
+                            float | str, low=0, low_open=True, high=1, choices=("default",),
+                            rule="a number in (0, 1] or 'default'"),
+        "seed": Spec("seed of the split shown in the data chapter", int, low=0, high=2**32, high_open=True,
+                     rule=SEED_RANGE),
+        "seeds": Spec("training seeds", list[int], check=_seeds),
+        "n_boot": Spec("bootstrap resamples for the confidence intervals", int, low=10,
+                       rule="at least 10 bootstrap resamples (1000 for 95 % intervals)"),
+        "pretrained": Spec("start from ImageNet weights when they are present on this machine", bool),
+    })
+    return out
+
+
+PARAMETERS: dict[str, Spec] = _profile_parameters()
+"""Every profile parameter's :class:`~skinlib.runs.config.Spec`: type, meaning and valid values."""
 
 PROFILES: dict[str, dict[str, Any]] = {
     # any 2-core CPU, minutes: a lesion-grouped 20 % subset at 64 px, 5 epochs, one seed, and
@@ -117,29 +139,17 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def check_parameter(name: str, value: Any, *, extra: dict[str, Any] | None = None) -> None:
-    """Raise ``ValueError`` for an unknown parameter (listing the valid ones) or a value of the wrong type.
+    """Raise ``ValueError`` for an unknown parameter (listing the valid ones) or a value it cannot take
+    (its type, range or choices, from :data:`PARAMETERS`).
 
     ``extra`` maps further valid names (a chapter's own parameters) to an example value
     whose type the value must share.
     """
-    from skinlib.runs import check_type
+    from skinlib.runs.config import check_type
 
     extra = extra or {}
     if name in PARAMETERS:
-        check_type(f"parameter {name}", value, PARAMETERS[name].type)
-        if name == "bn_momentum" and isinstance(value, str) and value != "default":
-            raise ValueError(f"parameter bn_momentum must be a number in (0, 1] or 'default', got {value!r}")
-        if name == "sampler":
-            from skinlib.train import SAMPLERS
-
-            if value not in SAMPLERS:
-                raise ValueError(f"parameter sampler must be one of {', '.join(SAMPLERS)}, got {value!r}")
-        if name == "batch_scaling":
-            from skinlib.runs import BATCH_SCALINGS
-
-            if value not in BATCH_SCALINGS:
-                raise ValueError(f"parameter batch_scaling must be one of {', '.join(BATCH_SCALINGS)}, got {value!r}")
-        _check_range(name, value)
+        PARAMETERS[name].validate(f"parameter {name}", value)
     elif name in extra:
         example = extra[name]
         if example is not None and value is not None:
@@ -147,37 +157,6 @@ def check_parameter(name: str, value: Any, *, extra: dict[str, Any] | None = Non
     else:
         valid = sorted({*PARAMETERS, *extra})
         raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(valid)}")
-
-
-def _check_range(name: str, value: Any) -> None:
-    """The value ranges of the profile parameters, checked with their types, before anything runs."""
-    from skinlib.data.cache import MAX_IMAGE_SIZE
-
-    def bad(rule: str) -> ValueError:
-        return ValueError(f"parameter {name} must be {rule}, got {value!r}")
-
-    if name == "image_size" and not 8 <= value <= MAX_IMAGE_SIZE:
-        raise bad(f"8 to {MAX_IMAGE_SIZE} pixels")
-    if name == "epochs" and value < 1:
-        raise bad("at least 1")
-    if name == "batch_size" and value < 2:
-        raise bad("at least 2 (BatchNorm needs two images per batch)")
-    if name == "lr" and not 0 < value < float("inf"):
-        raise bad("a positive number")
-    if name == "subset" and not 0 < value <= 1:
-        raise bad("a fraction in (0, 1] (1.0 = all data)")
-    if name == "bn_momentum" and not isinstance(value, str) and not 0 < value <= 1:
-        raise bad("a number in (0, 1] or 'default'")
-    if name == "n_boot" and value < 10:
-        raise bad("at least 10 bootstrap resamples (1000 for 95 % intervals)")
-    if name == "seed" and not 0 <= value < 2**32:
-        raise bad("an integer in [0, 2**32)")
-    if name == "seeds" and (not value or len(set(value)) != len(value) or not all(0 <= v < 2**32 for v in value)):
-        raise bad("a non-empty list of distinct integers in [0, 2**32) (papermill: -y seeds '[0, 1, 2]')")
-    if name == "device":
-        from skinlib.runtime import resolve_device
-
-        resolve_device(value)  # unknown or absent devices are named now, not a chapter later
 
 
 def get_profile(name: str, *, extra: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
