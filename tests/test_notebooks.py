@@ -404,3 +404,29 @@ def test_an_image_size_a_model_refuses_stops_the_book_before_any_chapter(tmp_pat
     with pytest.raises(ValueError, match=r"ghostnetv2_100 needs image_size >= 64.*got 32"):
         build.build_book("smoke", params={"image_size": 32}, runs_dir=tmp_path)
     assert executed == [] and not any(tmp_path.iterdir())
+
+
+def test_the_weights_note_names_only_the_missing_files_and_how_to_fetch_them(monkeypatch):
+    from skinlib.book import weights_note
+
+    models = {"ResNet18": "resnet18", "MobileNetV3": "mobilenet_v3_small"}
+    monkeypatch.setenv("SKINLIB_PRETRAINED_MODELS", "resnet18")  # as when rendering a bundle with one of them
+    note = weights_note(models, consequence="Nothing is trained in their place.")
+    text = note.data
+    assert "MobileNetV3" in text and "skinlib weights fetch mobilenet_v3_small" in text
+    assert "ResNet18" not in text and "Nothing is trained in their place." in text
+    monkeypatch.setenv("SKINLIB_PRETRAINED_MODELS", "resnet18,mobilenet_v3_small")
+    assert weights_note(models, consequence="") is None
+
+
+def test_the_pretraining_study_has_scratch_rows_only_when_asked(monkeypatch):
+    from skinlib.runs import RunConfig
+    from skinlib.study.experiments import make_study, pretraining_study
+
+    monkeypatch.setenv("SKINLIB_PRETRAINED_MODELS", "resnet18")
+    both = pretraining_study(RunConfig(), [0], scratch=True)
+    assert list(both.configs) == ["ResNet18 (no pre-training)", "MobileNetV3 (no pre-training)",
+                                  "ResNet18 (pre-trained)"]
+    assert list(make_study("pretraining", RunConfig(), [0]).configs) == ["ResNet18 (pre-trained)"]
+    with pytest.raises(ValueError, match="unknown study 'nope'; valid: baselines, pretraining"):
+        make_study("nope", RunConfig(), [0])

@@ -150,6 +150,35 @@ def _open_bundle(source: Path, values: dict[str, Any], folders: dict[str, str]) 
     return bundle, missing or None  # nothing lacking: any missing run is an error, as for a complete one
 
 
+def _check_book_extra() -> None:
+    try:
+        import myst_nb  # noqa: F401
+        import papermill  # noqa: F401
+    except ImportError as exc:
+        raise BookError(f"building the book needs skinlib's book extra ({exc.name} is missing): "
+                        "pip install -e '.[book]' (make book does this)") from exc
+
+
+def _chosen_chapters(only: list[str] | None) -> list[str]:
+    """Every chapter, or those of ``only`` in the book's order (an unknown name is an error listing them)."""
+    if not only:
+        return list(CHAPTERS)
+    unknown = [c for c in only if c not in CHAPTERS]
+    if unknown:
+        raise ValueError(f"unknown chapter(s) {unknown}; valid: {', '.join(CHAPTERS)}")
+    return [c for c in CHAPTERS if c in only]
+
+
+def _write_pages(profile: str, values: dict[str, Any], stamps: dict[str, Any], folders: dict[str, str], *,
+                 bundle: dict[str, Any] | None, executed_dir: Path) -> None:
+    """The landing page's findings and provenance, from the executed chapters."""
+    atomic_write_text(executed_dir / FINDINGS_FILE, findings_page(profile, executed_dir))
+    atomic_write_text(executed_dir / PROVENANCE_FILE,
+                      provenance_page(profile, values, stamps, data_dir=folders[DATA_ENV],
+                                      runs_dir=folders[RUNS_ENV], bundle=bundle, executed=executed_dir,
+                                      from_snapshot=ISIC_TEST_ENV in folders))
+
+
 def build_book(
     profile: str = "smoke",
     *,
@@ -175,24 +204,14 @@ def build_book(
     cells are left out of every chapter.
     """
     root_path = book_root(root)
-    try:
-        import myst_nb  # noqa: F401
-        import papermill  # noqa: F401
-    except ImportError as exc:
-        raise BookError(f"building the book needs skinlib's book extra ({exc.name} is missing): "
-                        "pip install -e '.[book]' (make book does this)") from exc
+    _check_book_extra()
     values = get_profile(profile, extra=chapter_defaults(root_path), **(params or {}))
     _check_models_fit(values)
     # the folders reach the notebooks through the environment: no machine path is printed in the book
     folders = {RUNS_ENV: str(runs_root(runs_dir))}
     source = _bundle_source(profile, root_path, from_results=from_results, data_dir=data_dir)
     folders.update(_data_folders(data_dir, source))
-    chapters = list(CHAPTERS)
-    if only:
-        unknown = [c for c in only if c not in CHAPTERS]
-        if unknown:
-            raise ValueError(f"unknown chapter(s) {unknown}; valid: {', '.join(CHAPTERS)}")
-        chapters = [c for c in CHAPTERS if c in only]
+    chapters = _chosen_chapters(only)
     stamp = {**values, "data_dir": folders[DATA_ENV], "runs_dir": folders[RUNS_ENV], "student": student}
     executed_dir = root_path / "book" / "executed"
     stamp_file = executed_dir / PROFILE_FILE
@@ -227,11 +246,7 @@ def build_book(
         workers = min(os.cpu_count() or 1, MAX_RENDER_JOBS) if source is not None else (jobs if not only else 1)
         execute_chapters(chapters, values, root=root_path, student=student, missing=missing, workers=workers,
                          done=done)
-        atomic_write_text(executed_dir / FINDINGS_FILE, findings_page(profile, executed_dir))
-        atomic_write_text(executed_dir / PROVENANCE_FILE,
-                          provenance_page(profile, values, stamps, data_dir=folders[DATA_ENV],
-                                          runs_dir=folders[RUNS_ENV], bundle=bundle, executed=executed_dir,
-                                          from_snapshot=ISIC_TEST_ENV in folders))
+        _write_pages(profile, values, stamps, folders, bundle=bundle, executed_dir=executed_dir)
     after = finished_runs(runs_path)
     result.trained = sorted(k for k, t in after.items() if before.get(k) != t)
     result.reused = sorted(k for k in after if k in before and before[k] == after[k])

@@ -175,3 +175,18 @@ def admonition(kind: str, title: str, text: str) -> Any:
     from IPython.display import Markdown
 
     return Markdown(f":::{{{kind}}} {title}\n{text}\n:::")
+
+
+def weights_note(models: Mapping[str, str], *, consequence: str) -> Any | None:
+    """A warning naming, for ``models`` (label: registered name), the ImageNet weight files missing on this
+    machine, where each is expected and how to fetch it, then ``consequence``; ``None`` when all are present."""
+    from skinlib.models.weights import expected_weights_file, weights_available
+
+    missing = {label: m for label, m in models.items() if not weights_available(m)}
+    if not missing:
+        return None
+    files = ", ".join(f"`{public_path(expected_weights_file(m))}`" for m in missing.values())
+    fetch = ", ".join(f"`skinlib weights fetch {m}`" for m in missing.values())
+    return admonition("warning", f"No ImageNet weights for {', '.join(missing)}",
+                      f"Missing: {files}. Fetch them on a connected machine ({fetch}) and copy them here. "
+                      f"{consequence}")

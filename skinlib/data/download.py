@@ -29,7 +29,7 @@ import re
 import shutil
 import sys
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -248,8 +248,6 @@ def download_data(dest: str | os.PathLike = "data", *, what: str | Iterable[str]
                   force: bool = False, verify: bool = True, timeout: float = 60.0, retries: int = 3,
                   progress: bool = True) -> DownloadReport:
     """Fetch, check and lay out the parts named by ``what`` (default: all) under ``dest``; see module doc."""
-    from skinlib.data.verify import verify as verify_dataset
-
     parts = parse_parts(what)
     mirror = mirror_url(mirror)
     dest = Path(dest).expanduser().resolve()
@@ -297,18 +295,25 @@ def download_data(dest: str | os.PathLike = "data", *, what: str | Iterable[str]
                 path.unlink()
         log.info("%s: %d files in place under %s", part, report.extracted[part], dest)
     if verify:
-        for dataset in ("ham10000", "isic2018_test"):
-            if dataset in parts:
-                rep = verify_dataset(dest, dataset=dataset)
-                report.verified[dataset] = rep.to_text()
-                if not rep.ok:
-                    # not complete after all: the next call downloads and extracts the part again
-                    complete = _complete(dest)
-                    if complete.pop(dataset, None) is not None:
-                        atomic_write_json(downloads / COMPLETE_FILE, complete)
-                    raise DownloadError(f"the downloaded {dataset} fails `skinlib data verify` (the next call "
-                                        f"downloads it again):\n{rep.to_text()}")
+        _verify_parts(parts, dest, report)
     return report
+
+
+def _verify_parts(parts: Sequence[str], dest: Path, report: DownloadReport) -> None:
+    """``skinlib data verify`` on each downloaded data set; one that fails is no longer recorded as complete
+    (the next call downloads and extracts it again) and stops with the verifier's report."""
+    from skinlib.data.verify import verify as verify_dataset
+
+    for dataset in ("ham10000", "isic2018_test"):
+        if dataset in parts:
+            rep = verify_dataset(dest, dataset=dataset)
+            report.verified[dataset] = rep.to_text()
+            if not rep.ok:
+                complete = _complete(dest)
+                if complete.pop(dataset, None) is not None:
+                    atomic_write_json(dest / DOWNLOADS / COMPLETE_FILE, complete)
+                raise DownloadError(f"the downloaded {dataset} fails `skinlib data verify` (the next call "
+                                    f"downloads it again):\n{rep.to_text()}")
 
 
 def in_cloud() -> bool:

@@ -204,6 +204,36 @@ def write_data_summary(dest: Path, runs: Sequence[Run], *, data_dir: str | os.Pa
     return _source_image_size(ham)
 
 
+def _pack_one(run: Run, tmp: Path) -> dict[str, Any]:
+    """Copy one run's shareable files into the bundle being written in ``tmp`` (its split once, by digest, under
+    ``splits/``); return its entry of ``bundle.json``."""
+    folder = tmp / "runs" / run.path.name
+    folder.mkdir(parents=True)
+    for name in PLAIN_FILES:
+        if run.file(name).is_file():
+            if name.endswith(".json"):
+                _copy_public_json(run.file(name), folder / name)
+            else:
+                shutil.copyfile(run.file(name), folder / name)
+    for name in GZIP_FILES:
+        if run.file(name).is_file():
+            _gzip(run.file(name), folder / f"{name}.gz")
+    for name in BINARY_FILES:
+        if run.file(name).is_file():
+            shutil.copyfile(run.file(name), folder / name)
+    split_tmp = tmp / "split.csv.gz"
+    _gzip(run.file("split.csv"), split_tmp)
+    split = Path("splits") / f"{file_digest(run.file('split.csv'))[:16]}.csv.gz"
+    (tmp / "splits").mkdir(exist_ok=True)
+    os.replace(split_tmp, tmp / split)
+    env = run.metrics().get("environment", {})
+    return {"folder": run.path.name, "split": split.as_posix(), "data_key": run.data()["key"],
+            "finished_utc": env.get("finished_utc"), "device": env.get("gpu") or env.get("device"),
+            "torch": env.get("torch"), "skinlib": env.get("skinlib"),
+            "image_size": run.config.image_size, "pretrained": run.config.pretrained,
+            "weights_sha256": _weights_digest(run.config) if run.config.pretrained else None}
+
+
 def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
               parameters: dict[str, Any] | None = None, max_bytes: int = MAX_BYTES,
               missing: Sequence[str] | None = None, data_dir: str | os.PathLike | None = None,
@@ -226,34 +256,8 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        entries, devices = [], set()
-        for run in sorted(runs, key=lambda r: r.path.name):
-            folder = tmp / "runs" / run.path.name
-            folder.mkdir(parents=True)
-            for name in PLAIN_FILES:
-                if run.file(name).is_file():
-                    if name.endswith(".json"):
-                        _copy_public_json(run.file(name), folder / name)
-                    else:
-                        shutil.copyfile(run.file(name), folder / name)
-            for name in GZIP_FILES:
-                if run.file(name).is_file():
-                    _gzip(run.file(name), folder / f"{name}.gz")
-            for name in BINARY_FILES:
-                if run.file(name).is_file():
-                    shutil.copyfile(run.file(name), folder / name)
-            split_tmp = tmp / "split.csv.gz"
-            _gzip(run.file("split.csv"), split_tmp)
-            split = Path("splits") / f"{file_digest(run.file('split.csv'))[:16]}.csv.gz"
-            (tmp / "splits").mkdir(exist_ok=True)
-            os.replace(split_tmp, tmp / split)
-            env = run.metrics().get("environment", {})
-            devices.add(env.get("gpu") or env.get("device", "unknown"))
-            entries.append({"folder": run.path.name, "split": split.as_posix(), "data_key": run.data()["key"],
-                            "finished_utc": env.get("finished_utc"), "device": env.get("gpu") or env.get("device"),
-                            "torch": env.get("torch"), "skinlib": env.get("skinlib"),
-                            "image_size": run.config.image_size, "pretrained": run.config.pretrained,
-                            "weights_sha256": _weights_digest(run.config) if run.config.pretrained else None})
+        entries = [_pack_one(run, tmp) for run in sorted(runs, key=lambda r: r.path.name)]
+        devices = {e["device"] or "unknown" for e in entries}
         source_size = write_data_summary(tmp / DATA_FOLDER, runs, data_dir=data_dir) if with_data else None
         files = {p.relative_to(tmp).as_posix(): file_digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         size = sum((tmp / f).stat().st_size for f in files)

@@ -126,29 +126,50 @@ def leakage_study(config: RunConfig, seeds: Sequence[int]) -> Study:
     return Study({"lesion split": base, "image split": variant(base, split="image")}, seeds)
 
 
-STUDIES: tuple[str, ...] = ("baselines", "pretraining", "attention", "losses", "final", "leakage")
+PRETRAINING_MODELS: dict[str, str] = {"ResNet18": "resnet18", "MobileNetV3": "mobilenet_v3_small"}
+"""Table 2's models: the two the paper trains both from scratch and from ImageNet weights."""
+
+
+def pretraining_study(config: RunConfig, seeds: Sequence[int], *, scratch: bool = False) -> Study:
+    """Table 2: ResNet18 and MobileNetV3-Small from ImageNet weights (those present on this machine), and with
+    ``scratch`` from random weights too (those runs are the baselines' own, shared through the run store)."""
+    from skinlib.models.weights import weights_available
+
+    configs = {f"{label} (no pre-training)": variant(config, model=m)
+               for label, m in PRETRAINING_MODELS.items()} if scratch else {}
+    configs.update({f"{label} (pre-trained)": variant(config, model=m, pretrained=True)
+                    for label, m in PRETRAINING_MODELS.items() if weights_available(m)})
+    return Study(configs, seeds)
+
+
+def _baselines(config: RunConfig, seeds: Sequence[int], *, pretrained: bool) -> Study:
+    from skinlib.models.weights import weights_available
+
+    use = pretrained and all(weights_available(m) for m in TABLE3_MODELS.values())
+    return baseline_study(config, seeds, pretrained=use)
+
+
+def _needs_the_loss_study(config: RunConfig, seeds: Sequence[int], **_: Any) -> Study:
+    raise ValueError("the final study depends on the loss study's choice: use run_study('final', ...)")
+
+
+STUDY_BUILDERS: dict[str, Any] = {
+    "baselines": _baselines,
+    "pretraining": lambda config, seeds, **_: pretraining_study(config, seeds),
+    "attention": lambda config, seeds, **_: attention_study(config, seeds),
+    "losses": lambda config, seeds, **_: loss_study(config, seeds),
+    "final": _needs_the_loss_study,
+    "leakage": lambda config, seeds, **_: leakage_study(config, seeds),
+}
+"""The book's studies by name (``skinlib study NAME``): each builds its untrained :class:`Study`."""
+STUDIES: tuple[str, ...] = tuple(STUDY_BUILDERS)
 
 
 def make_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True) -> Study:
     """One of the book's studies by name, untrained (``final`` needs the loss study: see :func:`run_study`)."""
-    from skinlib.models.weights import weights_available
-
-    if name == "baselines":
-        use = pretrained and all(weights_available(m) for m in TABLE3_MODELS.values())
-        return baseline_study(config, seeds, pretrained=use)
-    if name == "pretraining":
-        configs = {f"{m} (pre-trained)": variant(config, model=m, pretrained=True)
-                   for m in ("resnet18", "mobilenet_v3_small") if weights_available(m)}
-        return Study(configs, seeds)
-    if name == "attention":
-        return attention_study(config, seeds)
-    if name == "losses":
-        return loss_study(config, seeds)
-    if name == "leakage":
-        return leakage_study(config, seeds)
-    if name == "final":
-        raise ValueError("the final study depends on the loss study's choice: use run_study('final', ...)")
-    raise ValueError(f"unknown study {name!r}; valid: {', '.join(STUDIES)}")
+    if name not in STUDY_BUILDERS:
+        raise ValueError(f"unknown study {name!r}; valid: {', '.join(STUDIES)}")
+    return STUDY_BUILDERS[name](config, seeds, pretrained=pretrained)
 
 
 def run_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,

@@ -328,6 +328,31 @@ def _final_runs(params: dict[str, Any], *, data_dir: Any, runs_dir: Any) -> list
             return None
 
 
+def _start_fitting(pool: Any, pending: list[RunConfig], estimates: list[Estimate], plan: Plan,
+                   running: dict[Any, RunConfig], *, jobs: int, where: tuple[str | None, str | None]
+                   ) -> tuple[list[RunConfig], dict[int, str]]:
+    """Start the pending runs that fit now (:func:`choose`) in ``pool``, adding them to ``running``; return the
+    runs still pending and, by their new position, why each waits."""
+    from skinlib.study.parallel import threads_per_job, train_in_child
+
+    chosen, waiting = choose(pending, estimates, plan, free=jobs - len(running))
+    for i in chosen:
+        config, est = pending[i], estimates[i]
+        running[pool.submit(train_in_child, config.to_dict(), *where, threads_per_job(jobs), est.per_epoch)] = config
+        log.info("window: started %s seed %d (estimate %.0f s, %s)", config.name, config.seed,
+                 est.total(config.epochs, plan.startup), est.source)
+    pending = [c for i, c in enumerate(pending) if i not in chosen]
+    return pending, {i - sum(j < i for j in chosen): w for i, w in waiting.items() if i not in chosen}
+
+
+def _pack_midway(params: dict[str, Any], profile: str, out: Path, **where: Any) -> None:
+    """Pack the runs finished so far; a failure is logged, not raised (the final pack decides)."""
+    try:
+        _pack_archive(params, profile, out, **where)
+    except Exception as exc:
+        log.warning("window: packing after a run failed (%s: %s)", type(exc).__name__, exc)
+
+
 def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: int = 1,
                data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
                reserve_s: float = 90.0, startup_s: float = 30.0, results_dir: str | os.PathLike | None = None,
@@ -349,7 +374,6 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     from skinlib.study.bundles import BUNDLE_FILE, bundle_dir, profile_runs, unpack
-    from skinlib.study.parallel import threads_per_job, train_in_child
     from skinlib.study.profiles import get_profile
     from skinlib.train import DEADLINE_ENV
 
@@ -378,15 +402,7 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
             while pending or running:
                 known = {**calibrated, **measured(profile_runs(params, data_dir=data_dir, runs_dir=runs_dir).finished)}
                 estimates = estimate_runs(pending, known)
-                chosen, waiting = choose(pending, estimates, plan, free=jobs - len(running))
-                for i in chosen:
-                    config, est = pending[i], estimates[i]
-                    running[pool.submit(train_in_child, config.to_dict(), *where, threads_per_job(jobs),
-                                        est.per_epoch)] = config
-                    log.info("window: started %s seed %d (estimate %.0f s, %s)", config.name, config.seed,
-                             est.total(config.epochs, plan.startup), est.source)
-                pending = [c for i, c in enumerate(pending) if i not in chosen]
-                waiting = {i - sum(j < i for j in chosen): w for i, w in waiting.items() if i not in chosen}
+                pending, waiting = _start_fitting(pool, pending, estimates, plan, running, jobs=jobs, where=where)
                 if not running:  # nothing fits any more
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -397,10 +413,7 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
                         pending, final_known = final, True
                 if finished_now and time.time() - last_pack >= pack_every_s and \
                         time.time() < plan.training_ends:  # an archive as runs finish: a killed window keeps it
-                    try:
-                        _pack_archive(params, profile, out, data_dir=data_dir, runs_dir=runs_dir, report=report)
-                    except Exception as exc:  # packing mid-window is a bonus; the final pack below decides
-                        log.warning("window: packing after a run failed (%s: %s)", type(exc).__name__, exc)
+                    _pack_midway(params, profile, out, data_dir=data_dir, runs_dir=runs_dir, report=report)
                     last_pack = time.time()
     report.not_started = [f"{c.name} seed {c.seed}: {waiting.get(i, 'not reached')}" for i, c in enumerate(pending)]
     _pack_archive(params, profile, out, data_dir=data_dir, runs_dir=runs_dir, report=report)
