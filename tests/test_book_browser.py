@@ -224,7 +224,7 @@ def test_a_results_bundle_renders_the_same_numbers_without_training(book, tmp_pa
     command, an empty run store and no data: nothing trains, no weights, no images but the bundle's, the same
     outputs as the book built here from the runs and the data."""
     from skinlib.study.bundles import pack_profile, read_bundle
-    from tests.test_publish import build_command
+    from tests.pages_workflow import build_command
 
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", "--local", str(ROOT), str(clone)], check=True)

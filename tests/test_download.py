@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from skinlib.cli import main
 from skinlib.data import download as dl
@@ -18,76 +17,7 @@ from skinlib.data.index import load_ham10000, load_isic2018_test
 from skinlib.data.masks import find_masks
 from skinlib.fetch import Checksum, ChecksumError, DownloadError, download, mirrored
 from tests.fileserver import FileServer
-
-HAM = [("ISIC_0024306", "HAM_0000001", "nv"), ("ISIC_0024307", "HAM_0000001", "nv"),
-       ("ISIC_0024308", "HAM_0000002", "mel"), ("ISIC_0024309", "HAM_0000003", "bkl"),
-       ("ISIC_0024310", "HAM_0000004", "bcc"), ("ISIC_0024311", "HAM_0000005", "df"),
-       ("ISIC_0024312", "HAM_0000006", "vasc")]
-ISIC = [("ISIC_0034524", "NV"), ("ISIC_0034525", "MEL"), ("ISIC_0034526", "AKIEC")]
-
-
-def _jpeg(seed: int, size: tuple[int, int] = (60, 45)) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def _png_mask(seed: int) -> bytes:
-    buf = io.BytesIO()
-    mask = np.zeros((45, 60), dtype=np.uint8)
-    mask[10 + seed % 5:30, 15:40] = 255
-    Image.fromarray(mask).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def fixture_files() -> dict[str, bytes]:
-    """The six published files, a few images each, laid out as their publishers do."""
-    meta = "lesion_id,image_id,dx,dx_type,age,sex,localization\n" + "".join(
-        f"{lesion},{image},{dx},histo,50.0,male,back\n" for image, lesion, dx in HAM)
-    onehot = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
-    gt = "image," + ",".join(onehot) + "\n" + "".join(
-        f"{image}," + ",".join("1.0" if c == dx else "0.0" for c in onehot) + "\n" for image, dx in ISIC)
-    return {
-        "HAM10000_images_part_1.zip": _zip({f"{i}.jpg": _jpeg(k) for k, (i, _, _) in enumerate(HAM[:4])}),
-        "HAM10000_images_part_2.zip": _zip({f"{i}.jpg": _jpeg(k + 4) for k, (i, _, _) in enumerate(HAM[4:])}),
-        "HAM10000_metadata.tab": meta.encode(),
-        "HAM10000_segmentations_lesion_tschandl.zip": _zip(
-            {f"HAM10000_segmentations_lesion_tschandl/{i}_segmentation.png": _png_mask(k)
-             for k, (i, _, _) in enumerate(HAM)} | {"__MACOSX/._x_segmentation.png": b"junk"}),
-        "ISIC2018_Task3_Test_Input.zip": _zip(
-            {f"ISIC2018_Task3_Test_Input/{i}.jpg": _jpeg(k + 20) for k, (i, _) in enumerate(ISIC)}
-            | {"ISIC2018_Task3_Test_Input/LICENSE.txt": b"CC-BY-NC"}),
-        "ISIC2018_Task3_Test_GroundTruth.zip": _zip(
-            {"ISIC2018_Task3_Test_GroundTruth/ISIC2018_Task3_Test_GroundTruth.csv": gt.encode()}),
-    }
-
-
-def serve(files: dict[str, bytes], *, md5: dict[str, str] | None = None) -> FileServer:
-    """A server laid out like Dataverse's native API plus the ISIC S3 bucket."""
-    server = FileServer()
-    listing = []
-    for k, (name, data) in enumerate(files.items()):
-        if name.startswith("ISIC2018"):
-            server.add(f"/2018/{name}", data, etag=True)
-            continue
-        digest = (md5 or {}).get(name, hashlib.md5(data).hexdigest())
-        entry = {"id": 1000 + k, "filename": name, "filesize": len(data), "md5": digest,
-                 "checksum": {"type": "MD5", "value": digest}}
-        if name.endswith(".tab"):
-            entry["originalFileFormat"] = "text/csv"
-        listing.append({"label": name, "dataFile": entry})
-        server.add(f"/api/access/datafile/{1000 + k}", data)
-    server.add("/api/datasets/:persistentId/", {"status": "OK", "data": {"latestVersion": {"files": listing}}})
-    return server
+from tests.published import HAM, ISIC, fixture_files, serve
 
 
 @pytest.fixture()

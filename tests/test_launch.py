@@ -15,7 +15,7 @@ import yaml
 from skinlib.book.launch import source_links
 from skinlib.data import download as dl
 from skinlib.data.paths import DATA_ENV
-from tests.test_download import fixture_files, serve
+from tests.published import fixture_files, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

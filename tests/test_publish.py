@@ -8,22 +8,10 @@ import subprocess
 from pathlib import Path
 
 import tomllib
-import yaml
+
+from tests.pages_workflow import build_command, workflow
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
-
-
-def workflow() -> dict:
-    return yaml.safe_load(WORKFLOW.read_text())
-
-
-def build_command() -> str:
-    """The workflow's book-building command (the book test runs it on a fresh clone)."""
-    steps = workflow()["jobs"]["build"]["steps"]
-    return next(s["run"] for s in steps if "run" in s and s["run"].startswith("make book "))
-
-
 def test_workflow_builds_from_the_bundle_and_deploys_to_pages():
     wf = workflow()
     triggers = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` as true
