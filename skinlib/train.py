@@ -47,7 +47,6 @@ from skinlib.models import check_image_size, create_model
 from skinlib.runs import (
     NO_TRAIN_ENV,
     OPTIMIZERS,
-    SAMPLERS,
     MissingRunError,
     Run,
     RunConfig,
@@ -134,8 +133,6 @@ def load_data(
     distributed: Distributed = Distributed(),
 ) -> tuple[Data, pd.DataFrame]:
     """Split the selected rows, take their cached images and return the batch iterators and the split table."""
-    if config.sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {config.sampler!r}; valid: {', '.join(SAMPLERS)}")
     if config.batch_size % distributed.world_size:
         raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible by the "
                          f"{distributed.world_size} processes")
