@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 import typing
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import Any
 import yaml
 
 from skinlib import __version__
+
+COMMAND_STARTED = time.time()  # a window's budget counts from here unless told otherwise
 
 log = logging.getLogger("skinlib")
 
@@ -294,18 +297,24 @@ def _results_window(args: argparse.Namespace) -> int:
     from skinlib.study.profiles import get_profile
     from skinlib.study.window import run_window
 
+    started = args.started_at if args.started_at is not None else COMMAND_STARTED
     params = _params(args)
     profile = get_profile(args.profile, **params)
     jobs = resolve_jobs(args.jobs, str(profile["device"]), params=profile)
     report = run_window(args.profile, budget_s=args.budget, out=args.out, jobs=jobs, data_dir=args.data_dir,
-                        runs_dir=args.runs_dir, reserve_s=args.reserve, **params)
-    print(f"window of {args.budget:.0f} s took {report.seconds:.0f} s: {len(report.trained)} runs trained")
+                        runs_dir=args.runs_dir, reserve_s=args.reserve, started_at=started, **params)
+    if args.report:
+        Path(args.report).write_text(report.to_json())
+    print(f"window of {args.budget:.0f} s took {report.seconds:.0f} s (its prelude included): "
+          f"{len(report.trained)} runs trained on {report.device}")
     for line in report.estimates:
         print(f"estimate at the start:{line}")
     for label, items in (("stopped at the deadline", report.stopped), ("failed", report.failed),
                          ("not started", report.not_started), ("still missing", report.missing)):
         for item in items:
             print(f"{label}: {item}")
+    for folder, why in report.not_derived.items():
+        print(f"packed without: {folder}: {why}")
     print(f"archive: {report.archive}" if report.archive else "archive: none (no finished run)")
     return 0 if not report.failed else 1
 
@@ -597,6 +606,10 @@ def _results_commands(sub: Any, shared: _Shared) -> None:
     p.add_argument("--reserve", type=float, default=90.0, metavar="SECONDS",
                    help="kept at the end for Grad-CAM, ISIC predictions and packing")
     p.add_argument("--out", required=True, help="folder for results-<profile>.tar.gz")
+    p.add_argument("--started-at", type=float, metavar="UNIX_TIME",
+                   help="when the budget began (default: when this command started; a script passes its own start)")
+    p.add_argument("--report", metavar="FILE", help="write the window's report (per run: estimate, start, end, "
+                   "outcome; fitted speeds) as JSON")
     p.set_defaults(func=_results_window)
     p = results.add_parser("status", parents=[data_dir, runs, profile],
                            help="which of a profile's runs are finished, bundled or missing", **fmt)

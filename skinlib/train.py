@@ -325,15 +325,18 @@ EPOCH_ESTIMATE_ENV = "SKINLIB_EPOCH_ESTIMATE"  # seconds of one epoch, the windo
 def _check_deadline(run: Run, history: list[dict[str, Any]], epochs: int) -> None:
     """Stop before an epoch that would not end, with the final test pass after it, before the deadline.
 
-    The epoch's seconds are the mean of the epochs so far; before the first epoch, the window's estimate
-    (:data:`EPOCH_ESTIMATE_ENV`), so a run started late stops before paying for an epoch it cannot use. The test
-    pass is taken as twice the mean validation pass (the test part is twice the validation part)."""
+    The epoch's seconds are the mean of the last three epochs (the first left out once there are others: it
+    pays for autotuning and loading; the last few follow how many runs share the device now); before the first
+    epoch, the window's estimate (:data:`EPOCH_ESTIMATE_ENV`), so a run started late stops before paying for an
+    epoch it cannot use. The test pass is taken as twice the mean validation pass (the test part is twice the
+    validation part)."""
     deadline = os.environ.get(DEADLINE_ENV)
     if not deadline or len(history) >= epochs:
         return
     if history:
-        per_epoch = sum(h["seconds"] + h.get("eval_seconds", 0.0) for h in history) / len(history)
-        test = 2 * sum(h.get("eval_seconds", 0.0) for h in history) / len(history)
+        recent = (history[1:] if len(history) > 1 else history)[-3:]
+        per_epoch = sum(h["seconds"] + h.get("eval_seconds", 0.0) for h in recent) / len(recent)
+        test = 2 * sum(h.get("eval_seconds", 0.0) for h in recent) / len(recent)
     elif os.environ.get(EPOCH_ESTIMATE_ENV):
         per_epoch, test = float(os.environ[EPOCH_ESTIMATE_ENV]), 0.0
     else:
@@ -373,7 +376,7 @@ def fit(
         raise MissingRunError(
             f"run {run.path.name} is needed but neither in the run store nor in the results bundle, and "
             f"training is switched off ({NO_TRAIN_ENV}=1, as when a book renders bundled results); make it "
-            f"where there is time (e.g. `benchmarks/gpu_results.sh` on a GPU, or `skinlib train` with this "
+            f"where there is time (e.g. `benchmarks/gpu_window.py` on a GPU, or `skinlib train` with this "
             f"config: {json.dumps(config.identity(), sort_keys=True)}), then `skinlib results pack`")
     device = resolve_device(config.device)
     distributed = init_distributed(device.type)

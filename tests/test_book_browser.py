@@ -276,7 +276,7 @@ def test_a_partial_bundle_renders_and_names_what_it_lacks(book, tmp_path):
     for chapter in ("01_data", "04_attention", "05_losses"):  # they never ask for the EfficientNet run
         assert _text_outputs(chapter, clone) == _text_outputs(chapter), f"{chapter} renders other outputs"
     page = (executed / "02_baselines.html").read_text()
-    assert "is not in the" in page and dropped.config.name in page and "gpu_results.sh" in page
+    assert "is not in the" in page and dropped.config.name in page and "gpu_window.py" in page
     assert "Lightweight baselines" in page  # the chapter keeps its title and overview
     # what does not need the run is still there: the exercises' computed answers, the prose's other values
     full, part = (_glued("02_baselines", root) for root in (ROOT, clone))

@@ -143,7 +143,7 @@ def test_a_chapter_needing_a_run_a_partial_bundle_lacks_shows_the_rest(tmp_path)
     text = "\n".join(c.source for c in page.cells if c.cell_type == "markdown")
     outputs = "\n".join(o.get("text", "") for c in page.cells if c.cell_type == "code" for o in c.outputs)
     assert page.cells[0].source.startswith("# Baselines") and "run `resnet18-abc`" in text
-    assert "- `resnet18 seed 0`" in text and "- `shufflenet seed 0`" in text and "gpu_results.sh" in text
+    assert "- `resnet18 seed 0`" in text and "- `shufflenet seed 0`" in text and "gpu_window.py" in text
     assert "independent of the table mine" in outputs and "built on the table" not in outputs
     assert text.count("Not shown:") == 4  # the failing cell and the three that read what it defines
     assert f"Test images: {{glue:text}}`n_images`; best: {ABSENT}." in text

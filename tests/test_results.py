@@ -86,7 +86,7 @@ def test_unpacked_run_is_finished_without_weights_and_trains_nothing(trained, tm
 
 def test_a_missing_run_is_named_instead_of_trained(tmp_path, monkeypatch):
     monkeypatch.setenv(NO_TRAIN_ENV, "1")
-    with pytest.raises(MissingRunError, match=r"run tiny-\w+ is needed .*gpu_results\.sh"):
+    with pytest.raises(MissingRunError, match=r"run tiny-\w+ is needed .*gpu_window\.py"):
         fit(RunConfig(**TINY).replace(seed=7), runs_dir=tmp_path)
     assert not any(tmp_path.iterdir())
 
@@ -127,7 +127,8 @@ def test_two_windows_make_the_whole_profile(tmp_path, data_dir):
     """A short window trains what fits and packs it; a second one, from that bundle, makes the rest."""
     import tarfile
 
-    from skinlib.study.window import Estimate, run_window
+    from skinlib.study.schedule import Estimate
+    from skinlib.study.window import run_window
 
     # the estimate the scheduler starts from (the figure a device measured before): 12 s an epoch of
     # MobileNetV3-Small at this size and batch, the other models scaled by their FLOPs
@@ -177,12 +178,13 @@ def test_a_run_whose_derivation_fails_is_skipped_not_fatal(trained, monkeypatch,
     run, _ = trained
 
     def no_masks(*args, **kwargs):
-        raise FileNotFoundError("no lesion masks under the data folder")
+        raise FileNotFoundError("no lesion masks under /srv/secret/data/masks")
 
     monkeypatch.setattr(skinlib.explain, "cam_mask_scores", no_masks)
     with caplog.at_level(logging.WARNING):
-        assert bundles.derive_run(run, final=False, data_dir=data_dir) is False
-    assert "could not derive chapter 06's results" in caplog.text and "no lesion masks" in caplog.text
+        why = bundles.derive_run(run, final=False, data_dir=data_dir)
+    assert why == "Grad-CAM: FileNotFoundError: no lesion masks under masks"  # the reason, without the folders
+    assert "packed without Grad-CAM" in caplog.text
 
 
 def test_a_bundle_carries_the_data_its_chapters_read(trained, tmp_path, data_dir):

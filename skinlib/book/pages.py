@@ -114,7 +114,8 @@ def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any]
             f"Their {len(runs)} training runs were finished {when} on {', '.join(devices) or 'no device'} "
             f"(PyTorch {', '.join(torches) or '?'}).", ""]
     if bundle:
-        commit = f" from commit `{bundle['git_commit']}`" if bundle.get("git_commit") else ""
+        known = bundle.get("git_commit") not in (None, "", "unknown")
+        commit = f" from commit `{bundle['git_commit']}`" if known else " from a commit it does not record"
         text += [f"They come from the committed results bundle `results/{bundle['profile']}`, packed "
                  f"{bundle['packed_utc']}{commit}; this book was rendered from it on a machine that trained nothing"
                  + (", and had no data: the data tables and drawn images come from the bundle's data summary "
@@ -122,7 +123,7 @@ def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any]
                     else "; the data here was checked to be the data the runs were trained on."), ""]
     if bundle:
         again = (f"To render this book again: `make book PROFILE={profile}`; to compute its runs again on a GPU: "
-                 f"`benchmarks/gpu_results.sh SECONDS OUT`")
+                 f"`python3 benchmarks/gpu_window.py run OUT`")
     else:
         again = f"To compute them again: `{'make book' if profile == 'smoke' else f'skinlib book --profile {profile}'}`"
     text += [*lines, "", f"{again} (see {{doc}}`/book/reproduce` for the hardware and time per profile).", ""]

@@ -168,7 +168,7 @@ def _summary(profile: str, missing: list[str]) -> Any:
         f"The bundle was made in a training window that did not finish every run. What its runs allow is shown "
         f"below; each table or figure that needs one of the others is replaced by a note.\n\n"
         f"Runs of the profile still missing from the bundle:{listed}\n\n"
-        f"Make them where there is time: on a GPU, `benchmarks/gpu_results.sh SECONDS OUT` "
+        f"Make them where there is time: on a GPU, `python3 benchmarks/gpu_window.py run OUT` "
         f"(`skinlib results window --profile {profile}`), which goes on from this bundle; then unpack its "
         f"archive into `results/` and render again.\n:::")
     cell.metadata["tags"] = [NOTE_TAG]

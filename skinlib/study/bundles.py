@@ -74,18 +74,33 @@ def _gzip(src: Path, dst: Path) -> None:
         shutil.copyfileobj(fin, fout)
 
 
-def _git_commit() -> str | None:
+COMMIT_ENV = "SKINLIB_GIT_COMMIT"  # the commit of a copy without .git (a staged GPU window), set by whoever copied it
+
+
+def git_commit() -> str:
+    """The commit this code is from: :data:`COMMIT_ENV` when set, else ``git rev-parse`` in this project's own
+    ``.git`` (never a repository above it), else ``"unknown"``; ``-dirty`` when tracked files were changed."""
     from skinlib.data.paths import project_root
 
+    given = os.environ.get(COMMIT_ENV, "").strip()
+    if given:
+        return given if re.fullmatch(r"[0-9a-f]{7,40}(-dirty)?", given) else "unknown"
     root = project_root()
-    if root is None:
-        return None
+    if root is None or not (root / ".git").exists():
+        return "unknown"
+    env = {**os.environ, "GIT_DIR": str(root / ".git"), "GIT_WORK_TREE": str(root),
+           "GIT_CEILING_DIRECTORIES": str(root.parent)}
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10, env=env)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=20, env=env)
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+        return "unknown"
+    commit = head.stdout.strip()
+    if head.returncode or not re.fullmatch(r"[0-9a-f]{7,40}", commit):
+        return "unknown"
+    return commit + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
 def _without_folders(value: Any) -> Any:
@@ -237,13 +252,14 @@ def _pack_one(run: Run, tmp: Path) -> dict[str, Any]:
 def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
               parameters: dict[str, Any] | None = None, max_bytes: int = MAX_BYTES,
               missing: Sequence[str] | None = None, data_dir: str | os.PathLike | None = None,
-              with_data: bool = True) -> PackResult:
+              with_data: bool = True, not_derived: dict[str, str] | None = None) -> PackResult:
     """Write the bundle of finished ``runs`` to ``out`` (replaced as a whole, never half-written).
 
     ``missing`` names the profile's runs not in it (a partial bundle); ``bundle.json`` records them and
     ``"complete": true`` only when there are none (``None``: not known, recorded as incomplete).
     ``with_data``: the bundle carries the data summary its chapters read (:func:`write_data_summary`, from
-    the data in ``data_dir``), so it renders where the data is absent.
+    the data in ``data_dir``), so it renders where the data is absent. ``not_derived`` names, per run folder,
+    what could not be derived from its weights and why (``bundle.json``'s ``not_derived``).
     """
     out = Path(out)
     if not runs:
@@ -269,8 +285,9 @@ def pack_runs(runs: Sequence[Run], out: str | os.PathLike, *, profile: str,
         meta = {"format": FORMAT, "profile": profile, "parameters": parameters or {},
                 "packed_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "runs_finished_utc": [finished[0], finished[-1]] if finished else None,
-                "devices": sorted(devices), "git_commit": _git_commit(), "runs": entries, "files": files,
-                "complete": missing is not None and not missing, "missing": sorted(missing or [])}
+                "devices": sorted(devices), "git_commit": git_commit(), "runs": entries, "files": files,
+                "complete": missing is not None and not missing, "missing": sorted(missing or []),
+                "not_derived": dict(sorted((not_derived or {}).items()))}
         if with_data:
             meta["data"] = {"licence": LICENCE, "attribution": ATTRIBUTION,
                             "source_image_size": source_size}
@@ -376,7 +393,7 @@ def read_bundle(path: str | os.PathLike, *, verify: bool = True, max_bytes: int 
     if not meta_file.is_file() or meta_file.is_symlink():
         raise BundleError(f"{path} is not a results bundle (no {BUNDLE_FILE}); make one where the runs are "
                           f"(`skinlib results pack --profile PROFILE`), or train them in a GPU window "
-                          f"(`benchmarks/gpu_results.sh SECONDS OUT`) and unpack its archive into results/")
+                          f"(`python3 benchmarks/gpu_window.py run OUT`) and unpack its archive into results/")
     if meta_file.stat().st_size > 1024 * 1024:
         raise BundleError(f"{meta_file} is over 1 MB, far more than a bundle's listing; restore it from git")
     try:
@@ -643,12 +660,33 @@ def profile_runs(params: dict[str, Any], *, data_dir: str | os.PathLike | None =
     return ProfileRuns(finished, missing, final_known)
 
 
+OPTIONAL_PACKAGES: dict[str, str] = {
+    "pytorch_grad_cam": "Grad-CAM scores and maps (chapter 06; pip install grad-cam)",
+}
+"""Packages a window can do without, each with what is left out of the bundle when it is missing."""
+
+
+def missing_optional() -> dict[str, str]:
+    """The :data:`OPTIONAL_PACKAGES` that cannot be imported here, with what the bundle will lack."""
+    import importlib.util
+
+    def absent(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):  # blocked (a None entry in sys.modules, a finder that refuses it)
+            return True
+
+    return {name: what for name, what in OPTIONAL_PACKAGES.items() if absent(name)}
+
+
 def derive(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
-           runs_dir: str | os.PathLike | None = None, device: str = "auto") -> list[str]:
+           runs_dir: str | os.PathLike | None = None, device: str = "auto",
+           not_derived: dict[str, str] | None = None) -> list[str]:
     """Compute, while the weights are at hand, what chapter 06 draws from trained models: the final model's
     ISIC 2018 test predictions and Grad-CAM (scores and example maps), the baselines' Grad-CAM scores.
 
-    Returns the run folders it touched; runs that are missing or bundled (no weights) are skipped.
+    Returns the run folders it touched; runs that are missing or bundled (no weights) are skipped. What could
+    not be derived is recorded, per run folder, in ``not_derived`` (with why), never raised.
     """
     from skinlib.runs import MissingRunError
     from skinlib.study.experiments import final_runs, make_study, profile_config
@@ -671,33 +709,58 @@ def derive(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
                 continue
             if run.bundled:
                 continue
-            if derive_run(run, final=final, data_dir=data_dir, device=device):
+            why = derive_run(run, final=final, data_dir=data_dir, device=device)
+            if why is None:
                 done.append(run.path.name)
+                if not_derived is not None:
+                    not_derived.pop(run.path.name, None)
+            elif not_derived is not None:
+                not_derived[run.path.name] = why
     return done
 
 
-def derive_run(run: Run, *, final: bool, data_dir: str | os.PathLike | None = None, device: str = "auto") -> bool:
-    """What chapter 06 draws from one trained run (ISIC 2018 predictions for the final model, Grad-CAM); a
-    failure (missing masks, a damaged file) is logged and returns False, so the other runs are still packed."""
+def derive_run(run: Run, *, final: bool, data_dir: str | os.PathLike | None = None,
+               device: str = "auto") -> str | None:
+    """What chapter 06 draws from one trained run (ISIC 2018 predictions for the final model, Grad-CAM).
+    Returns ``None`` when everything was derived, else what was left out and why: any failure (a missing
+    optional package, missing masks, a damaged file, a CUDA error) is logged and returned, never raised, so the
+    other runs are still packed."""
     from skinlib.data.index import find_isic2018_test_dir
-    from skinlib.explain import cam_mask_scores
-    from skinlib.inference import evaluate_external
 
+    lacking = []
+    if final:
+        try:
+            find_isic2018_test_dir(data_dir)
+        except FileNotFoundError:
+            lacking.append("ISIC 2018 predictions: no ISIC 2018 test set where the window ran")
+        else:
+            lacking += _derive_step("ISIC 2018 predictions", run, "evaluate_external", data_dir=data_dir,
+                                    device=device)
+    missing = missing_optional()
+    if "pytorch_grad_cam" in missing:
+        lacking.append("Grad-CAM: the package pytorch_grad_cam is not installed where the window ran")
+    else:
+        lacking += _derive_step("Grad-CAM", run, "cam_mask_scores", data_dir=data_dir, device=device,
+                                examples=CAM_EXAMPLES if final else 0)
+    for why in lacking:
+        log.warning("%s is packed without %s", run.path.name, why)
+    return "; ".join(lacking) or None
+
+
+def _derive_step(what: str, run: Run, function: str, **kwargs: Any) -> list[str]:
+    """Call ``skinlib.explain.cam_mask_scores`` or ``skinlib.inference.evaluate_external`` on ``run``; the
+    reason it failed, if it did."""
     try:
-        if final:
-            try:
-                find_isic2018_test_dir(data_dir)
-            except FileNotFoundError:
-                log.warning("no ISIC 2018 test set here: the bundle will lack %s's external predictions",
-                            run.path.name)
-            else:
-                evaluate_external(run, data_dir=data_dir, device=device)
-        cam_mask_scores(run, data_dir=data_dir, device=device, examples=CAM_EXAMPLES if final else 0)
-    except (OSError, ValueError, RuntimeError) as exc:
-        log.warning("could not derive chapter 06's results from %s (%s: %s); it is packed without them",
-                    run.path.name, type(exc).__name__, exc)
-        return False
-    return True
+        if function == "cam_mask_scores":
+            from skinlib.explain import cam_mask_scores as step
+        else:
+            from skinlib.inference import evaluate_external as step
+        step(run, **kwargs)
+    except Exception as exc:  # an optional derivation: whatever goes wrong, the run is packed without it
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        first = re.sub(r"(?:[A-Za-z]:)?[/\\][^\s'\"]*[/\\]([^/\\\s'\"]+)", r"\1", first)  # no machine folders
+        return [f"{what}: {type(exc).__name__}: {first}"[:300]]
+    return []
 
 
 def pack_profile(profile: str, *, out: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
@@ -714,7 +777,7 @@ def pack_profile(profile: str, *, out: str | os.PathLike | None = None, data_dir
     if (runs.missing or not runs.final_known) and not allow_missing:
         raise BundleError(f"{len(runs.missing)} runs of profile {profile} are not finished: "
                           f"{', '.join(c.name for c in runs.missing) or 'the final model (loss study incomplete)'}; "
-                          f"train them (skinlib book --profile {profile}, or benchmarks/gpu_results.sh) or pass "
+                          f"train them (skinlib book --profile {profile}, or benchmarks/gpu_window.py) or pass "
                           f"--allow-missing to pack the finished ones")
     missing = [f"{c.name} seed {c.seed}" for c in runs.missing]
     if not runs.final_known:

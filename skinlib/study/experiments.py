@@ -108,14 +108,23 @@ def choose_joint_loss(study: Study) -> str:
     return best_by_validation(joint)
 
 
+def joint_loss_runs(config: RunConfig, seeds: Sequence[int]) -> list[RunConfig]:
+    """The loss study's joint-loss runs, one per (loss, seed): all the final model's choice depends on."""
+    study = loss_study(config, seeds)
+    return [study.configs[label].replace(seed=s) for label in JOINT_LOSSES for s in seeds]
+
+
 def final_study(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
                 runs_dir: str | os.PathLike | None = None, jobs: int = 1) -> tuple[Study, str]:
-    """MobileNetV3-CaCo with the joint loss chosen on validation by the loss study (trained first if needed).
+    """MobileNetV3-CaCo with the joint loss chosen on validation by the loss study's joint-loss runs (trained
+    first if needed; the final model depends on nothing else, so a GPU window can start it early).
 
     Returns the (untrained) final study and the label of the chosen joint loss.
     """
-    losses = loss_study(config, seeds).train(data_dir=data_dir, runs_dir=runs_dir, jobs=jobs)
-    label = choose_joint_loss(losses)
+    losses = loss_study(config, seeds)
+    joint = Study({k: losses.configs[k] for k in JOINT_LOSSES}, seeds).train(data_dir=data_dir, runs_dir=runs_dir,
+                                                                              jobs=jobs)
+    label = best_by_validation(joint)
     final = variant(config.replace(sampler=LOSS_SAMPLER), model="mobilenet_v3_small_caco", loss=LOSS_VARIANTS[label])
     return Study({"MobileNetV3-CaCo": final}, seeds), label
 

@@ -73,13 +73,22 @@ def auto_jobs(device: str = "auto", *, per_job_gib: float | None = None) -> int:
     return max(1, min(MAX_JOBS, cores))
 
 
+def data_memory_gib(images: int, image_size: int, batch_size: int) -> float:
+    """GPU memory of one run's data: every image decoded to uint8 at ``image_size`` (the training, validation
+    and test parts stay on the GPU) and the augmentation's float32 buffers of a batch (input, crop grid,
+    output, normalised copy: about four)."""
+    return (images * 3 * image_size**2 + 4 * batch_size * 3 * image_size**2 * 4) / 2**30
+
+
 def profile_memory_gib(params: dict) -> float:
     """The largest :func:`training_memory_gib` over the models a profile trains, at its image size and batch
-    (mixed precision, as training on CUDA uses it)."""
+    (mixed precision, as training on CUDA uses it), plus the run's GPU-resident data (:func:`data_memory_gib`,
+    at HAM10000's 10,015 images times the profile's subset)."""
     from skinlib.study.experiments import profile_models
 
-    return max(training_memory_gib(m, int(params["image_size"]), int(params["batch_size"]))
-               for m in profile_models(params))
+    size, batch = int(params["image_size"]), int(params["batch_size"])
+    data = data_memory_gib(int(10_015 * float(params.get("subset", 1.0))), size, batch)
+    return max(training_memory_gib(m, size, batch) for m in profile_models(params)) + data
 
 
 def resolve_jobs(jobs: int | str, device: str = "auto", *, params: dict | None = None) -> int:

@@ -1,214 +1,117 @@
-"""How a time-boxed training window decides what to start: estimates for every run, an order, a fit rule.
+"""A time-boxed training window (a GPU lent for minutes): the processes that train, and the pack that ends it.
 
-A window (a GPU lent for minutes) must never start a run that cannot finish, and must have an
-estimate for every run before the first starts. Per run, the seconds of one epoch and of the final
-test pass come from, in order of trust:
-
-1. ``measured``: finished runs of the same model, image size and batch (their history);
-2. ``scaled``: a measured run of another model at the same size and batch, times the ratio of the two
-   models' forward FLOPs (:func:`model_flops`);
-3. ``calibrated``: a few timed training steps of a model on the device before anything starts
-   (:func:`calibrate`), times the steps of an epoch, scaled by FLOPs to the other models.
-
-A run starts only when start-up + its epochs + its test pass end before the deadline minus the
-reserve kept for deriving and packing (:meth:`Plan.fits`). The pending runs are taken in
-:func:`priority` order: what the book needs most first.
+The arithmetic (estimates, sharing, order, fit rule) is :mod:`skinlib.study.schedule`; this module drives it:
+one fresh process per run (a run that dies, even by SIGKILL or a CUDA library's segfault, costs no other run
+and leaves no allocator or cuDNN state behind), the device polled every couple of seconds (each run's epochs
+read from its history as they are written, with the number of runs live meanwhile), the final model queued as
+soon as the joint losses that choose its loss have finished, packing in a thread (it never holds a free slot),
+and the last pack in ``finally``: whatever fails, the finished runs are packed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import multiprocessing
 import os
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Any
 
-from skinlib.io import temporary_env
-from skinlib.runs import Run, RunConfig
+from skinlib.runs import NO_TRAIN_ENV, MissingRunError, Run, RunConfig
+from skinlib.study.schedule import (
+    Estimate,
+    Images,
+    Key,
+    Observed,
+    Plan,
+    Sharing,
+    decide,
+    describe,
+    earlier_estimates,
+    estimate_runs,
+    fit_sharing,
+    key_of,
+    priority,
+    table_estimates,
+    table_rows,
+    uncovered,
+)
 
 log = logging.getLogger(__name__)
 
-TEST_FACTOR = 2.0  # the test part is twice the validation part (70/10/20): its pass takes about twice as long
+__all__ = ["Window", "WindowReport", "calibrate", "device_kind", "run_window"]
+
+POLL_S = 2.0  # how often the window reads the runs' histories and checks for ended processes
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """Seconds of one epoch (training + validation) and of the final test pass, and where they come from."""
-
-    per_epoch: float
-    test: float
-    source: str
-
-    def total(self, epochs: int, startup: float) -> float:
-        """Seconds of a whole run: start-up, every epoch, the test pass."""
-        return startup + epochs * self.per_epoch + self.test
-
-
-@lru_cache(maxsize=64)
-def model_flops(model: str, image_size: int) -> float:
-    """Forward FLOPs of one image through ``model`` at ``image_size`` (counted once per process)."""
+def device_kind(device: str = "auto") -> str:
+    """The kind of device the runs use, as the throughput table names it (``NVIDIA H200``, ``cpu``)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from skinlib.models import create_model
-
-    net = create_model(model).eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(torch.zeros(1, 3, image_size, image_size))
-    return float(counter.get_total_flops())
-
-
-def _key(config: RunConfig) -> tuple[str, int, int]:
-    return config.model, config.image_size, config.batch_size
-
-
-def measured(finished: Sequence[Run]) -> dict[tuple[str, int, int], Estimate]:
-    """Mean epoch and validation-pass seconds of finished runs, per (model, image size, batch)."""
-    sums: dict[tuple[str, int, int], list[tuple[float, float]]] = {}
-    for run in finished:
-        history = run.history()
-        if not len(history):
-            continue
-        evals = history["eval_seconds"] if "eval_seconds" in history else history["seconds"] * 0
-        sums.setdefault(_key(run.config), []).append(
-            (float((history["seconds"] + evals).mean()), float(evals.mean())))
-    return {k: Estimate(sum(e for e, _ in v) / len(v), TEST_FACTOR * sum(t for _, t in v) / len(v), "measured")
-            for k, v in sums.items()}
-
-
-def estimate_runs(pending: Sequence[RunConfig], known: dict[tuple[str, int, int], Estimate], *,
-                  flops: Callable[[str, int], float] = model_flops) -> dict[int, Estimate | None]:
-    """An estimate per pending run (by position): measured for its model, else scaled by FLOPs from the
-    measured model of the same size and batch whose FLOPs are closest; ``None`` when nothing is known."""
-    out: dict[int, Estimate | None] = {}
-    for i, config in enumerate(pending):
-        key = _key(config)
-        if key in known:
-            out[i] = known[key]
-            continue
-        peers = [(k, e) for k, e in known.items() if k[1:] == key[1:]]
-        if not peers:
-            out[i] = None
-            continue
-        mine = flops(config.model, config.image_size)
-        (ref, est) = min(peers, key=lambda p: abs(flops(p[0][0], p[0][1]) - mine))
-        ratio = mine / flops(ref[0], ref[1])
-        out[i] = Estimate(est.per_epoch * ratio, est.test * ratio, f"scaled from {ref[0]} by FLOPs ({ratio:.2f}x)")
-    return out
-
-
-def calibrate(config: RunConfig, *, train_images: int, steps: int = 3, device: str = "auto") -> Estimate:
-    """Time ``steps`` training steps of ``config``'s model on random batches at its size and batch, on the
-    device the runs use, and turn them into an epoch of ``train_images`` images (plus validation and test
-    passes at a third of a step's cost per image: forward only)."""
-    import torch
-    from torch import nn
-
-    from skinlib.models import create_model
-    from skinlib.runtime import memory_format, resolve_device, to_device
+    from skinlib.runtime import resolve_device
 
     dev = resolve_device(device)
-    model = create_model(config.model).to(dev, memory_format=memory_format(dev)).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = to_device(torch.randn(config.batch_size, 3, config.image_size, config.image_size), dev)
-    y = torch.randint(0, 7, (config.batch_size,), device=dev)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        opt.step()
-
-    step()  # warm-up: kernels chosen, memory allocated
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    per_image = (time.perf_counter() - start) / (steps * config.batch_size)
-    val_images = train_images / 7  # the 70/10/20 split
-    per_epoch = per_image * train_images + per_image / 3 * val_images
-    return Estimate(per_epoch, TEST_FACTOR * per_image / 3 * val_images, f"calibrated on {config.model}")
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
 
 
-# what the book needs most, first: the baselines (Table 3), the loss study (the final model is chosen from
-# it), the attention study, the final model, then the rest (pre-training, the image-level split)
-PRIORITY: tuple[str, ...] = ("baselines", "losses", "attention", "final", "other")
+def calibrate(config: RunConfig, *, images: Images, threads: int, device: str = "auto",
+              seconds: float = 2.0) -> Estimate:
+    """Time the real training step of ``config``'s model on the device, as a run takes it (mixed precision,
+    channels-last, the fused optimizer, ``cudnn.benchmark``, ``threads`` CPU threads) for at least ``seconds``
+    after three warm-up steps, on random batches at its size and batch; an epoch of ``images``."""
+    import torch
 
+    from skinlib.losses import make_loss
+    from skinlib.models import create_model
+    from skinlib.runtime import Precision, memory_format, resolve_device, to_device
+    from skinlib.train import make_optimizer
 
-def priority(config: RunConfig) -> tuple[int, int]:
-    """A run's place in the window's order: its group in :data:`PRIORITY`, MobileNetV3-Small first within it."""
-    from skinlib.paper import TABLE3_MODELS
-    from skinlib.study.experiments import ATTENTION_MODELS
+    dev = resolve_device(device)
+    before = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    torch.set_num_threads(threads)
+    torch.backends.cudnn.benchmark = True
+    try:
+        model = create_model(config.model).to(dev, memory_format=memory_format(dev)).train()
+        opt = make_optimizer(config, model)
+        precision = Precision(dev)
+        x = to_device(torch.randn(config.batch_size, 3, config.image_size, config.image_size), dev)
+        y = torch.randint(0, 7, (config.batch_size,), device=dev)
+        loss_fn = make_loss(config.loss, [100] * 7).to(dev)
 
-    if config.split != "lesion" or config.pretrained:
-        group = "other"
-    elif config.loss != "ce":
-        group = "final" if config.model == "mobilenet_v3_small_caco" else "losses"
-    elif config.model in TABLE3_MODELS.values():
-        group = "baselines"
-    elif config.model in ATTENTION_MODELS.values():
-        group = "attention"
-    else:
-        group = "other"
-    return PRIORITY.index(group), 0 if config.model == "mobilenet_v3_small" else 1
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            with precision.autocast():
+                loss = loss_fn(model(x), y)
+            precision.scaler.scale(loss).backward()
+            precision.scaler.step(opt)
+            precision.scaler.update()
 
+        def sync() -> None:
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
 
-@dataclass
-class Plan:
-    """The window's clock: its deadline, the reserve kept at the end, a run's start-up cost."""
-
-    deadline: float
-    reserve: float
-    startup: float
-
-    @property
-    def training_ends(self) -> float:
-        """When every run must be done (the reserve after it is for deriving and packing)."""
-        return self.deadline - self.reserve
-
-    def fits(self, estimate: Estimate | None, epochs: int, now: float | None = None) -> bool:
-        """Whether a run with this estimate, started now, ends (start-up, epochs, test) before training ends.
-        With no estimate, nothing fits: a window starts no run it cannot bound."""
-        if estimate is None:
-            return False
-        now = time.time() if now is None else now
-        return now + estimate.total(epochs, self.startup) <= self.training_ends
-
-
-def describe(pending: Sequence[RunConfig], estimates: dict[int, Estimate | None], epochs: Any = None) -> str:
-    """One line per pending run: its name and estimate, for the window's log."""
-    lines = []
-    for i, c in enumerate(pending):
-        e = estimates.get(i)
-        lines.append(f"  {c.name} seed {c.seed}: " + ("no estimate" if e is None else
-                                                      f"{e.total(c.epochs, 0):.0f} s ({e.source})"))
-    return "\n".join(lines)
-
-
-def choose(pending: Sequence[RunConfig], estimates: dict[int, Estimate | None], plan: Plan, *, free: int,
-           now: float | None = None) -> tuple[list[int], dict[int, str]]:
-    """Which pending runs (positions, in order) to start now with ``free`` job slots, and why each other one
-    waits: no estimate, or an estimated end after training must end."""
-    now = time.time() if now is None else now
-    start, why = [], {}
-    for i, config in enumerate(pending):
-        est = estimates.get(i)
-        if len(start) >= free:
-            why[i] = "no free job slot"
-        elif est is None:
-            why[i] = "no estimate (no run of a comparable model measured or calibrated)"
-        elif not plan.fits(est, config.epochs, now):
-            why[i] = (f"would end after the window: {est.total(config.epochs, plan.startup):.0f} s estimated "
-                      f"({est.source}), {max(0.0, plan.training_ends - now):.0f} s of training time left")
-        else:
-            start.append(i)
-    return start, why
+        for _ in range(3):
+            step()
+        sync()
+        steps, start = 0, time.perf_counter()
+        while steps < 5 or time.perf_counter() - start < seconds:
+            step()
+            steps += 1
+            if steps % 5 == 0:
+                sync()
+        sync()
+        per_s = steps * config.batch_size / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return images.estimate(per_s, None, f"calibrated on {config.model} ({per_s:.0f} images/s)")
 
 
 @dataclass
@@ -220,41 +123,305 @@ class WindowReport:
     stopped: list[str] = field(default_factory=list)  # stopped at the deadline, resumable where they ran
     failed: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # still missing from the bundle after this window
-    estimates: list[str] = field(default_factory=list)  # the estimate of every run when the window began
+    estimates: list[str] = field(default_factory=list)  # the solo estimate of every run when the window began
+    not_derived: dict[str, str] = field(default_factory=dict)  # run folder: what its bundle entry lacks, and why
+    optional_missing: dict[str, str] = field(default_factory=dict)  # package: what the bundle lacks without it
+    runs: list[dict[str, Any]] = field(default_factory=list)  # per started run: estimate, start, end, outcome
+    sharing: dict[str, Any] = field(default_factory=dict)
+    solo: list[dict[str, Any]] = field(default_factory=list)  # fitted solo speeds, as throughput-table rows
+    device: str = ""
+    error: str | None = None  # what stopped the window's driver, if anything (the finished runs are packed)
     archive: Path | None = None
     seconds: float = 0.0
 
+    def to_json(self) -> str:
+        return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}, indent=1)
 
-def _pack_archive(params: dict[str, Any], profile: str, out: Path, *, data_dir: Any, runs_dir: Any,
-                  report: WindowReport) -> None:
-    """Derive what chapter 06 needs and pack every finished run into ``out/results-<profile>.tar.gz``, replaced
-    atomically (a window killed later still leaves the last archive)."""
-    import shutil
-    import tarfile
-    import tempfile
 
-    from skinlib.study.bundles import derive, pack_runs, profile_runs
+def _child(conn: Any, config: dict[str, Any], data_dir: str | None, runs_dir: str | None, threads: int,
+           epoch_estimate: float, deadline: float) -> None:
+    """A run's own process: train it (or reuse it) and send back ``("ok", folder, trained)`` or the error."""
+    from skinlib.study.parallel import train_in_child
+    from skinlib.train import DEADLINE_ENV, DeadlineReached
 
-    derive(params, data_dir=data_dir, runs_dir=runs_dir)
-    state = profile_runs(params, data_dir=data_dir, runs_dir=runs_dir)
-    report.missing = [f"{c.name} seed {c.seed}" for c in state.missing]
-    if not state.final_known:
-        report.missing.append("the final model (after the loss study)")
-    if not state.finished:
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="bundle.", dir=out))
+    os.environ.pop(NO_TRAIN_ENV, None)  # the parent may be packing (which forbids training) as this one starts
+    os.environ[DEADLINE_ENV] = str(deadline)
     try:
-        pack_runs(state.finished, staging / profile, profile=profile, parameters=params, missing=report.missing,
-                  data_dir=data_dir)
-        archive = out / f"results-{profile}.tar.gz"
-        partial = staging / archive.name
-        with tarfile.open(partial, "w:gz") as tar:
-            tar.add(staging / profile, arcname=profile)
-        os.replace(partial, archive)
-        report.archive = archive
+        path, trained = train_in_child(config, data_dir, runs_dir, threads, epoch_estimate)
+        conn.send(("ok", path, trained))
+    except BaseException as exc:  # reported by name to the parent; the process then ends
+        conn.send(("stopped" if isinstance(exc, DeadlineReached) else "error", type(exc).__name__, str(exc)))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        conn.close()
+
+
+@dataclass
+class _Live:
+    """One running run: its process, the pipe it answers on, its folder and what the window expected of it."""
+
+    config: RunConfig
+    process: Any
+    conn: Any
+    folder: Path
+    started: float
+    estimate: float
+    source: str
+    seen_epochs: int = 0
+
+
+class _Timeline:
+    """How many runs were live when: the mean over an interval weights each count by its duration."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[float, int]] = [(0.0, 0)]
+
+    def set(self, now: float, live: int) -> None:
+        self.changes.append((now, live))
+
+    def mean(self, start: float, end: float) -> float:
+        if end <= start:
+            return float(self.changes[-1][1])
+        total = 0.0
+        for i, (t, n) in enumerate(self.changes):
+            t_next = self.changes[i + 1][0] if i + 1 < len(self.changes) else end
+            lo, hi = max(t, start), min(t_next, end)
+            if hi > lo:
+                total += n * (hi - lo)
+        return max(1.0, total / (end - start))
+
+
+class _Packer:
+    """Packing in a thread, one at a time, so that a finished run's slot is refilled while the last pack runs."""
+
+    def __init__(self, pack: Any) -> None:
+        self.pack, self.thread = pack, None
+
+    def request(self) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            return
+        self.thread = threading.Thread(target=self._run, name="window-pack", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.pack()
+        except Exception as exc:  # a midway pack; the last one, after training, decides
+            log.warning("window: packing after a run failed (%s: %s)", type(exc).__name__, exc)
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+
+class Window:
+    """One window's state: the plan, the queue, the live processes, what was measured."""
+
+    def __init__(self, profile: str, params: dict[str, Any], plan: Plan, out: Path, *, jobs: int,
+                 data_dir: Any, runs_dir: Any, report: WindowReport) -> None:
+        self.profile, self.params, self.plan, self.out, self.jobs = profile, params, plan, out, jobs
+        self.data_dir, self.runs_dir, self.report = data_dir, runs_dir, report
+        self.where = (None if data_dir is None else str(data_dir), None if runs_dir is None else str(runs_dir))
+        self.live: list[_Live] = []
+        self.pending: list[RunConfig] = []
+        self.final_known = False
+        self.prior: dict[Key, Estimate] = {}
+        self.observed: list[Observed] = []
+        self.timeline = _Timeline()
+        self.sharing = Sharing()
+        self.fitted: dict[Key, Estimate] = {}
+        self.waiting: dict[int, str] = {}
+        self._keys: dict[tuple, str] = {}
+        self.lock = threading.Lock()  # the pack thread and the driver each switch training off while they read
+        self.t0 = time.time()
+
+    # --- the run store ------------------------------------------------------------------------------------
+    def folder(self, config: RunConfig) -> Path:
+        from skinlib.data.selection import select_data
+
+        k = (config.subset, config.split_seed)
+        if k not in self._keys:
+            self._keys[k] = select_data(self.data_dir, subset=config.subset, seed=config.split_seed).fingerprint.key
+        return Run.for_config(config, self._keys[k], self.runs_dir).path
+
+    def images(self, config: RunConfig) -> Images:
+        from skinlib.data.selection import select_data
+
+        n = len(select_data(self.data_dir, subset=config.subset, seed=config.split_seed).index)
+        return Images(int(n * config.fractions[0]), int(n * config.fractions[1]))
+
+    # --- estimates ----------------------------------------------------------------------------------------
+    def known(self) -> dict[Key, Estimate]:
+        return {**self.prior, **self.fitted}
+
+    def observe(self, now: float) -> None:
+        """Read the epochs written since the last poll (the first epoch of each run left out: autotuning and
+        loading), each with the mean number of runs live meanwhile; refit the sharing and the solo times."""
+        from skinlib.runs.store import read_history
+
+        for run in self.live:
+            try:
+                history = read_history(run.folder / "history.csv")
+            except (OSError, ValueError):
+                continue
+            rows = history.to_dict("records")[run.seen_epochs:]
+            for offset, row in enumerate(rows):
+                epoch = run.seen_epochs + offset
+                seconds = float(row["seconds"]) + float(row.get("eval_seconds", 0.0))
+                if epoch > 0 and seconds > 0:
+                    self.observed.append(Observed(key_of(run.config), seconds, float(row.get("eval_seconds", 0.0)),
+                                                  self.timeline.mean(now - seconds, now)))
+            run.seen_epochs += len(rows)
+        self.sharing, self.fitted = fit_sharing(self.observed)
+        self.plan.startup = self.startup()
+
+    def startup(self) -> float:
+        """A run's start-up seconds (process, imports, data, the first epoch's extra cost): the median of the
+        finished runs' wall time less their epochs and test pass, once three have finished; else the plan's."""
+        spent = sorted(r["startup_s"] for r in self.report.runs if r.get("startup_s") is not None)
+        return spent[len(spent) // 2] if len(spent) >= 3 else self.plan.startup
+
+    # --- starting and ending runs -------------------------------------------------------------------------
+    def start_fitting(self, now: float) -> None:
+        from skinlib.study.parallel import threads_per_job
+
+        decision = decide(self.pending, self.prior, self.observed, self.plan, free=self.jobs - len(self.live),
+                          running=len(self.live), now=now)
+        chosen, self.waiting, self.sharing, estimates = (decision.start, decision.waiting, decision.sharing,
+                                                         decision.estimates)
+        context = multiprocessing.get_context("spawn")
+        for i in chosen:
+            config, est = self.pending[i], estimates[i]
+            shared = est.scaled(self.sharing.factor(len(self.live) + 1))
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=_child, name=f"run-{config.name}", daemon=True, args=(
+                send, config.to_dict(), *self.where, threads_per_job(self.jobs), shared.per_epoch,
+                self.plan.training_ends))
+            process.start()
+            send.close()
+            self.live.append(_Live(config, process, receive, self.folder(config), now,
+                                   shared.total(config.epochs, self.plan.startup), est.source))
+            self.timeline.set(now, len(self.live))
+            log.info("window: started %s seed %d (%.0f s estimated with %d live; %s)", config.name, config.seed,
+                     self.live[-1].estimate, len(self.live), est.source)
+        self.pending = [c for i, c in enumerate(self.pending) if i not in chosen]
+        self.waiting = {i - sum(j < i for j in chosen): w for i, w in self.waiting.items() if i not in chosen}
+
+    def reap(self, now: float) -> bool:
+        """Record the runs whose process ended (trained, stopped by the deadline, failed, or died); whether any
+        finished training just now."""
+        finished = False
+        for run in [r for r in self.live if not r.process.is_alive()]:
+            run.process.join()
+            try:
+                message = run.conn.recv() if run.conn.poll() else None
+            except (EOFError, OSError):  # the pipe closed without an answer: the process died
+                message = None
+            run.conn.close()
+            self.live.remove(run)
+            self.timeline.set(now, len(self.live))
+            name = f"{run.config.name} seed {run.config.seed}"
+            outcome = self._outcome(run, message, name)
+            finished |= outcome == "trained"
+            self.report.runs.append({"run": name, "folder": run.folder.name, "started_s": run.started - self.t0,
+                                     "ended_s": now - self.t0, "estimated_s": run.estimate, "source": run.source,
+                                     "outcome": outcome, "startup_s": self._startup_of(run, now, outcome)})
+        return finished
+
+    def _startup_of(self, run: _Live, now: float, outcome: str) -> float | None:
+        """Seconds of a trained run not spent in its later epochs or test pass (ends are seen at the poll)."""
+        from skinlib.runs.store import read_history
+
+        if outcome != "trained":
+            return None
+        try:
+            rows = read_history(run.folder / "history.csv").to_dict("records")
+        except (OSError, ValueError):
+            return None
+        later = [float(r["seconds"]) + float(r.get("eval_seconds", 0.0)) for r in rows[1:]]
+        test = 2 * float(rows[-1].get("eval_seconds", 0.0)) if rows else 0.0
+        return max(0.0, now - run.started - sum(later) - test)
+
+    def _outcome(self, run: _Live, message: Any, name: str) -> str:
+        if message is None:  # no answer: the process died (the OOM killer, a segfault in a CUDA library)
+            code = run.process.exitcode
+            why = f"the process died ({'signal ' + str(-code) if code and code < 0 else 'exit code ' + str(code)})"
+            self.report.failed.append(f"{name}: {why}")
+            log.warning("window: %s: %s", name, why)
+            return "died"
+        if message[0] == "ok":
+            if message[2]:
+                self.report.trained.append(Path(message[1]).name)
+            return "trained" if message[2] else "reused"
+        kind, exc_type, text = message
+        (self.report.stopped if kind == "stopped" else self.report.failed).append(f"{name}: {exc_type}: {text}")
+        log.warning("window: %s %s: %s: %s", name, kind, exc_type, text)
+        return kind if kind == "stopped" else f"failed ({exc_type})"
+
+    def queue_final(self) -> None:
+        """Add the final model's runs once the joint losses that choose its loss have finished."""
+        from skinlib.study.bundles import no_training
+        from skinlib.study.experiments import final_runs, joint_loss_runs, profile_config
+
+        if self.final_known:
+            return
+        config, seeds = profile_config(self.params), self.params["seeds"]
+        if not all((self.folder(c) / "metrics.json").is_file() for c in joint_loss_runs(config, seeds)):
+            return
+        if not self.lock.acquire(timeout=0):  # the pack thread reads the store: the next poll asks again
+            return
+        try:
+            with no_training():
+                final = final_runs(config, seeds, data_dir=self.data_dir, runs_dir=self.runs_dir)
+        except MissingRunError:
+            return
+        finally:
+            self.lock.release()
+        self.final_known = True
+        todo = [c for c in final if not (self.folder(c) / "metrics.json").is_file()]
+        self.pending = sorted([*self.pending, *todo], key=priority)
+        log.info("window: the joint losses have finished; the final model's %d run(s) are queued", len(todo))
+
+    def stop_all(self) -> None:
+        for run in self.live:
+            if run.process.is_alive():
+                run.process.terminate()
+        for run in self.live:
+            run.process.join(timeout=10)
+
+    # --- packing ------------------------------------------------------------------------------------------
+    def pack(self) -> None:
+        """Derive what chapter 06 needs and pack every finished run into ``out/results-<profile>.tar.gz``,
+        replaced atomically (a window killed later still leaves the last archive)."""
+        import shutil
+        import tarfile
+        import tempfile
+
+        from skinlib.study.bundles import derive, pack_runs, profile_runs
+
+        with self.lock:
+            derive(self.params, data_dir=self.data_dir, runs_dir=self.runs_dir, not_derived=self.report.not_derived)
+            state = profile_runs(self.params, data_dir=self.data_dir, runs_dir=self.runs_dir)
+        missing = [f"{c.name} seed {c.seed}" for c in state.missing]
+        if not state.final_known:
+            missing.append("the final model (after the loss study)")
+        self.report.missing = missing
+        if not state.finished:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="bundle.", dir=self.out))
+        try:
+            folders = {r.path.name for r in state.finished}
+            pack_runs(state.finished, staging / self.profile, profile=self.profile, parameters=self.params,
+                      missing=missing, data_dir=self.data_dir,
+                      not_derived={k: v for k, v in self.report.not_derived.items() if k in folders})
+            archive = self.out / f"results-{self.profile}.tar.gz"
+            partial = staging / archive.name
+            with tarfile.open(partial, "w:gz") as tar:
+                tar.add(staging / self.profile, arcname=self.profile)
+            os.replace(partial, archive)
+            self.report.archive = archive
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _warm_cache(pending: Sequence[RunConfig], data_dir: Any) -> None:
@@ -272,153 +439,117 @@ def _warm_cache(pending: Sequence[RunConfig], data_dir: Any) -> None:
         cached_images(full["path"].tolist(), config.image_size)
 
 
-def _train_images(params: dict[str, Any], config: RunConfig, data_dir: Any) -> int:
-    from skinlib.data.selection import select_data
+def _prepare(w: Window, *, results_dir: Any, given: dict[Key, Estimate] | None, calibrate_cold: bool,
+             table: dict[str, list[dict[str, Any]]] | None) -> None:
+    """Restore what earlier windows made, list the missing runs, and give every one an estimate: the table,
+    earlier windows' runs, the ``given`` estimates, and, for a family none of these covers, a calibration."""
+    from skinlib.models.registry import check_image_size
+    from skinlib.study.bundles import BUNDLE_FILE, bundle_dir, missing_optional, profile_runs, unpack
+    from skinlib.study.experiments import profile_models
+    from skinlib.study.parallel import threads_per_job
 
-    return int(len(select_data(data_dir, subset=config.subset, seed=config.split_seed).index) * config.fractions[0])
-
-
-def _cold_start(pending: Sequence[RunConfig], known: dict[tuple[str, int, int], Estimate], params: dict[str, Any],
-                *, given: dict[tuple[str, int, int], Estimate] | None, calibrate_cold: bool,
-                data_dir: str | os.PathLike | None) -> dict[tuple[str, int, int], Estimate]:
-    """The estimates a window starts from besides what it measured: the ``given`` ones, and with nothing
-    measured or given for any pending run, one model calibrated on the device (:func:`calibrate`)."""
-    calibrated = dict(given or {})
-    if pending and calibrate_cold and not any(estimate_runs(pending, {**calibrated, **known}).values()):
-        first = pending[0]
-        calibrated[_key(first)] = calibrate(first, train_images=_train_images(params, first, data_dir),
-                                            device=str(params["device"]))
-        log.info("window: cold start, calibrated %s: %.0f s per epoch", first.model,
-                 calibrated[_key(first)].per_epoch)
-    return calibrated
-
-
-def _record(done: Any, running: dict[Any, RunConfig], report: WindowReport) -> bool:
-    """Move the ended runs from ``running`` into the report (trained, stopped by the deadline, or failed, each
-    with its name: one run's failure costs no other); whether any run finished training just now."""
-    from skinlib.train import DeadlineReached
-
-    finished = False
-    for future in done:
-        config = running.pop(future)
-        try:
-            path, trained = future.result()
-        except Exception as exc:  # divergence, a bad file, the deadline: reported, never raised
-            (report.stopped if isinstance(exc, DeadlineReached) else report.failed).append(
-                f"{config.name} seed {config.seed}: {type(exc).__name__}: {exc}")
-            log.warning("window: %s failed: %s: %s", config.name, type(exc).__name__, exc)
-            continue
-        if trained:
-            report.trained.append(Path(path).name)
-            finished = True
-    return finished
+    for model in profile_models(w.params):  # a size one model cannot take: refused before anything trains
+        check_image_size(model, int(w.params["image_size"]))
+    w.report.optional_missing = missing_optional()
+    for package, what in w.report.optional_missing.items():
+        log.warning("window: %s is not installed here: the bundle will lack %s", package, what)
+    previous = bundle_dir(w.profile, results_dir)
+    if (previous / BUNDLE_FILE).is_file():  # what earlier windows made
+        unpack(previous, data_dir=w.data_dir, runs_dir=w.runs_dir)
+    state = profile_runs(w.params, data_dir=w.data_dir, runs_dir=w.runs_dir)
+    w.pending, w.final_known = sorted(state.missing, key=priority), state.final_known
+    if not w.final_known:
+        w.queue_final()
+    w.report.device = device_kind(str(w.params["device"]))
+    images = w.images(w.pending[0]) if w.pending else Images(1, 1)
+    w.prior = {**earlier_estimates(state.finished), **table_estimates(w.report.device, images, table),
+               **(given or {})}
+    if calibrate_cold:
+        for config in uncovered(w.pending, w.prior):
+            w.prior[key_of(config)] = calibrate(config, images=w.images(config), threads=threads_per_job(w.jobs),
+                                                device=str(w.params["device"]))
+            log.info("window: calibrated %s: %.1f s an epoch alone", config.model, w.prior[key_of(config)].per_epoch)
+    _warm_cache(w.pending, w.data_dir)
+    w.report.estimates = describe(w.pending, estimate_runs(w.pending, w.prior)).splitlines()
+    log.info("window: %d runs missing on %s, estimates alone:\n%s", len(w.pending), w.report.device,
+             "\n".join(w.report.estimates))
 
 
-def _final_runs(params: dict[str, Any], *, data_dir: Any, runs_dir: Any) -> list[RunConfig] | None:
-    """The final model's runs once the loss study that chooses its loss is complete, else ``None``."""
-    from skinlib.runs import MissingRunError
-    from skinlib.study.bundles import no_training
-    from skinlib.study.experiments import final_runs, profile_config
-
-    with no_training():
-        try:
-            return sorted(final_runs(profile_config(params), params["seeds"], data_dir=data_dir, runs_dir=runs_dir),
-                          key=priority)
-        except MissingRunError:
-            return None
-
-
-def _start_fitting(pool: Any, pending: list[RunConfig], estimates: list[Estimate], plan: Plan,
-                   running: dict[Any, RunConfig], *, jobs: int, where: tuple[str | None, str | None]
-                   ) -> tuple[list[RunConfig], dict[int, str]]:
-    """Start the pending runs that fit now (:func:`choose`) in ``pool``, adding them to ``running``; return the
-    runs still pending and, by their new position, why each waits."""
-    from skinlib.study.parallel import threads_per_job, train_in_child
-
-    chosen, waiting = choose(pending, estimates, plan, free=jobs - len(running))
-    for i in chosen:
-        config, est = pending[i], estimates[i]
-        running[pool.submit(train_in_child, config.to_dict(), *where, threads_per_job(jobs), est.per_epoch)] = config
-        log.info("window: started %s seed %d (estimate %.0f s, %s)", config.name, config.seed,
-                 est.total(config.epochs, plan.startup), est.source)
-    pending = [c for i, c in enumerate(pending) if i not in chosen]
-    return pending, {i - sum(j < i for j in chosen): w for i, w in waiting.items() if i not in chosen}
-
-
-def _pack_midway(params: dict[str, Any], profile: str, out: Path, **where: Any) -> None:
-    """Pack the runs finished so far; a failure is logged, not raised (the final pack decides)."""
+def _drive(w: Window, *, pack_every_s: float, poll_s: float) -> None:
+    packer = _Packer(w.pack)
+    last_pack = time.time()
     try:
-        _pack_archive(params, profile, out, **where)
-    except Exception as exc:
-        log.warning("window: packing after a run failed (%s: %s)", type(exc).__name__, exc)
+        while w.pending or w.live:
+            now = time.time()
+            w.observe(now)
+            w.start_fitting(now)
+            if not w.live:  # nothing fits any more
+                break
+            wait_any([r.process.sentinel for r in w.live], timeout=poll_s)
+            now = time.time()
+            finished_now = w.reap(now)
+            if finished_now:
+                w.queue_final()
+                if now - last_pack >= pack_every_s and now < w.plan.training_ends:
+                    packer.request()  # an archive as runs finish: a window killed later keeps it
+                    last_pack = now
+    finally:
+        packer.join()
 
 
 def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: int = 1,
                data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
                reserve_s: float = 90.0, startup_s: float = 30.0, results_dir: str | os.PathLike | None = None,
                calibrate_cold: bool = True, pack_every_s: float = 60.0,
-               given: dict[tuple[str, int, int], Estimate] | None = None, **overrides: Any) -> WindowReport:
-    """One time-boxed window (a GPU lent for minutes): unpack ``results/<profile>`` (under ``results_dir``),
-    estimate every missing run, start those that fit in :func:`priority` order, ``jobs`` at a time, and pack
-    every finished run into ``out/results-<profile>.tar.gz`` as runs finish and at the end.
+               given: dict[Key, Estimate] | None = None, started_at: float | None = None,
+               table: dict[str, list[dict[str, Any]]] | None = None, poll_s: float = POLL_S,
+               **overrides: Any) -> WindowReport:
+    """One time-boxed window: unpack ``results/<profile>`` (under ``results_dir``), estimate every missing run,
+    start those that fit in :func:`~skinlib.study.schedule.priority` order, ``jobs`` at a time, each in its own
+    process, and pack every finished run into ``out/results-<profile>.tar.gz`` as runs finish and at the end.
 
-    With nothing measured yet (a cold start) one model is calibrated on the device first
-    (:func:`calibrate`), so every run has an estimate before the first starts; ``given`` estimates per
-    (model, image size, batch), e.g. figures measured on the same device earlier, take its place. A run starts only when
-    :meth:`Plan.fits` says it ends before the budget minus ``reserve_s``; inside a run, an epoch (the
-    first included) that would not end with the test pass before then is not started
-    (:class:`~skinlib.train.DeadlineReached`). One run's failure, of any kind, is reported with its name
-    and costs no other run, the deriving or the packing.
+    The budget counts from ``started_at`` (default now; a script passes the moment its command began, so its
+    own prelude is inside the budget). A run starts only when its estimate, slowed by the runs it will share
+    the device with, ends before the budget minus ``reserve_s``; inside a run, an epoch that would not end with
+    the test pass before then is not started (:class:`~skinlib.train.DeadlineReached`). One run's failure, of
+    any kind, is reported with its name and costs no other run; the last pack runs whatever happened before it.
     """
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    from skinlib.study.bundles import BUNDLE_FILE, bundle_dir, profile_runs, unpack
     from skinlib.study.profiles import get_profile
-    from skinlib.train import DEADLINE_ENV
 
-    start = time.time()
+    start = time.time() if started_at is None else started_at
     plan = Plan(deadline=start + budget_s, reserve=reserve_s, startup=startup_s)
     params = get_profile(profile, **overrides)
     report = WindowReport()
-    out = Path(out)
-    previous = bundle_dir(profile, results_dir)
-    if (previous / BUNDLE_FILE).is_file():  # what earlier windows made
-        unpack(previous, data_dir=data_dir, runs_dir=runs_dir)
-    state = profile_runs(params, data_dir=data_dir, runs_dir=runs_dir)
-    pending, final_known = sorted(state.missing, key=priority), state.final_known
-    known = measured(state.finished)
-    calibrated = _cold_start(pending, known, params, given=given, calibrate_cold=calibrate_cold, data_dir=data_dir)
-    _warm_cache(pending, data_dir)
-    estimates = estimate_runs(pending, {**calibrated, **known})
-    report.estimates = describe(pending, estimates).splitlines()
-    log.info("window: %d runs missing, estimates:\n%s", len(pending), "\n".join(report.estimates))
-    where = (None if data_dir is None else str(data_dir), None if runs_dir is None else str(runs_dir))
-    waiting: dict[int, str] = {}
-    last_pack = 0.0
-    with temporary_env({DEADLINE_ENV: str(plan.training_ends)}):  # inherited by the training processes
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            running: dict[Any, RunConfig] = {}
-            while pending or running:
-                known = {**calibrated, **measured(profile_runs(params, data_dir=data_dir, runs_dir=runs_dir).finished)}
-                estimates = estimate_runs(pending, known)
-                pending, waiting = _start_fitting(pool, pending, estimates, plan, running, jobs=jobs, where=where)
-                if not running:  # nothing fits any more
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                finished_now = _record(done, running, report)
-                if not final_known and not pending and not running:
-                    final = _final_runs(params, data_dir=data_dir, runs_dir=runs_dir)
-                    if final is not None:
-                        pending, final_known = final, True
-                if finished_now and time.time() - last_pack >= pack_every_s and \
-                        time.time() < plan.training_ends:  # an archive as runs finish: a killed window keeps it
-                    _pack_midway(params, profile, out, data_dir=data_dir, runs_dir=runs_dir, report=report)
-                    last_pack = time.time()
-    report.not_started = [f"{c.name} seed {c.seed}: {waiting.get(i, 'not reached')}" for i, c in enumerate(pending)]
-    _pack_archive(params, profile, out, data_dir=data_dir, runs_dir=runs_dir, report=report)
-    report.seconds = time.time() - start
-    if report.seconds > budget_s:
-        log.warning("the window took %.0f s, over its %.0f s budget: deriving and packing needed more than the "
-                    "%.0f s reserve; pass a larger --reserve", report.seconds, budget_s, reserve_s)
+    w = Window(profile, params, plan, Path(out), jobs=jobs, data_dir=data_dir, runs_dir=runs_dir, report=report)
+    w.t0 = start
+    try:
+        _prepare(w, results_dir=results_dir, given=given, calibrate_cold=calibrate_cold, table=table)
+        _drive(w, pack_every_s=pack_every_s, poll_s=poll_s)
+    except BaseException as exc:
+        report.error = f"{type(exc).__name__}: {exc}"
+        log.error("window: stopped by %s; packing what finished", report.error)
+        raise
+    finally:
+        w.stop_all()
+        report.not_started = [f"{c.name} seed {c.seed}: {w.waiting.get(i, 'not reached')}"
+                              for i, c in enumerate(w.pending)]
+        report.sharing = {"a": w.sharing.a, "source": w.sharing.source, "epochs_observed": len(w.observed)}
+        if w.pending or w.fitted:
+            report.solo = table_rows(w.fitted, w.images(w.pending[0] if w.pending else _any_config(params)),
+                                     measured=f"fitted in a window on {report.device}")
+        try:
+            w.pack()
+        except Exception as exc:  # reported; the report itself still comes back
+            report.error = (report.error + "; " if report.error else "") + f"packing: {type(exc).__name__}: {exc}"
+            log.error("window: the last pack failed: %s: %s", type(exc).__name__, exc)
+        report.seconds = time.time() - start
+        if report.seconds > budget_s:
+            log.warning("the window took %.0f s, over its %.0f s budget: deriving and packing needed more than "
+                        "the %.0f s reserve; pass a larger --reserve", report.seconds, budget_s, reserve_s)
     return report
+
+
+def _any_config(params: dict[str, Any]) -> RunConfig:
+    from skinlib.study.experiments import profile_config
+
+    return profile_config(params)

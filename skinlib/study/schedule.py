@@ -1,0 +1,349 @@
+"""A time-boxed window's arithmetic, apart from the processes that train: estimates, sharing, order, fit rule.
+
+Per run, the seconds of one epoch (training + validation) *alone on the device* come from, in order of trust:
+
+1. ``fitted``: this window's own epochs of the same model, image size and batch (first epoch left out),
+   divided by the slowdown of the runs sharing the device at the time (:class:`Sharing`);
+2. ``table``: the committed throughput table for this device kind (:data:`THROUGHPUT_FILE`, measured by
+   ``benchmarks/throughput.py`` and refreshed by each window);
+3. ``earlier``: finished runs restored from an earlier window (their concurrency unknown: an upper bound);
+4. ``family``: a known model *of the same architecture family* at the same size and batch, times the ratio
+   of forward FLOPs (the attention variants of MobileNetV3-Small); never across families, where FLOPs say
+   little (on an H200, ResNet18 has 33x MobileNetV3-Small's FLOPs and trains about as fast);
+5. ``calibrated``: the real training step of the model timed on the device before anything starts.
+
+A run's estimate is that solo time times the slowdown at the number of runs that will be live with it; a run
+starts only when start-up + its epochs + its test pass end before the deadline minus the reserve kept for
+packing (:meth:`Plan.fits`). Pending runs are taken in :func:`priority` order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from skinlib.runs import Run, RunConfig
+
+TEST_FACTOR = 2.0  # the test part is twice the validation part (70/10/20): its pass takes about twice as long
+EVAL_SPEEDUP = 3.0  # a forward pass alone costs about a third of a training step per image
+THROUGHPUT_FILE = Path(__file__).with_name("throughput.json")
+SHARING_PRIOR = 0.5  # slowdown 1 + a (n - 1) before any epoch is measured: 8 runs at once 4.5x slower each
+Key = tuple[str, int, int]  # (model, image size, batch)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Seconds of one epoch (training + validation) and of the final test pass, and where they come from."""
+
+    per_epoch: float
+    test: float
+    source: str
+
+    def total(self, epochs: int, startup: float) -> float:
+        """Seconds of a whole run: start-up, every epoch, the test pass."""
+        return startup + epochs * self.per_epoch + self.test
+
+    def scaled(self, factor: float, source: str | None = None) -> Estimate:
+        return Estimate(self.per_epoch * factor, self.test * factor, source or self.source)
+
+
+@dataclass(frozen=True)
+class Images:
+    """How many images one epoch trains on and validates on (the test part is :data:`TEST_FACTOR` x val)."""
+
+    train: int
+    val: int
+
+    def estimate(self, train_per_s: float, eval_per_s: float | None, source: str) -> Estimate:
+        """An epoch's and the test pass's seconds at these images-per-second rates."""
+        eval_per_s = eval_per_s or EVAL_SPEEDUP * train_per_s
+        val = self.val / eval_per_s
+        return Estimate(self.train / train_per_s + val, TEST_FACTOR * val, source)
+
+
+def key_of(config: RunConfig) -> Key:
+    return config.model, config.image_size, config.batch_size
+
+
+def family(model: str) -> str:
+    """A model's architecture family: the attention variants of MobileNetV3-Small are one family."""
+    return "mobilenet_v3_small" if model.startswith("mobilenet_v3_small") else model
+
+
+# --- the throughput table -----------------------------------------------------------------------------------
+
+def read_table(path: str | Path = THROUGHPUT_FILE) -> dict[str, list[dict[str, Any]]]:
+    """The committed throughput table: per device kind, rows of model, image size, batch and images/s."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return {}
+    devices = data.get("devices") if isinstance(data, dict) else None
+    if not isinstance(devices, dict):
+        raise ValueError(f"{path} is not a throughput table (no 'devices' mapping); restore it from git")
+    return devices
+
+
+def table_estimates(kind: str, images: Images, table: Mapping[str, list[dict[str, Any]]] | None = None
+                    ) -> dict[Key, Estimate]:
+    """The table's solo estimates for device kind ``kind`` (e.g. ``NVIDIA H200``), per (model, size, batch)."""
+    rows = (read_table() if table is None else table).get(kind, [])
+    out = {}
+    for row in rows:
+        key = (str(row["model"]), int(row["image_size"]), int(row["batch_size"]))
+        out[key] = images.estimate(float(row["train_images_per_s"]), row.get("eval_images_per_s"),
+                                   f"table ({kind}, {row.get('measured', 'measured')})")
+    return out
+
+
+def table_rows(solo: Mapping[Key, Estimate], images: Images, *, measured: str) -> list[dict[str, Any]]:
+    """Rows for the throughput table from solo estimates fitted in a window (what a window refreshes)."""
+    rows = []
+    for (model, size, batch), est in sorted(solo.items()):
+        train_s = est.per_epoch - est.test / TEST_FACTOR
+        if train_s <= 0:
+            continue
+        rows.append({"model": model, "image_size": size, "batch_size": batch,
+                     "train_images_per_s": round(images.train / train_s, 1),
+                     "eval_images_per_s": round(images.val / (est.test / TEST_FACTOR), 1) if est.test > 0 else None,
+                     "measured": measured})
+    return rows
+
+
+# --- this window's epochs and how runs share the device -----------------------------------------------------
+
+@dataclass(frozen=True)
+class Observed:
+    """One epoch (training + validation seconds) of a run, and the mean number of runs live meanwhile."""
+
+    key: Key
+    seconds: float
+    eval_seconds: float
+    live: float
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """How much slower each of ``n`` runs sharing the device goes: ``1 + a (n - 1)``."""
+
+    a: float = SHARING_PRIOR
+    source: str = "prior"
+
+    def factor(self, live: float) -> float:
+        return 1.0 + self.a * max(0.0, live - 1.0)
+
+
+def fit_sharing(observed: Sequence[Observed], *, prior: float = SHARING_PRIOR) -> tuple[Sharing, dict[Key, Estimate]]:
+    """The sharing slope and each observed model's solo estimate that best explain the observed epochs
+    (least squares on log seconds over a grid of slopes, one free solo time per model). The slope is
+    identified only by a model observed at different concurrencies; otherwise the prior is kept, and the solo
+    times still reproduce the observed epochs at the concurrency they were seen at."""
+    if not observed:
+        return Sharing(prior), {}
+    by_key: dict[Key, list[Observed]] = {}
+    for o in observed:
+        by_key.setdefault(o.key, []).append(o)
+    identified = any(max(o.live for o in v) - min(o.live for o in v) >= 0.5 for v in by_key.values())
+    grid = [i / 100 for i in range(0, 151)] if identified else [prior]
+
+    def solo_for(a: float) -> tuple[float, dict[Key, tuple[float, float]]]:
+        sse, solo = 0.0, {}
+        for key, obs in by_key.items():
+            logs = [math.log(o.seconds) - math.log(1 + a * max(0.0, o.live - 1)) for o in obs]
+            centre = sum(logs) / len(logs)
+            sse += sum((v - centre) ** 2 for v in logs)
+            evals = [o.eval_seconds / (1 + a * max(0.0, o.live - 1)) for o in obs]
+            solo[key] = (math.exp(centre), sum(evals) / len(evals))
+        return sse, solo
+
+    best = min(grid, key=lambda a: (round(solo_for(a)[0], 9), abs(a - prior)))
+    _, solo = solo_for(best)
+    n = sum(map(len, by_key.values()))
+    sharing = Sharing(best, f"fitted on {n} epochs" if identified else "prior (concurrency never changed)")
+    return sharing, {k: Estimate(s, TEST_FACTOR * e, "fitted on this window's epochs") for k, (s, e) in solo.items()}
+
+
+def earlier_estimates(finished: Sequence[Run]) -> dict[Key, Estimate]:
+    """Mean epoch and validation-pass seconds of finished runs restored from earlier windows (first epoch left
+    out where there are others), per (model, image size, batch): an upper bound of the solo time."""
+    sums: dict[Key, list[tuple[float, float]]] = {}
+    for run in finished:
+        history = run.history()
+        if not len(history):
+            continue
+        if len(history) > 1:
+            history = history.iloc[1:]
+        evals = history["eval_seconds"] if "eval_seconds" in history else history["seconds"] * 0
+        sums.setdefault(key_of(run.config), []).append(
+            (float((history["seconds"] + evals).mean()), float(evals.mean())))
+    return {k: Estimate(sum(e for e, _ in v) / len(v), TEST_FACTOR * sum(t for _, t in v) / len(v),
+                        "measured in an earlier window") for k, v in sums.items()}
+
+
+measured = earlier_estimates  # the name the window used before
+
+
+@lru_cache(maxsize=64)
+def model_flops(model: str, image_size: int) -> float:
+    """Forward FLOPs of one image through ``model`` at ``image_size`` (counted once per process)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from skinlib.models import create_model
+
+    net = create_model(model).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 3, image_size, image_size))
+    return float(counter.get_total_flops())
+
+
+def estimate_runs(pending: Sequence[RunConfig], known: dict[Key, Estimate], *,
+                  flops: Callable[[str, int], float] = model_flops) -> dict[int, Estimate | None]:
+    """A solo estimate per pending run (by position): known for its (model, size, batch), else scaled by FLOPs
+    from the known model *of its family* at the same size and batch with the closest FLOPs; ``None`` when
+    nothing of its family is known (it is then calibrated, or not started)."""
+    out: dict[int, Estimate | None] = {}
+    for i, config in enumerate(pending):
+        key = key_of(config)
+        if key in known:
+            out[i] = known[key]
+            continue
+        peers = [(k, e) for k, e in known.items() if k[1:] == key[1:] and family(k[0]) == family(key[0])]
+        if not peers:
+            out[i] = None
+            continue
+        mine = flops(config.model, config.image_size)
+        (ref, est) = min(peers, key=lambda p: abs(flops(p[0][0], p[0][1]) - mine))
+        ratio = mine / flops(ref[0], ref[1])
+        out[i] = est.scaled(ratio, f"scaled from {ref[0]} by FLOPs ({ratio:.2f}x)")
+    return out
+
+
+def uncovered(pending: Sequence[RunConfig], known: dict[Key, Estimate]) -> list[RunConfig]:
+    """One pending run per family that nothing known covers (what a cold window calibrates)."""
+    estimates = estimate_runs(pending, known, flops=lambda m, s: 1.0)
+    out, seen = [], set()
+    for i, config in enumerate(pending):
+        fam = (family(config.model), config.image_size, config.batch_size)
+        if estimates[i] is None and fam not in seen:
+            seen.add(fam)
+            out.append(config)
+    return out
+
+
+# --- order and the fit rule ---------------------------------------------------------------------------------
+
+# what the book needs most, first: the baselines (Table 3), the joint losses (the final model is chosen from
+# them on validation), the final model (the headline row and the external test), the rest of the loss study,
+# the attention study, then the rest (pre-training, the image-level split)
+PRIORITY: tuple[str, ...] = ("baselines", "joint losses", "final", "losses", "attention", "other")
+
+
+def group(config: RunConfig) -> str:
+    """A run's group in :data:`PRIORITY`."""
+    from skinlib.paper import TABLE3_MODELS
+    from skinlib.study.experiments import ATTENTION_MODELS, JOINT_LOSSES, LOSS_VARIANTS
+
+    if config.split != "lesion" or config.pretrained:
+        return "other"
+    if config.loss != "ce":
+        if config.model == "mobilenet_v3_small_caco":
+            return "final"
+        return "joint losses" if config.loss in {LOSS_VARIANTS[k] for k in JOINT_LOSSES} else "losses"
+    if config.model in TABLE3_MODELS.values():
+        return "baselines"
+    if config.model in ATTENTION_MODELS.values():
+        return "attention"
+    return "other"
+
+
+def priority(config: RunConfig) -> tuple[int, int]:
+    """A run's place in the window's order: its group in :data:`PRIORITY`, MobileNetV3-Small first within it."""
+    return PRIORITY.index(group(config)), 0 if config.model == "mobilenet_v3_small" else 1
+
+
+@dataclass
+class Plan:
+    """The window's clock: its deadline, the reserve kept at the end, a run's start-up cost."""
+
+    deadline: float
+    reserve: float
+    startup: float
+
+    @property
+    def training_ends(self) -> float:
+        """When every run must be done (the reserve after it is for deriving and packing)."""
+        return self.deadline - self.reserve
+
+    def fits(self, estimate: Estimate | None, epochs: int, now: float | None = None) -> bool:
+        """Whether a run with this estimate, started now, ends (start-up, epochs, test) before training ends.
+        With no estimate, nothing fits: a window starts no run it cannot bound."""
+        if estimate is None:
+            return False
+        now = time.time() if now is None else now
+        return now + estimate.total(epochs, self.startup) <= self.training_ends
+
+
+def describe(pending: Sequence[RunConfig], estimates: dict[int, Estimate | None], epochs: Any = None) -> str:
+    """One line per pending run: its name and solo estimate, for the window's log."""
+    lines = []
+    for i, c in enumerate(pending):
+        e = estimates.get(i)
+        lines.append(f"  {c.name} seed {c.seed}: " + ("no estimate" if e is None else
+                                                      f"{e.total(c.epochs, 0):.0f} s alone ({e.source})"))
+    return "\n".join(lines)
+
+
+def choose(pending: Sequence[RunConfig], estimates: dict[int, Estimate | None], plan: Plan, *, free: int,
+           now: float | None = None, running: int = 0, sharing: Sharing | None = None
+           ) -> tuple[list[int], dict[int, str]]:
+    """Which pending runs (positions, in order) to start now with ``free`` job slots, and why each other one
+    waits: no estimate, or an estimated end after training must end. ``estimates`` are solo; each is slowed
+    by ``sharing`` at the number of runs live once it starts (``running`` plus those chosen before it)."""
+    now = time.time() if now is None else now
+    sharing = sharing or Sharing(0.0, "none")
+    start, why = [], {}
+    for i, config in enumerate(pending):
+        est = estimates.get(i)
+        if len(start) >= free:
+            why[i] = "no free job slot"
+            continue
+        if est is None:
+            why[i] = "no estimate (no run of its family measured, tabled or calibrated)"
+            continue
+        live = running + len(start) + 1
+        shared = est.scaled(sharing.factor(live))
+        if not plan.fits(shared, config.epochs, now):
+            why[i] = (f"would end after the window: {shared.total(config.epochs, plan.startup):.0f} s estimated "
+                      f"with {live} runs live ({est.source}), {max(0.0, plan.training_ends - now):.0f} s of "
+                      f"training time left")
+        else:
+            start.append(i)
+    return start, why
+
+
+@dataclass
+class Decision:
+    """One poll's decision: the runs to start (positions in the pending list), why each other one waits, the
+    sharing fitted so far and every pending run's solo estimate."""
+
+    start: list[int]
+    waiting: dict[int, str]
+    sharing: Sharing
+    estimates: dict[int, Estimate | None]
+
+
+def decide(pending: Sequence[RunConfig], prior: Mapping[Key, Estimate], observed: Sequence[Observed], plan: Plan,
+           *, free: int, running: int, now: float, flops: Callable[[str, int], float] = model_flops) -> Decision:
+    """What a window does at one poll: fit the sharing and the solo times from the epochs observed so far,
+    estimate every pending run (fitted over the prior: table, earlier windows, calibration), choose."""
+    sharing, fitted = fit_sharing(observed)
+    estimates = estimate_runs(pending, {**prior, **fitted}, flops=flops)
+    start, waiting = choose(pending, estimates, plan, free=free, now=now, running=running, sharing=sharing)
+    return Decision(start, waiting, sharing, estimates)
