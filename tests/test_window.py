@@ -81,6 +81,7 @@ class Sim:
     started: float
     epoch_estimate: float
     estimate_total: float
+    solo: Estimate
     startup_left: float = PROCESS_START
     work_left: float = 0.0  # solo seconds left in the current epoch (or test pass)
     epoch_wall: float = 0.0
@@ -124,11 +125,13 @@ def simulate(factor: float, monkeypatch: pytest.MonkeyPatch, *, die: str | None 
     while now < BUDGET:
         if now >= next_poll:  # the driver's poll: observe, decide, start
             next_poll = now + POLL
+            left = [r.solo.per_epoch * (r.config.epochs - len(r.history)) + r.solo.test
+                    + (STARTUP if not r.history else 0.0) for r in live]
             decision = decide(pending, known, observed, plan, free=JOBS - len(live), running=len(live), now=now,
-                              flops=fake_flops)
+                              flops=fake_flops, running_left=left)
             for i in decision.start:
                 c, est = pending[i], decision.estimates[i].scaled(decision.sharing.factor(len(live) + 1))
-                live.append(Sim(c, now, est.per_epoch, est.total(c.epochs, plan.startup)))
+                live.append(Sim(c, now, est.per_epoch, est.total(c.epochs, plan.startup), decision.estimates[i]))
                 out.starts.append((c.name, now, est.total(c.epochs, plan.startup)))
                 timeline.set(now, len(live))
             pending = [c for i, c in enumerate(pending) if i not in decision.start]
@@ -206,15 +209,27 @@ def test_a_run_that_dies_costs_no_other_run(monkeypatch):
     assert "resnet18" in out.finished and len(out.finished) >= 8
 
 
-def test_sharing_is_fitted_from_epochs_at_different_concurrency():
-    key = ("m", 224, 256)
-    observed = [Observed(key, 2.0 * (1 + 0.3 * (n - 1)), 0.1, n) for n in (8, 8, 6, 4, 2, 1)]
-    sharing, solo = fit_sharing(observed)
-    assert sharing.a == pytest.approx(0.3, abs=0.011) and solo[key].per_epoch == pytest.approx(2.0, rel=0.02)
-    same = [Observed(key, 9.0, 0.1, 8.0)] * 3  # never a change of concurrency: the prior stays,
-    sharing, solo = fit_sharing(same)  # and the solo time still gives back what was seen at 8
-    assert sharing == Sharing(0.5, "prior (concurrency never changed)")
-    assert solo[key].per_epoch * sharing.factor(8) == pytest.approx(9.0)
+def test_sharing_is_fitted_against_the_solo_speeds():
+    key, other = ("m", 224, 256), ("n", 224, 256)
+    prior = {key: Estimate(2.0, 0.2, "table")}
+    observed = [Observed(key, 2.0 * (1 + 0.3 * (n - 1)), 0.1, n) for n in (8, 8, 7.5, 8)]
+    observed += [Observed(other, 5.0 * (1 + 0.3 * 7), 0.2, 8)]
+    sharing, solo = fit_sharing(observed, prior)
+    assert sharing.a == pytest.approx(0.3, abs=0.011)  # identified by the solo speed, though n hardly changed
+    assert set(solo) == {other} and solo[other].per_epoch == pytest.approx(5.0, rel=0.02)  # no prior: fitted
+    assert fit_sharing(observed[-1:], prior, prior_a=0.7)[0] == Sharing(0.7, "prior (no epoch of a model with a "
+                                                                             "known solo speed)")
+
+
+def test_a_run_is_not_started_when_it_would_push_the_live_ones_past_the_window():
+    plan = Plan(deadline=200.0, reserve=0.0, startup=0.0)
+    config = gpu_runs()[0].replace(epochs=10)
+    est = {0: Estimate(1.0, 0.0, "table")}
+    sharing = Sharing(1.0)  # each of n runs n times slower
+    start, _ = choose([config], est, plan, free=1, now=0, sharing=sharing, running_left=[60.0])
+    assert start == [0]  # 2 live: the live run needs 120 s, the new one 20 s
+    start, why = choose([config], est, plan, free=1, now=0, sharing=sharing, running_left=[120.0])
+    assert start == [] and "would no longer end in time" in why[0]  # the live one would need 240 s
 
 
 def test_flops_scale_only_within_a_family():

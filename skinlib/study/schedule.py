@@ -102,6 +102,15 @@ def table_estimates(kind: str, images: Images, table: Mapping[str, list[dict[str
     return out
 
 
+def table_sharing(kind: str, path: str | Path = THROUGHPUT_FILE) -> float:
+    """The sharing slope measured on device kind ``kind`` (the table's ``sharing``), else :data:`SHARING_PRIOR`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return SHARING_PRIOR
+    return float(data.get("sharing", {}).get(kind, SHARING_PRIOR))
+
+
 def table_rows(solo: Mapping[Key, Estimate], images: Images, *, measured: str) -> list[dict[str, Any]]:
     """Rows for the throughput table from solo estimates fitted in a window (what a window refreshes)."""
     rows = []
@@ -139,34 +148,37 @@ class Sharing:
         return 1.0 + self.a * max(0.0, live - 1.0)
 
 
-def fit_sharing(observed: Sequence[Observed], *, prior: float = SHARING_PRIOR) -> tuple[Sharing, dict[Key, Estimate]]:
-    """The sharing slope and each observed model's solo estimate that best explain the observed epochs
-    (least squares on log seconds over a grid of slopes, one free solo time per model). The slope is
-    identified only by a model observed at different concurrencies; otherwise the prior is kept, and the solo
-    times still reproduce the observed epochs at the concurrency they were seen at."""
+def fit_sharing(observed: Sequence[Observed], prior: Mapping[Key, Estimate] | None = None, *,
+                prior_a: float = SHARING_PRIOR) -> tuple[Sharing, dict[Key, Estimate]]:
+    """The sharing slope that best explains the observed epochs against the models' solo times (least squares
+    on log seconds over a grid of slopes), and a solo estimate for each observed model the ``prior`` (table,
+    calibration) does not cover. Models with a prior anchor the slope: a window whose runs all share the device
+    from start to end cannot tell a fast model slowed much from a slow model slowed little, so the solo times
+    measured alone decide. Without any anchored epoch the slope stays ``prior_a``."""
+    prior = prior or {}
     if not observed:
-        return Sharing(prior), {}
+        return Sharing(prior_a), {}
+    anchored = [o for o in observed if o.key in prior and prior[o.key].per_epoch > 0]
+    if anchored:
+        def sse(a: float) -> float:
+            return sum((math.log(o.seconds) - math.log(prior[o.key].per_epoch * (1 + a * max(0.0, o.live - 1))))
+                       ** 2 for o in anchored)
+
+        best = min((i / 100 for i in range(0, 301)), key=lambda a: (round(sse(a), 9), abs(a - prior_a)))
+        sharing = Sharing(best, f"fitted on {len(anchored)} epochs against solo speeds")
+    else:
+        sharing = Sharing(prior_a, "prior (no epoch of a model with a known solo speed)")
     by_key: dict[Key, list[Observed]] = {}
     for o in observed:
-        by_key.setdefault(o.key, []).append(o)
-    identified = any(max(o.live for o in v) - min(o.live for o in v) >= 0.5 for v in by_key.values())
-    grid = [i / 100 for i in range(0, 151)] if identified else [prior]
-
-    def solo_for(a: float) -> tuple[float, dict[Key, tuple[float, float]]]:
-        sse, solo = 0.0, {}
-        for key, obs in by_key.items():
-            logs = [math.log(o.seconds) - math.log(1 + a * max(0.0, o.live - 1)) for o in obs]
-            centre = sum(logs) / len(logs)
-            sse += sum((v - centre) ** 2 for v in logs)
-            evals = [o.eval_seconds / (1 + a * max(0.0, o.live - 1)) for o in obs]
-            solo[key] = (math.exp(centre), sum(evals) / len(evals))
-        return sse, solo
-
-    best = min(grid, key=lambda a: (round(solo_for(a)[0], 9), abs(a - prior)))
-    _, solo = solo_for(best)
-    n = sum(map(len, by_key.values()))
-    sharing = Sharing(best, f"fitted on {n} epochs" if identified else "prior (concurrency never changed)")
-    return sharing, {k: Estimate(s, TEST_FACTOR * e, "fitted on this window's epochs") for k, (s, e) in solo.items()}
+        if o.key not in prior:
+            by_key.setdefault(o.key, []).append(o)
+    solo = {}
+    for key, obs in by_key.items():
+        f = [sharing.factor(o.live) for o in obs]
+        per_epoch = math.exp(sum(math.log(o.seconds / x) for o, x in zip(obs, f)) / len(obs))
+        evals = sum(o.eval_seconds / x for o, x in zip(obs, f)) / len(obs)
+        solo[key] = Estimate(per_epoch, TEST_FACTOR * evals, "fitted on this window's epochs")
+    return sharing, solo
 
 
 def earlier_estimates(finished: Sequence[Run]) -> dict[Key, Estimate]:
@@ -301,13 +313,16 @@ def describe(pending: Sequence[RunConfig], estimates: dict[int, Estimate | None]
 
 
 def choose(pending: Sequence[RunConfig], estimates: dict[int, Estimate | None], plan: Plan, *, free: int,
-           now: float | None = None, running: int = 0, sharing: Sharing | None = None
-           ) -> tuple[list[int], dict[int, str]]:
+           now: float | None = None, running: int = 0, sharing: Sharing | None = None,
+           running_left: Sequence[float] = ()) -> tuple[list[int], dict[int, str]]:
     """Which pending runs (positions, in order) to start now with ``free`` job slots, and why each other one
-    waits: no estimate, or an estimated end after training must end. ``estimates`` are solo; each is slowed
-    by ``sharing`` at the number of runs live once it starts (``running`` plus those chosen before it)."""
+    waits: no estimate, or an estimated end after training must end. ``estimates`` are solo; each is slowed by
+    ``sharing`` at the number of runs live once it starts (``running`` plus those chosen before it), and a run
+    is started only if every run already live (``running_left``: their solo seconds left) and every run chosen
+    before it still ends in time at that concurrency: one more run slows all of them."""
     now = time.time() if now is None else now
     sharing = sharing or Sharing(0.0, "none")
+    running = max(running, len(running_left))
     start, why = [], {}
     for i, config in enumerate(pending):
         est = estimates.get(i)
@@ -318,13 +333,19 @@ def choose(pending: Sequence[RunConfig], estimates: dict[int, Estimate | None], 
             why[i] = "no estimate (no run of its family measured, tabled or calibrated)"
             continue
         live = running + len(start) + 1
-        shared = est.scaled(sharing.factor(live))
+        factor = sharing.factor(live)
+        shared = est.scaled(factor)
         if not plan.fits(shared, config.epochs, now):
             why[i] = (f"would end after the window: {shared.total(config.epochs, plan.startup):.0f} s estimated "
                       f"with {live} runs live ({est.source}), {max(0.0, plan.training_ends - now):.0f} s of "
                       f"training time left")
-        else:
-            start.append(i)
+            continue
+        others = [now + left * factor for left in running_left] + [
+            now + estimates[j].scaled(factor).total(pending[j].epochs, plan.startup) for j in start]
+        if any(end > plan.training_ends for end in others):
+            why[i] = f"with {live} runs live, a run already live or chosen would no longer end in time"
+            continue
+        start.append(i)
     return start, why
 
 
@@ -340,10 +361,12 @@ class Decision:
 
 
 def decide(pending: Sequence[RunConfig], prior: Mapping[Key, Estimate], observed: Sequence[Observed], plan: Plan,
-           *, free: int, running: int, now: float, flops: Callable[[str, int], float] = model_flops) -> Decision:
-    """What a window does at one poll: fit the sharing and the solo times from the epochs observed so far,
-    estimate every pending run (fitted over the prior: table, earlier windows, calibration), choose."""
-    sharing, fitted = fit_sharing(observed)
+           *, free: int, running: int, now: float, flops: Callable[[str, int], float] = model_flops,
+           running_left: Sequence[float] = (), prior_a: float = SHARING_PRIOR) -> Decision:
+    """What a window does at one poll: fit the sharing (and the solo times of models without a prior) from the
+    epochs observed so far, estimate every pending run, choose."""
+    sharing, fitted = fit_sharing(observed, prior, prior_a=prior_a)
     estimates = estimate_runs(pending, {**prior, **fitted}, flops=flops)
-    start, waiting = choose(pending, estimates, plan, free=free, now=now, running=running, sharing=sharing)
+    start, waiting = choose(pending, estimates, plan, free=free, now=now, running=running, sharing=sharing,
+                            running_left=running_left)
     return Decision(start, waiting, sharing, estimates)

@@ -39,6 +39,7 @@ from skinlib.study.schedule import (
     priority,
     table_estimates,
     table_rows,
+    table_sharing,
     uncovered,
 )
 
@@ -166,7 +167,13 @@ class _Live:
     started: float
     estimate: float
     source: str
+    solo: Estimate
     seen_epochs: int = 0
+
+    def left(self, now: float, startup: float) -> float:
+        """Solo seconds this run still needs: the rest of its start-up, its epochs left, its test pass."""
+        waiting = max(0.0, startup - (now - self.started)) if self.seen_epochs == 0 else 0.0
+        return waiting + self.solo.per_epoch * max(0, self.config.epochs - self.seen_epochs) + self.solo.test
 
 
 class _Timeline:
@@ -228,6 +235,7 @@ class Window:
         self.observed: list[Observed] = []
         self.timeline = _Timeline()
         self.sharing = Sharing()
+        self.prior_a = Sharing().a
         self.fitted: dict[Key, Estimate] = {}
         self.waiting: dict[int, str] = {}
         self._keys: dict[tuple, str] = {}
@@ -271,7 +279,7 @@ class Window:
                     self.observed.append(Observed(key_of(run.config), seconds, float(row.get("eval_seconds", 0.0)),
                                                   self.timeline.mean(now - seconds, now)))
             run.seen_epochs += len(rows)
-        self.sharing, self.fitted = fit_sharing(self.observed)
+        self.sharing, self.fitted = fit_sharing(self.observed, self.prior, prior_a=self.prior_a)
         self.plan.startup = self.startup()
 
     def startup(self) -> float:
@@ -285,7 +293,8 @@ class Window:
         from skinlib.study.parallel import threads_per_job
 
         decision = decide(self.pending, self.prior, self.observed, self.plan, free=self.jobs - len(self.live),
-                          running=len(self.live), now=now)
+                          running=len(self.live), now=now, prior_a=self.prior_a,
+                          running_left=[r.left(now, self.plan.startup) for r in self.live])
         chosen, self.waiting, self.sharing, estimates = (decision.start, decision.waiting, decision.sharing,
                                                          decision.estimates)
         context = multiprocessing.get_context("spawn")
@@ -299,7 +308,7 @@ class Window:
             process.start()
             send.close()
             self.live.append(_Live(config, process, receive, self.folder(config), now,
-                                   shared.total(config.epochs, self.plan.startup), est.source))
+                                   shared.total(config.epochs, self.plan.startup), est.source, est))
             self.timeline.set(now, len(self.live))
             log.info("window: started %s seed %d (%.0f s estimated with %d live; %s)", config.name, config.seed,
                      self.live[-1].estimate, len(self.live), est.source)
@@ -424,6 +433,15 @@ class Window:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def _trained_on(run: Run) -> str | None:
+    """The device kind a finished run trained on, as its metrics record it."""
+    try:
+        env = run.metrics().get("environment", {})
+    except (OSError, ValueError):
+        return None
+    return env.get("gpu") or env.get("device")
+
+
 def _warm_cache(pending: Sequence[RunConfig], data_dir: Any) -> None:
     """Decode the images once, here, at every size the pending runs train at, before any job starts: the jobs
     then map the same cache file read-only instead of each decoding all of it at once."""
@@ -462,8 +480,9 @@ def _prepare(w: Window, *, results_dir: Any, given: dict[Key, Estimate] | None, 
         w.queue_final()
     w.report.device = device_kind(str(w.params["device"]))
     images = w.images(w.pending[0]) if w.pending else Images(1, 1)
-    w.prior = {**earlier_estimates(state.finished), **table_estimates(w.report.device, images, table),
-               **(given or {})}
+    same_device = [r for r in state.finished if _trained_on(r) == w.report.device]  # others' speeds say nothing
+    w.prior = {**earlier_estimates(same_device), **table_estimates(w.report.device, images, table), **(given or {})}
+    w.prior_a = table_sharing(w.report.device)
     if calibrate_cold:
         for config in uncovered(w.pending, w.prior):
             w.prior[key_of(config)] = calibrate(config, images=w.images(config), threads=threads_per_job(w.jobs),
