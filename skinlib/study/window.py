@@ -40,6 +40,7 @@ from skinlib.study.schedule import (
     table_estimates,
     table_rows,
     table_sharing,
+    table_startup,
     uncovered,
 )
 
@@ -168,6 +169,7 @@ class _Live:
     estimate: float
     source: str
     solo: Estimate
+    live_at_start: int = 1
     seen_epochs: int = 0
 
     def left(self, now: float, startup: float) -> float:
@@ -283,9 +285,11 @@ class Window:
         self.plan.startup = self.startup()
 
     def startup(self) -> float:
-        """A run's start-up seconds (process, imports, data, the first epoch's extra cost): the median of the
-        finished runs' wall time less their epochs and test pass, once three have finished; else the plan's."""
-        spent = sorted(r["startup_s"] for r in self.report.runs if r.get("startup_s") is not None)
+        """A run's solo start-up seconds (process, imports, data, the first epoch's extra cost): the median of the
+        finished runs' wall time less their later epochs and test pass, divided by the sharing at their start,
+        once three have finished; else the plan's."""
+        spent = sorted(r["startup_s"] / self.sharing.factor(r["live_at_start"]) for r in self.report.runs
+                       if r.get("startup_s") is not None)
         return spent[len(spent) // 2] if len(spent) >= 3 else self.plan.startup
 
     # --- starting and ending runs -------------------------------------------------------------------------
@@ -300,7 +304,8 @@ class Window:
         context = multiprocessing.get_context("spawn")
         for i in chosen:
             config, est = self.pending[i], estimates[i]
-            shared = est.scaled(self.sharing.factor(len(self.live) + 1))
+            factor = self.sharing.factor(len(self.live) + 1)
+            shared = est.scaled(factor)
             receive, send = context.Pipe(duplex=False)
             process = context.Process(target=_child, name=f"run-{config.name}", daemon=True, args=(
                 send, config.to_dict(), *self.where, threads_per_job(self.jobs), shared.per_epoch,
@@ -308,10 +313,13 @@ class Window:
             process.start()
             send.close()
             self.live.append(_Live(config, process, receive, self.folder(config), now,
-                                   shared.total(config.epochs, self.plan.startup), est.source, est))
+                                   factor * est.total(config.epochs, self.plan.startup), est.source, est,
+                                   live_at_start=len(self.live) + 1))
             self.timeline.set(now, len(self.live))
             log.info("window: started %s seed %d (%.0f s estimated with %d live; %s)", config.name, config.seed,
                      self.live[-1].estimate, len(self.live), est.source)
+        for run in self.live[len(self.live) - len(chosen):]:  # started together: they share from the start
+            run.live_at_start = len(self.live)
         self.pending = [c for i, c in enumerate(self.pending) if i not in chosen]
         self.waiting = {i - sum(j < i for j in chosen): w for i, w in self.waiting.items() if i not in chosen}
 
@@ -333,7 +341,8 @@ class Window:
             finished |= outcome == "trained"
             self.report.runs.append({"run": name, "folder": run.folder.name, "started_s": run.started - self.t0,
                                      "ended_s": now - self.t0, "estimated_s": run.estimate, "source": run.source,
-                                     "outcome": outcome, "startup_s": self._startup_of(run, now, outcome)})
+                                     "outcome": outcome, "startup_s": self._startup_of(run, now, outcome),
+                                     "live_at_start": run.live_at_start})
         return finished
 
     def _startup_of(self, run: _Live, now: float, outcome: str) -> float | None:
@@ -483,6 +492,7 @@ def _prepare(w: Window, *, results_dir: Any, given: dict[Key, Estimate] | None, 
     same_device = [r for r in state.finished if _trained_on(r) == w.report.device]  # others' speeds say nothing
     w.prior = {**earlier_estimates(same_device), **table_estimates(w.report.device, images, table), **(given or {})}
     w.prior_a = table_sharing(w.report.device)
+    w.plan.startup = table_startup(w.report.device, w.plan.startup)
     if calibrate_cold:
         for config in uncovered(w.pending, w.prior):
             w.prior[key_of(config)] = calibrate(config, images=w.images(config), threads=threads_per_job(w.jobs),
