@@ -250,3 +250,28 @@ def test_a_bundle_without_a_data_summary_says_so(trained, tmp_path):
     assert not any(f.startswith("data/") for f in json.loads((packed.path / "bundle.json").read_text())["files"])
     with pytest.raises(bundles.BundleError, match=r"carries no data summary.*skinlib data download"):
         bundles.data_snapshot(packed.path)
+
+
+def test_the_bundle_commit_never_comes_from_a_repository_above_the_project(tmp_path, monkeypatch):
+    """A staged copy without .git inside another repository records 'unknown', or the commit it was told."""
+    import subprocess
+
+    import skinlib.data.paths
+
+    outer = tmp_path / "outer"
+    (outer / "copy").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(outer)], check=True)
+    subprocess.run(["git", "-C", str(outer), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
+                    "--allow-empty", "-m", "x"], check=True)
+    monkeypatch.setattr(skinlib.data.paths, "project_root", lambda: outer / "copy")
+    monkeypatch.delenv(bundles.COMMIT_ENV, raising=False)
+    assert bundles.git_commit() == "unknown"
+    monkeypatch.setenv(bundles.COMMIT_ENV, "2c81ab6")
+    assert bundles.git_commit() == "2c81ab6"
+    monkeypatch.setenv(bundles.COMMIT_ENV, "../../etc/passwd")
+    assert bundles.git_commit() == "unknown"
+    monkeypatch.delenv(bundles.COMMIT_ENV)
+    monkeypatch.setattr(skinlib.data.paths, "project_root", lambda: outer)  # its own .git: read
+    head = subprocess.run(["git", "-C", str(outer), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert bundles.git_commit() == head
