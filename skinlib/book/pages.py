@@ -84,7 +84,10 @@ def findings_page(profile: str, executed: Path) -> str:
         except KeyError:
             continue
     if lines[-1] == "":
-        lines.append("No chapter with results was executed in this build.")
+        ran = [c for c in dict(FINDINGS) if (executed / f"{c}.ipynb").is_file()]
+        lines.append("No finding can be stated yet: every one needs a run that this build's results bundle lacks "
+                     "(each chapter names the runs it is missing)." if ran else
+                     "No chapter with results was executed in this build.")
     return "\n".join(lines) + "\n"
 
 
