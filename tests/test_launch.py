@@ -73,7 +73,8 @@ def test_install_cell_does_nothing_on_a_set_up_machine(monkeypatch):
 
 
 def test_ensure_data_honours_the_data_dir_parameter(tmp_path, data_dir, monkeypatch):
-    monkeypatch.delenv(DATA_ENV, raising=False)
+    monkeypatch.setenv(DATA_ENV, "")  # recorded as unset: whatever the test sets is undone
+    monkeypatch.delenv(DATA_ENV)
     for key in dl.CLOUD_ENV:
         monkeypatch.delenv(key, raising=False)
     assert dl.ensure_data(data_dir=data_dir) == data_dir.resolve()
@@ -82,7 +83,8 @@ def test_ensure_data_honours_the_data_dir_parameter(tmp_path, data_dir, monkeypa
 
 
 def test_ensure_data_downloads_only_in_a_cloud_session(tmp_path, monkeypatch):
-    monkeypatch.delenv(DATA_ENV, raising=False)
+    monkeypatch.setenv(DATA_ENV, "")  # recorded as unset: whatever the test sets is undone
+    monkeypatch.delenv(DATA_ENV)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("skinlib.data.paths.project_root", lambda: None)
     for key in dl.CLOUD_ENV:
