@@ -20,7 +20,8 @@ difference between two models on the same test images, and mean ± sd over seeds
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -394,3 +395,115 @@ def leakage_gap(lesion: dict[str, Any], image: dict[str, Any], *,
     rows = {k: {"lesion split %": 100 * lesion[k], "image split %": 100 * image[k],
                 "inflation (points)": 100 * (image[k] - lesion[k])} for k in keys}
     return pd.DataFrame.from_dict(rows, orient="index").round(2)
+
+
+@dataclass(frozen=True)
+class SeedPaired:
+    """``metric(a) - metric(b)`` over paired seeds on the same test images: the mean over seeds, each seed's own
+    difference, and bootstrap draws that resample the seeds and, within each draw, the lesions (both sources
+    of variance in one interval)."""
+
+    metric: str
+    difference: float
+    per_seed: tuple[float, ...]
+    draws: np.ndarray
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        return _interval(self.draws, level)
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided bootstrap p-value of a zero difference: twice the smaller tail share of the draws."""
+        finite = self.draws[np.isfinite(self.draws)]
+        if not len(finite):
+            return 1.0
+        return float(min(1.0, 2 * min(np.mean(finite <= 0), np.mean(finite >= 0))))
+
+    @property
+    def same_sign(self) -> bool:
+        """Whether every seed's difference has the sign of the mean (none is zero)."""
+        return all(d > 0 for d in self.per_seed) or all(d < 0 for d in self.per_seed)
+
+
+def seed_paired(y_true: np.ndarray, probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarray], *,
+                groups: Sequence[Any] | None = None, metric: str = "bacc", n_boot: int = 1000, seed: int = 0,
+                stratify: bool = True) -> SeedPaired:
+    """A hierarchical paired bootstrap: ``probs_a[s]`` and ``probs_b[s]`` are seed ``s`` of two variants on the
+    same test images. Each draw resamples the seeds (with replacement) and the lesions (within their class
+    with ``stratify``) and takes the mean difference; with one seed it is :func:`paired_bootstrap`'s."""
+    if not probs_a or len(probs_a) != len(probs_b):
+        raise ValueError(f"seed_paired needs the same number of seeds of both variants, got {len(probs_a)} and "
+                         f"{len(probs_b)}")
+    y_true = np.asarray(y_true, dtype=int)
+    score = _one_metric(metric, np.asarray(probs_a[0]).shape[1])
+    if score is None:
+        def value(rows: np.ndarray, probs: np.ndarray) -> float:
+            return scalar_metrics(y_true[rows], probs[rows])[metric]
+    else:
+        preds = {}
+
+        def value(rows: np.ndarray, probs: np.ndarray) -> float:
+            key = id(probs)
+            if key not in preds:
+                preds[key] = probs.argmax(axis=1)
+            return score(y_true[rows], preds[key][rows])
+    pa = [np.asarray(p, dtype=float) for p in probs_a]
+    pb = [np.asarray(p, dtype=float) for p in probs_b]
+    if any(p.shape != pa[0].shape for p in [*pa, *pb]) or len(y_true) != len(pa[0]):
+        raise ValueError("seed_paired needs every seed's predictions on the same images")
+    everything = np.arange(len(y_true))
+    per_seed = tuple(float(value(everything, a) - value(everything, b)) for a, b in zip(pa, pb))
+    rng = np.random.default_rng(seed + 1)
+    rows = bootstrap_indices(groups, len(y_true), n_boot, seed, y_true if stratify else None)
+    draws = np.array([np.mean([value(r, pa[s]) - value(r, pb[s]) for s in rng.integers(0, len(pa), len(pa))])
+                      for r in rows])
+    return SeedPaired(metric, float(np.mean(per_seed)), per_seed, draws)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The word a comparison earns in its family: its interval at the Holm level it was tested at."""
+
+    word: str  # higher, lower, no difference shown
+    why: str
+    low: float
+    high: float
+    level: float
+    p_holm: float
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (the family-wise error rate), in the input order."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def family_verdicts(comparisons: Mapping[str, SeedPaired], *, alpha: float = 0.05) -> dict[str, Verdict]:
+    """Words for a family of comparisons (e.g. each loss against CE): *higher* or *lower* only when the
+    Holm-adjusted p-value is below ``alpha`` (equivalently, the interval at the comparison's Holm level
+    excludes 0) **and** every seed's difference has the same sign; otherwise *no difference shown*, with why."""
+    labels = list(comparisons)
+    adjusted = dict(zip(labels, holm_adjust([comparisons[k].p_value for k in labels])))
+    order = sorted(labels, key=lambda k: comparisons[k].p_value)
+    out = {}
+    for rank, label in enumerate(order):
+        c = comparisons[label]
+        level = 1 - alpha / (len(labels) - rank)
+        low, high = c.interval(level)
+        seeds = len(c.per_seed)
+        if adjusted[label] >= alpha:
+            word, why = "no difference shown", (f"its {100 * level:.1f} % interval (Holm, {len(labels)} "
+                                                f"comparisons) includes 0")
+        elif not c.same_sign:
+            word, why = "no difference shown", f"the sign differs between its {seeds} seeds"
+        else:
+            word = "higher" if c.difference > 0 else "lower"
+            why = (f"its {100 * level:.1f} % interval (Holm, {len(labels)} comparisons) excludes 0"
+                   + (f" and all {seeds} seeds agree" if seeds > 1 else "; one seed"))
+        out[label] = Verdict(word, why, low, high, level, adjusted[label])
+    return {k: out[k] for k in labels}

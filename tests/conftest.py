@@ -12,7 +12,6 @@ from PIL import Image
 
 from skinlib.data.paths import resolve_data_dir
 
-
 REQUIRE_DATA_ENV = "SKINLIB_REQUIRE_DATA"  # set by CI, which has the data: a test that needs it then fails
 NO_DATA = "needs the HAM10000 images: `skinlib data download` (or set SKINLIB_DATA_DIR) to run it"
 
@@ -105,3 +104,12 @@ def interrupt_epoch(monkeypatch):
         monkeypatch.setattr(train, "train_one_epoch", interrupted)
 
     return arm
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Every test skipped for want of the data is reported at one place, so the summary has one line for all."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and report.longrepr[2].endswith(NO_DATA):
+        report.longrepr = (__file__, 0, report.longrepr[2])

@@ -24,7 +24,7 @@ TINY = dict(name="tiny", image_size=32, epochs=1, batch_size=16, subset=0.03, de
 
 
 @pytest.fixture(scope="module")
-def good_bundle(tmp_path_factory):
+def good_bundle(tmp_path_factory, data_dir):
     """A genuine bundle of one tiny run, packed once for the module."""
     runs = tmp_path_factory.mktemp("runs")
     run = fit(RunConfig(**TINY), runs_dir=runs)

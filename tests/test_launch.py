@@ -63,6 +63,7 @@ def test_every_chapter_starts_with_the_same_hidden_install_cell():
         assert "parameters" in code[0].metadata["tags"] and "install" in code[1].metadata["tags"], path.name
 
 
+@pytest.mark.usefixtures("data_dir")  # needs the real images
 def test_install_cell_does_nothing_on_a_set_up_machine(monkeypatch):
     def no_pip(*args, **kwargs):
         raise AssertionError(f"the install cell ran {args}")

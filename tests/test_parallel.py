@@ -31,6 +31,7 @@ def test_two_jobs_train_each_run_once_and_give_the_same_table(tmp_path):
     assert [r.path for rs in again.runs.values() for r in rs] == [r.path for rs in parallel.runs.values() for r in rs]
 
 
+@pytest.mark.usefixtures("data_dir")  # needs the real images
 def test_the_same_run_asked_twice_is_trained_once(tmp_path):
     job = Job(variant(TINY, loss="cb"), runs_dir=str(tmp_path))
     trained = train_many([job, job], jobs=2, threads=1)
@@ -71,6 +72,7 @@ def test_final_study_waits_for_the_loss_study(tmp_path, monkeypatch):
     assert run.config.sampler == experiments.LOSS_SAMPLER
 
 
+@pytest.mark.usefixtures("data_dir")  # needs the real images
 def test_study_list_prints_one_command_per_run_and_run_trains_one(tmp_path, capsys):
     common = ["--profile", "smoke", "-p", "epochs", "1", "-p", "image_size", "32", "--runs-dir", str(tmp_path)]
     assert cli.main(["study", "attention", *common, "--list"]) == 0

@@ -84,6 +84,7 @@ def test_unpacked_run_is_finished_without_weights_and_trains_nothing(trained, tm
         cam_mask_scores(again, data_dir=data_dir, examples=5)  # more examples than were kept
 
 
+@pytest.mark.usefixtures("data_dir")  # needs the real images
 def test_a_missing_run_is_named_instead_of_trained(tmp_path, monkeypatch):
     monkeypatch.setenv(NO_TRAIN_ENV, "1")
     with pytest.raises(MissingRunError, match=r"run tiny-\w+ is needed .*gpu_window\.py"):

@@ -21,6 +21,7 @@ RUN_FILES = {"config.yaml", "data.json", "split.csv", "history.csv", "best.pt", 
              "metrics.json"}
 
 
+@pytest.mark.usefixtures("data_dir")  # needs the real images
 def test_one_epoch_writes_a_complete_run_and_is_reused(tmp_path, caplog):
     config = RunConfig(**TINY)
     run = fit(config, runs_dir=tmp_path)
@@ -58,6 +59,7 @@ def _weights(run: Run, name: str = "last.pt") -> dict:
     return torch.load(run.file(name), map_location="cpu", weights_only=True)["model"]
 
 
+@pytest.mark.usefixtures("data_dir")  # needs the real images
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, interrupt_epoch):
     config = RunConfig(**{**TINY, "epochs": 3, "name": "resume", "deterministic": True})
     straight = fit(config, runs_dir=tmp_path / "a")
@@ -78,6 +80,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, interrupt_epoch):
         assert torch.equal(value, _weights(resumed)[key]), key
 
 
+@pytest.mark.usefixtures("data_dir")  # needs the real images
 def test_same_seed_same_metrics_other_seed_other_weights(tmp_path):
     config = RunConfig(**{**TINY, "name": "seeds", "loss": "cb+focal", "sampler": "balanced"})
     a = fit(config, runs_dir=tmp_path / "a")

@@ -26,13 +26,20 @@ def points(value: float, digits: int = 1) -> str:
 
 
 def paired_sentence(diff: Mapping[str, float], *, a: str, b: str, metric: str = "bacc") -> str:
-    """One sentence on a paired difference ``a - b`` (:func:`~skinlib.evaluate.paired_bootstrap`'s result)."""
+    """One sentence on a paired difference ``a - b`` (:meth:`~skinlib.study.experiments.Study.paired`'s result:
+    the mean over seeds, its interval over seeds and lesions, each seed's difference). *Higher* or *lower*
+    needs the interval to exclude 0 and every seed to agree in sign."""
     word = interval_word(diff["low"], diff["high"])
+    seeds = list(diff.get("per_seed", []))
     span = f"{points(diff['difference'])} points [{points(diff['low'])}, {points(diff['high'])}]"
+    over = f" over {len(seeds)} seeds" if len(seeds) > 1 else " (one seed)" if seeds else ""
+    if word != "no difference shown" and len(seeds) > 1 and not diff.get("same_sign", True):
+        return (f"{a} minus {b}: {span} of `{metric}`{over}; the interval excludes 0 but the seeds disagree in "
+                f"sign ({', '.join(points(d) for d in seeds)}), so no difference is shown")
     if word == "no difference shown":
-        return (f"{a} minus {b}: {span} of `{metric}`; the interval includes 0, so these runs show no difference "
-                f"between them")
-    return f"{a} is {word} than {b}: {span} of `{metric}`; the interval excludes 0"
+        return (f"{a} minus {b}: {span} of `{metric}`{over}; the interval includes 0, so these runs show no "
+                f"difference between them")
+    return f"{a} is {word} than {b}: {span} of `{metric}`{over}; the interval excludes 0"
 
 
 def null_sentence(value: float, majority: float, chance: float, *, metric: str = "accuracy",

@@ -53,8 +53,8 @@ def distance_summary(executed: Path) -> list[str]:
 FINDINGS: tuple[tuple[str, str], ...] = (
     ("02_baselines", "**Baselines** (the paper's Table 3): {ranking}"),
     ("04_attention", "**Attention**: {caco_vs_se}"),
-    ("05_losses", "**Losses**: on validation the study chose {chosen_loss}; each loss against plain CE on test "
-                  "`bacc`: {bacc_words}."),
+    ("05_losses", "**Losses**: on validation the study chose {chosen_loss}; each of the {n_losses} losses against "
+                  "plain CE on test `bacc` (Holm-corrected, every seed agreeing): {bacc_words}."),
     ("06_final_model", "**The final model** (MobileNetV3-CaCo, {final_loss}): test `bacc` {final_bacc} and accuracy "
                        "{final_acc} (in %, with 95 % intervals); {vs_baseline}"),
     ("06_final_model", "**External test** (ISIC 2018 Task 3): `bacc` {ext_bacc} and accuracy {ext_acc} (in %)."),

@@ -17,11 +17,13 @@ import numpy as np
 import pandas as pd
 
 from skinlib.evaluate import (
+    SeedPaired,
     bootstrap_ci,
+    family_verdicts,
     format_ci,
     format_mean_sd,
     null_metrics,
-    paired_bootstrap,
+    seed_paired,
     summarize_seeds,
 )
 from skinlib.inference import arrays
@@ -373,38 +375,62 @@ class Study:
             out[label] = (100 * per.mean()).round(1)
         return pd.DataFrame(out).T
 
-    def paired(self, a: str, b: str, *, metric: str = "bacc", n_boot: int = 1000) -> dict[str, float]:
-        """Paired bootstrap of ``metric(a) - metric(b)`` on the first seed's test predictions (same images)."""
-        pa, pb = self.runs[a][0].predictions(), self.runs[b][0].predictions()
-        merged = pa.merge(pb, on=["image_id", "lesion_id", "label"], suffixes=("_a", "_b"), validate="one_to_one")
-        if len(merged) != len(pa):
-            raise ValueError(f"{a} and {b} were not tested on the same images; a paired comparison needs one split")
-        cols = [c for c in pa.columns if c.startswith("p_")]
-        return paired_bootstrap(merged["label"].to_numpy(), merged[[f"{c}_a" for c in cols]].to_numpy(),
-                                merged[[f"{c}_b" for c in cols]].to_numpy(), groups=merged["lesion_id"].to_numpy(),
-                                metric=metric, n_boot=n_boot)
+    def paired(self, a: str, b: str, *, metric: str = "bacc", n_boot: int = 1000) -> dict[str, Any]:
+        """``metric(a) - metric(b)`` on the same test images over the seeds both variants have (paired by
+        seed): the mean difference, its 95 % interval from a bootstrap over seeds and lesions, each seed's
+        difference and whether they agree in sign."""
+        c = self.seed_paired(a, b, metric=metric, n_boot=n_boot)
+        low, high = c.interval(0.95)
+        return {"metric": metric, "difference": c.difference, "low": low, "high": high, "p_value": c.p_value,
+                "per_seed": list(c.per_seed), "same_sign": c.same_sign, "n_boot": n_boot}
+
+    def seed_paired(self, a: str, b: str, *, metric: str = "bacc", n_boot: int = 1000) -> SeedPaired:
+        """The :class:`~skinlib.evaluate.SeedPaired` comparison of variants ``a`` and ``b`` (same split)."""
+        pairs = list(zip(self.runs[a], self.runs[b]))
+        merged_all = []
+        for ra, rb in pairs:
+            pa, pb = ra.predictions(), rb.predictions()
+            merged = pa.merge(pb, on=["image_id", "lesion_id", "label"], suffixes=("_a", "_b"),
+                              validate="one_to_one")
+            if len(merged) != len(pa):
+                raise ValueError(f"{a} and {b} were not tested on the same images; a paired comparison needs one "
+                                 f"split")
+            merged_all.append(merged.sort_values("image_id", ignore_index=True))
+        cols = [c for c in self.runs[a][0].predictions().columns if c.startswith("p_")]
+        first = merged_all[0]
+        if any(not m["image_id"].equals(first["image_id"]) for m in merged_all[1:]):
+            raise ValueError(f"the seeds of {a} and {b} were tested on different images; seeds share one split")
+        return seed_paired(first["label"].to_numpy(), [m[[f"{c}_a" for c in cols]].to_numpy() for m in merged_all],
+                           [m[[f"{c}_b" for c in cols]].to_numpy() for m in merged_all],
+                           groups=first["lesion_id"].to_numpy(), metric=metric, n_boot=n_boot)
 
 
 def paired_table(study: Study, reference: str, *, metrics: Sequence[str] = ("bacc", "accuracy"),
                  n_boot: int = 1000, variants: Sequence[str] | None = None,
                  reference_minus: bool = False) -> pd.DataFrame:
-    """Every variant against ``reference`` on the same test images: the paired difference of each metric in
-    points with its interval (variant minus reference; with ``reference_minus``, reference minus variant),
-    and the word the interval allows (higher, lower, no difference shown) for the first of the two."""
-    from skinlib.book.claims import interval_word, points
+    """Every variant against ``reference`` on the same test images, as one family of comparisons per metric:
+    the mean paired difference over seeds in points with its interval at the comparison's Holm level (seeds
+    and lesions resampled), each seed's difference, and the word the family allows
+    (:func:`~skinlib.evaluate.family_verdicts`: higher or lower only when the Holm-corrected interval excludes 0
+    and every seed agrees). Variant minus reference; with ``reference_minus``, reference minus variant."""
+    from skinlib.book.claims import points
 
-    rows = {}
-    for label in variants or [v for v in study.runs if v != reference]:
-        row = {}
-        for metric in metrics:
-            a, b = (reference, label) if reference_minus else (label, reference)
-            d = study.paired(a, b, metric=metric, n_boot=n_boot)
-            row[f"Δ {metric} (points)"] = f"{points(d['difference'])} [{points(d['low'])}, {points(d['high'])}]"
-            row[f"{metric}"] = interval_word(d["low"], d["high"])
-            row[f"_{metric}"], row[f"_{metric}_low"], row[f"_{metric}_high"] = d["difference"], d["low"], d["high"]
-        rows[label] = row
+    labels = list(variants or [v for v in study.runs if v != reference])
+    rows: dict[str, dict[str, Any]] = {label: {} for label in labels}
+    for metric in metrics:
+        comparisons = {label: study.seed_paired(*((reference, label) if reference_minus else (label, reference)),
+                                                metric=metric, n_boot=n_boot) for label in labels}
+        for label, v in family_verdicts(comparisons).items():
+            c, row = comparisons[label], rows[label]
+            row[f"Δ {metric} (points)"] = f"{points(c.difference)} [{points(v.low)}, {points(v.high)}]"
+            if len(c.per_seed) > 1:
+                row[f"Δ {metric} per seed"] = ", ".join(points(d) for d in c.per_seed)
+            row[f"{metric}"] = v.word
+            row[f"_{metric}"], row[f"_{metric}_low"], row[f"_{metric}_high"] = c.difference, v.low, v.high
+            row[f"_{metric}_why"] = v.why
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = f"{reference} minus" if reference_minus else f"minus {reference}"
+    table.attrs.update(family=len(labels), seeds=len(study.seeds))
     return table
 
 
