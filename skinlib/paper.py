@@ -68,6 +68,18 @@ def comparison(paper: Mapping[str, Mapping[str, float]], study: Any, *,
     return pd.DataFrame(rows).set_index("model")
 
 
+def ovr_from_top1(top1: float, k: int = 7) -> float:
+    """The paper's eq. 8 accuracy (one-vs-rest, averaged over ``k`` classes) that a top-1 accuracy implies:
+    each wrong answer is one false negative and one false positive, so ``1 - 2 (1 - top1) / k`` exactly."""
+    return 1 - 2 * (1 - top1) / k
+
+
+def implied_top1(ovr: float, k: int = 7) -> float:
+    """The top-1 accuracy behind an eq. 8 accuracy ``ovr`` over ``k`` classes (:func:`ovr_from_top1` inverted):
+    the paper's 93.39 % read that way is a top-1 of 76.9 %."""
+    return 1 - k * (1 - ovr) / 2
+
+
 def table3_labels() -> dict[str, str]:
     """Table 3's rows (registered names) -> the baseline study's labels (the paper's names)."""
     return {name: label for label, name in TABLE3_MODELS.items()}

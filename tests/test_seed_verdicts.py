@@ -55,3 +55,16 @@ def test_one_seed_gives_the_plain_paired_bootstrap():
     plain = paired_bootstrap(y, a, b, groups=np.arange(500), n_boot=200)
     assert one.interval() == pytest.approx((plain["low"], plain["high"]))
     assert one.difference == pytest.approx(plain["difference"])
+
+
+def test_eq8_accuracy_is_tied_to_top1_exactly():
+    from skinlib.evaluate import scalar_metrics
+    from skinlib.paper import CACO, implied_top1, ovr_from_top1
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 7, 3000)
+    probs = _probs_with_accuracy(y, rng.random(3000) < 0.8)
+    m = scalar_metrics(y, probs)
+    assert m["ovr_accuracy"] == pytest.approx(ovr_from_top1(m["accuracy"]))
+    assert implied_top1(ovr_from_top1(0.81)) == pytest.approx(0.81)
+    assert round(100 * implied_top1(CACO["accuracy"] / 100), 1) == 76.9
