@@ -95,9 +95,14 @@ def measure_latency(
 AA_ARM = "(reference again)"
 
 
+NOISY_FLOOR = 0.15
+"""A noise floor above this (the identical arm strays more than 15 % from 1) gives no verdict at all."""
+CLOCKS = ("thread", "wall")
+
+
 def compare_latency(models: dict[str, nn.Module], *, reference: str, image_size: int = 224, batch: int = 1,
                     rounds: int = 15, per_round: int = 5, warmup: int = 3, threads: int | None = 1,
-                    seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+                    seed: int = 0, level: float = 0.95, clock: str | None = None) -> pd.DataFrame:
     """CPU latency of several models measured so that a difference can be told from noise.
 
     Every round times each model ``per_round`` times, the models in a new random order each round
@@ -106,8 +111,11 @@ def compare_latency(models: dict[str, nn.Module], *, reference: str, image_size:
     and each model's ratio to the reference. The **noise floor** is how far the A/A ratio strays from
     1 (the larger distance of its ``level`` interval's ends); a model is called faster or slower only
     when its ratio's interval excludes 1 *and* its median ratio is further from 1 than that floor,
-    else "no difference". Returns one row per model (and the A/A arm) with the median ms and its
-    interval over rounds, the ratio with its interval and the verdict; ``attrs`` hold the floor.
+    else "no difference"; when the floor itself exceeds :data:`NOISY_FLOOR`, every model gets "too noisy
+    here: no verdict". ``clock``: ``"thread"`` (CPU time of this thread, which other processes barely disturb;
+    the default with ``threads=1``, where the forward pass runs in this thread) or ``"wall"``. Returns one row
+    per model (and the A/A arm) with the median ms and its interval over rounds, the ratio with its interval
+    and the verdict; ``attrs`` hold the floor and the clock.
     """
     import time
 
@@ -117,6 +125,10 @@ def compare_latency(models: dict[str, nn.Module], *, reference: str, image_size:
         raise ValueError(f"reference {reference!r} is not among the models: {', '.join(models)}")
     if rounds < 3 or per_round < 1:
         raise ValueError(f"rounds must be >= 3 and per_round >= 1, got {rounds}, {per_round}")
+    clock = clock or ("thread" if threads == 1 else "wall")
+    if clock not in CLOCKS:
+        raise ValueError(f"unknown clock {clock!r}; valid: {', '.join(CLOCKS)}")
+    tick = time.thread_time if clock == "thread" else time.perf_counter
     arms = {**models, AA_ARM: models[reference]}
     previous = torch.get_num_threads()
     if threads is not None:
@@ -135,9 +147,9 @@ def compare_latency(models: dict[str, nn.Module], *, reference: str, image_size:
                 for i in rng.permutation(len(names)):
                     model, times = arms[names[i]], []
                     for _ in range(per_round):
-                        start = time.perf_counter()
+                        start = tick()
                         model(x)
-                        times.append(time.perf_counter() - start)
+                        times.append(tick() - start)
                     per_arm[names[i]].append(1e3 * float(np.median(times)))
     finally:
         torch.set_num_threads(previous)
@@ -154,6 +166,8 @@ def compare_latency(models: dict[str, nn.Module], *, reference: str, image_size:
             verdict = "reference"
         elif name == AA_ARM:
             verdict = "noise control"
+        elif floor > NOISY_FLOOR:
+            verdict = "too noisy here: no verdict"
         elif (low > 1 or high < 1) and abs(mid - 1) > floor:
             verdict = "slower" if mid > 1 else "faster"
         else:
@@ -162,7 +176,7 @@ def compare_latency(models: dict[str, nn.Module], *, reference: str, image_size:
                       "ms high": float(np.quantile(ms, 1 - alpha)), "ratio": mid, "ratio low": low,
                       "ratio high": high, "verdict": verdict}
     table = pd.DataFrame.from_dict(rows, orient="index")
-    table.attrs.update(noise_floor=floor, rounds=rounds, per_round=per_round, threads=threads,
+    table.attrs.update(noise_floor=floor, rounds=rounds, per_round=per_round, threads=threads, clock=clock,
                        reference=reference, level=level, per_round_ms=per_arm)
     return table
 

@@ -87,4 +87,8 @@ def latency_phrase(verdict: str, reference: str) -> str:
         return f"{verdict} than {reference}'s"
     if verdict == "no difference":
         return f"not distinguishable from {reference}'s (within the noise)"
-    raise ValueError(f"unknown latency verdict {verdict!r}; valid: slower, faster, no difference")
+    if verdict == "too noisy here: no verdict":
+        return (f"not compared with {reference}'s: the identical-model control strayed more than 15 % on the "
+                f"machine that timed it, so no verdict")
+    raise ValueError(f"unknown latency verdict {verdict!r}; valid: slower, faster, no difference, "
+                     f"too noisy here: no verdict")
