@@ -211,9 +211,16 @@ def test_a_missing_glue_key_fails_the_build(tmp_path):
         nbformat.v4.new_markdown_cell("# Page\n\nThe value is {glue:text}`never_glued`."),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     nbformat.write(nb, root / "page.ipynb")
-    with pytest.raises(BookError, match="never_glued"):
+    with pytest.raises(BookError, match="never_glued.*|no book was built"):
         build_html(root)
-    assert not (root / "_build" / "html").exists(), "a failed build leaves no book behind"
+    assert not (root / "_build" / "html").exists(), "a failed build makes no book"
+    previous = root / "_build" / "html" / "index.html"
+    previous.parent.mkdir(parents=True)
+    previous.write_text("the last good book")
+    with pytest.raises(BookError, match="the previous book is kept"):
+        build_html(root)
+    assert previous.read_text() == "the last good book"  # a failed build destroys nothing
+    assert not (root / "_build" / ".staging").exists()
 
 
 def test_public_path_hides_machine_folders(tmp_path, monkeypatch):

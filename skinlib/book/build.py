@@ -24,7 +24,7 @@ from skinlib.book.execute import MAX_RENDER_JOBS, execute_chapters, finished_run
 from skinlib.book.notebooks import CHAPTERS, PROFILE_FILE, BookError, book_root, chapter_defaults
 from skinlib.book.pages import FINDINGS_FILE, PROVENANCE_FILE, findings_page, provenance_page
 from skinlib.data.paths import DATA_ENV, ISIC_TEST_ENV, resolve_data_dir
-from skinlib.io import atomic_write_json, atomic_write_text, temporary_env
+from skinlib.io import atomic_write_json, atomic_write_text, replace_dir, temporary_env
 from skinlib.runs import NO_TRAIN_ENV, RUNS_ENV, runs_root
 from skinlib.study.profiles import get_profile
 
@@ -42,20 +42,27 @@ class BookResult:
     reused: list[str] = field(default_factory=list)
 
 
-def build_html(root: Path) -> Path:
-    """Run Jupyter Book on the repository root, failing on any warning (a missing glue key included)."""
-    html = root / "_build" / "html"
+def build_html(root: Path, html: Path | None = None) -> Path:
+    """Run Jupyter Book on the repository root, failing on any warning (a missing glue key included). It builds
+    into a staging folder and puts the result at ``html`` (default ``_build/html``) only when the build
+    succeeds: a failed build keeps the previous book whole."""
+    html = html or root / "_build" / "html"
+    staging = root / "_build" / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
     exe = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(exe) if exe.is_file() else "jupyter-book", "build", str(root),
+    cmd = [str(exe) if exe.is_file() else "jupyter-book", "build", str(root), "--path-output", str(staging),
            "--all", "--warningiserror", "--keep-going"]
     log.info("building the book: %s", " ".join(cmd))
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
-        shutil.rmtree(html, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         lines = (proc.stdout + proc.stderr).splitlines()
         problems = [ln for ln in lines if "WARNING" in ln or "ERROR" in ln or "Error" in ln]
         shown = "\n".join(problems[:30] or lines[-40:])
-        raise BookError(f"jupyter-book build failed (exit {proc.returncode}); the book was removed:\n{shown}")
+        kept = "the previous book is kept" if (html / "index.html").is_file() else "no book was built"
+        raise BookError(f"jupyter-book build failed (exit {proc.returncode}); {kept}:\n{shown}")
+    replace_dir(staging / "_build" / "html", html)
+    shutil.rmtree(staging, ignore_errors=True)
     return html
 
 
@@ -219,8 +226,8 @@ def build_book(
     if only:
         _check_only(chapters, stamps, stamp, executed_dir=executed_dir, profile=profile, student=student)
     bundle, missing = _open_bundle(source, values, folders) if source is not None else (None, None)
-    html = root_path / "_build" / "html"
-    shutil.rmtree(html, ignore_errors=True)  # never leave a stale book behind a failed run
+    # the student edition has its own folder; a build that fails before its end leaves the last book whole
+    html = root_path / "_build" / ("student" if student else "") / "html"
     result = BookResult(html)
     runs_path = Path(folders[RUNS_ENV])
     before = finished_runs(runs_path)
@@ -252,7 +259,7 @@ def build_book(
     result.reused = sorted(k for k in after if k in before and before[k] == after[k])
     log.info("runs trained by this build: %d (%s)", len(result.trained), ", ".join(result.trained) or "none")
     start = time.perf_counter()
-    build_html(root_path)
+    build_html(root_path, html)
     result.build_seconds = time.perf_counter() - start
     log.info("book built in %s", html)
     return result
