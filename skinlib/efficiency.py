@@ -181,35 +181,6 @@ def compare_latency(models: dict[str, nn.Module], *, reference: str, image_size:
     return table
 
 
-def same_cost_check(table: pd.DataFrame, flops: dict[str, float], *, tolerance: float = 0.001) -> str:
-    """A sentence on whether models of (nearly) equal FLOPs timed alike in a :func:`compare_latency` table:
-    the check that the timing can be trusted. Pairs whose FLOPs differ by less than ``tolerance`` (relative)
-    must have a per-round ratio whose interval stays within the noise floor; otherwise the machine was too
-    noisy (or the kernels differ in speed though not in work), and the sentence says so."""
-    import numpy as np
-
-    per_round = table.attrs["per_round_ms"]
-    floor, level = table.attrs["noise_floor"], table.attrs["level"]
-    alpha = (1 - level) / 2
-    names = [n for n in flops if n in per_round]
-    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
-             if abs(flops[a] - flops[b]) <= tolerance * max(flops[a], flops[b])]
-    if not pairs:
-        return "no two models here have the same FLOPs, so the timing has no internal check"
-    bad = []
-    for a, b in pairs:
-        ratio = np.array(per_round[a]) / np.array(per_round[b])
-        low, high = np.quantile(ratio, alpha), np.quantile(ratio, 1 - alpha)
-        if low > 1 + floor or high < 1 - floor:
-            bad.append(f"{a} / {b} = {np.median(ratio):.2f} [{low:.2f}, {high:.2f}]")
-    listed = ", ".join(f"{a} and {b}" for a, b in pairs)
-    if bad:
-        return (f"models of equal FLOPs did not time alike ({'; '.join(bad)}, beyond the noise floor of "
-                f"{100 * floor:.0f} %): this machine was too noisy, or their kernels differ in speed, so read "
-                f"the other ratios with care")
-    return f"the models of equal FLOPs ({listed}) timed alike within the noise floor, as they should"
-
-
 def onnx_parity(model: nn.Module, path: str, *, image_size: int = 224, batch: int = 8, atol: float = 1e-4,
                 inputs: torch.Tensor | None = None, export: bool = True) -> dict[str, float]:
     """Export ``model`` to ONNX at ``path`` (unless ``export`` is False: check a file already there) and compare

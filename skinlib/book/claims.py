@@ -80,6 +80,15 @@ def overlap_sentence(intervals: Mapping[str, tuple[float, float]], *, metric: st
     return text
 
 
+def clock_phrase(clock: str) -> str:
+    """What a :func:`~skinlib.efficiency.compare_latency` clock measures, as words."""
+    if clock == "thread":
+        return "the timing thread's CPU time, which other processes barely disturb"
+    if clock == "wall":
+        return "wall-clock time, which anything else running on the machine disturbs"
+    raise ValueError(f"unknown clock {clock!r}; valid: thread, wall")
+
+
 def latency_phrase(verdict: str, reference: str) -> str:
     """A :func:`~skinlib.efficiency.compare_latency` verdict as words: ``slower than SE's``, ``not
     distinguishable from SE's (within the noise)``."""
