@@ -6,7 +6,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 BOOK_STAMP := $(VENV)/.installed-book
 DEV_STAMP  := $(VENV)/.installed-dev
-PROFILE ?= smoke
+# with data here (SKINLIB_DATA_DIR, data/ or ../shared/data/, as skinlib looks), make book trains the smoke
+# profile; without it, it renders the most complete committed results bundle (PROFILE=best), training nothing
+HAVE_DATA := $(if $(or $(SKINLIB_DATA_DIR),$(wildcard data ../shared/data)),1,)
+PROFILE ?= $(if $(HAVE_DATA),smoke,best)
 JOBS ?= auto
 # the most complete results bundle present (PROFILE=best): the first complete one of paper, gpu, cpu, smoke
 BUNDLE_ORDER := paper gpu cpu smoke
@@ -41,7 +44,8 @@ book-env: $(BOOK_STAMP)  ## the virtual environment with the book extra only (wh
 
 # PROFILE=smoke (default) trains its runs on this machine; any other profile renders its committed
 # results bundle (results/$(PROFILE)) without training, e.g. `make book PROFILE=gpu`.
-book: $(BOOK_STAMP)  ## execute every notebook (smoke profile, or PROFILE=gpu from results/gpu) and build the book
+book: $(BOOK_STAMP)  ## execute every notebook (smoke profile with data; without, the best committed bundle) and build the book
+	@$(if $(HAVE_DATA),,echo "make book: no data here, so the book renders the committed bundle results/$(PROFILE) (the most complete one) and trains nothing; with the data (README: Data) it trains the smoke profile")
 	$(BIN)/skinlib book --profile $(PROFILE) $(if $(FROM_RESULTS),--from-results,--jobs $(JOBS))
 
 # By hand, what .github/workflows/book.yml does on GitHub: render the most complete committed bundle
