@@ -211,7 +211,7 @@ def test_a_missing_glue_key_fails_the_build(tmp_path):
         nbformat.v4.new_markdown_cell("# Page\n\nThe value is {glue:text}`never_glued`."),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     nbformat.write(nb, root / "page.ipynb")
-    with pytest.raises(BookError, match="never_glued.*|no book was built"):
+    with pytest.raises(BookError, match=r"no book was built(?s:.*)never_glued"):
         build_html(root)
     assert not (root / "_build" / "html").exists(), "a failed build makes no book"
     previous = root / "_build" / "html" / "index.html"
