@@ -154,8 +154,10 @@ def cam_null_summary(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, 
                      ) -> pd.DataFrame:
     """The mean Grad-CAM score against each null (``mask_area``, ``other_mask``): the mean paired difference
     with a bootstrap interval over images, the share of images above the null, and a verdict that says
-    "more on the lesion" only when the interval lies above 0."""
+    "more on the lesion" only when the interval lies above 0. Images whose map is all zero (no gradient
+    reached the layer) have no score: they are counted (``empty maps``), never dropped silently."""
     scores = table["cam_in_mask"].to_numpy(dtype=float)
+    empty = int(np.sum(~np.isfinite(scores)))
     rng = np.random.default_rng(seed)
     alpha = (1 - level) / 2
     rows = {}
@@ -168,7 +170,8 @@ def cam_null_summary(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, 
         if not len(diff):  # every map empty (a model whose gradients vanish): nothing to score
             rows[label] = {"mean score": float("nan"), "mean null": float(table[null].mean()),
                            "difference": float("nan"), "low": float("nan"), "high": float("nan"),
-                           "images above null %": float("nan"), "verdict": "not measurable (every map is empty)"}
+                           "images above null %": float("nan"), "empty maps": empty,
+                           "verdict": "not measurable (every map is empty)"}
             continue
         draws = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(n_boot)])
         low, high = float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha))
@@ -176,9 +179,10 @@ def cam_null_summary(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, 
                    "less on the lesion than the null" if high < 0 else "no different from the null")
         rows[label] = {"mean score": float(np.nanmean(scores)), "mean null": float(table[null].mean()),
                        "difference": float(diff.mean()), "low": low, "high": high,
-                       "images above null %": 100 * float(np.mean(diff > 0)), "verdict": verdict}
+                       "images above null %": 100 * float(np.mean(diff > 0)), "empty maps": empty,
+                       "verdict": verdict}
     out = pd.DataFrame.from_dict(rows, orient="index")
-    out.attrs.update(n_images=len(scores), n_boot=n_boot, level=level)
+    out.attrs.update(n_images=len(scores), n_boot=n_boot, level=level, n_empty=empty)
     return out
 
 

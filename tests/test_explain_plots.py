@@ -227,4 +227,8 @@ def test_cam_scores_are_read_against_their_nulls():
     good, flat = cam_null_summary(on_lesion, n_boot=200), cam_null_summary(uniform, n_boot=200)
     assert set(good["verdict"]) == {"more on the lesion than the null"}
     assert flat.iloc[0]["verdict"] == "no different from the null"  # a uniform map scores the mask area
-    assert flat.attrs["n_images"] == n
+    assert flat.attrs["n_images"] == n and flat.attrs["n_empty"] == 0
+    blank = masks.astype(float)
+    blank[:5] = 0  # five maps without any gradient: no score, and counted
+    partly = cam_null_summary(mask_score_table(index, blank, masks, preds), n_boot=200)
+    assert partly.attrs["n_empty"] == 5 and set(partly["empty maps"]) == {5}
