@@ -15,6 +15,7 @@ from skinlib.study.experiments import variant as make_variant
 from skinlib.study.profiles import get_profile
 from skinlib.study.schedule import (
     PRIORITY,
+    DeviceSpeeds,
     Estimate,
     Images,
     Observed,
@@ -27,7 +28,6 @@ from skinlib.study.schedule import (
     group,
     key_of,
     priority,
-    table_estimates,
     uncovered,
 )
 from skinlib.study.window import _Timeline
@@ -64,11 +64,11 @@ def final_run() -> RunConfig:
 def prior() -> dict:
     """What a window knows before its first epoch: the table (20 % optimistic) for MobileNetV3-Small and ResNet18,
     a calibration (10 % pessimistic) for each other family."""
-    table = {"GPU": [{"model": m, "image_size": 224, "batch_size": 256,
-                      "train_images_per_s": IMAGES.train / (TRUE_EPOCH[m] * 0.8 * 0.9),
-                      "eval_images_per_s": IMAGES.val / (TRUE_EPOCH[m] * 0.8 * 0.1)}
-                     for m in ("mobilenet_v3_small", "resnet18")]}
-    known = table_estimates("GPU", IMAGES, table)
+    table = DeviceSpeeds("GPU", tuple({"model": m, "image_size": 224, "batch_size": 256,
+                                       "train_images_per_s": IMAGES.train / (TRUE_EPOCH[m] * 0.8 * 0.9),
+                                       "eval_images_per_s": IMAGES.val / (TRUE_EPOCH[m] * 0.8 * 0.1)}
+                                      for m in ("mobilenet_v3_small", "resnet18")))
+    known = table.estimates(IMAGES)
     for c in uncovered(gpu_runs(), known):
         e = TRUE_EPOCH[c.model] * 1.1
         known[key_of(c)] = Estimate(e, 2 * 0.1 * e, f"calibrated on {c.model}")
@@ -230,6 +230,15 @@ def test_a_run_is_not_started_when_it_would_push_the_live_ones_past_the_window()
     assert start == [0]  # 2 live: the live run needs 120 s, the new one 20 s
     start, why = choose([config], est, plan, free=1, now=0, sharing=sharing, running_left=[120.0])
     assert start == [] and "would no longer end in time" in why[0]  # the live one would need 240 s
+
+
+def test_the_committed_table_reads_the_h200_once():
+    from skinlib.study.schedule import device_speeds
+
+    h200 = device_speeds("NVIDIA H200")
+    assert h200.sharing == pytest.approx(0.52) and h200.startup_s == 19
+    assert {r["model"] for r in h200.rows} >= {"mobilenet_v3_small", "resnet18", "ghostnetv2_100"}
+    assert device_speeds("cpu") == DeviceSpeeds("cpu")  # nothing measured: the prior and the caller's start-up
 
 
 def test_flops_scale_only_within_a_family():

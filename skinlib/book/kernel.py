@@ -188,5 +188,5 @@ def weights_note(models: Mapping[str, str], *, consequence: str) -> Any | None:
     files = ", ".join(f"`{public_path(expected_weights_file(m))}`" for m in missing.values())
     fetch = ", ".join(f"`skinlib weights fetch {m}`" for m in missing.values())
     return admonition("warning", f"No ImageNet weights for {', '.join(missing)}",
-                      f"Missing: {files}. Fetch them on a connected machine ({fetch}) and copy them here. "
-                      f"{consequence}")
+                      f"Missing: {files}. Fetch them on a connected machine ({fetch}) and copy them to the "
+                      f"machine that builds the book. {consequence}")

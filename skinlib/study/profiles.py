@@ -52,7 +52,7 @@ def _profile_parameters() -> dict[str, Spec]:
         "seeds": Spec("training seeds", list[int], check=_seeds),
         "n_boot": Spec("bootstrap resamples for the confidence intervals", int, low=10,
                        rule="at least 10 bootstrap resamples (1000 for 95 % intervals)"),
-        "pretrained": Spec("start from ImageNet weights when they are present on this machine", bool),
+        "pretrained": Spec("start from ImageNet weights when the build finds them", bool),
     })
     return out
 

@@ -14,7 +14,8 @@ Per run, the seconds of one epoch (training + validation) *alone on the device* 
 
 A run's estimate is that solo time times the slowdown at the number of runs that will be live with it; a run
 starts only when start-up + its epochs + its test pass end before the deadline minus the reserve kept for
-packing (:meth:`Plan.fits`). Pending runs are taken in :func:`priority` order.
+packing, and only if every run already live still does at the new concurrency (:func:`choose`). Pending runs
+are taken in :func:`priority` order.
 """
 
 from __future__ import annotations
@@ -78,47 +79,35 @@ def family(model: str) -> str:
 
 # --- the throughput table -----------------------------------------------------------------------------------
 
-def read_table(path: str | Path = THROUGHPUT_FILE) -> dict[str, list[dict[str, Any]]]:
-    """The committed throughput table: per device kind, rows of model, image size, batch and images/s."""
+@dataclass(frozen=True)
+class DeviceSpeeds:
+    """What the throughput table knows of one device kind: its rows (model, image size, batch, images/s),
+    the sharing slope measured on it and a run's solo start-up seconds (``None`` where not measured)."""
+
+    kind: str
+    rows: tuple[dict[str, Any], ...] = ()
+    sharing: float = SHARING_PRIOR
+    startup_s: float | None = None
+
+    def estimates(self, images: Images) -> dict[Key, Estimate]:
+        """The solo estimate of every row, per (model, size, batch)."""
+        return {(str(r["model"]), int(r["image_size"]), int(r["batch_size"])):
+                images.estimate(float(r["train_images_per_s"]), r.get("eval_images_per_s"),
+                                f"table ({self.kind}, {r.get('measured', 'measured')})") for r in self.rows}
+
+
+def device_speeds(kind: str, path: str | Path = THROUGHPUT_FILE) -> DeviceSpeeds:
+    """The committed throughput table's entry for device kind ``kind`` (e.g. ``NVIDIA H200``), read once."""
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        return {}
-    devices = data.get("devices") if isinstance(data, dict) else None
-    if not isinstance(devices, dict):
+        return DeviceSpeeds(kind)
+    if not isinstance(data, dict) or not isinstance(data.get("devices"), dict):
         raise ValueError(f"{path} is not a throughput table (no 'devices' mapping); restore it from git")
-    return devices
-
-
-def table_estimates(kind: str, images: Images, table: Mapping[str, list[dict[str, Any]]] | None = None
-                    ) -> dict[Key, Estimate]:
-    """The table's solo estimates for device kind ``kind`` (e.g. ``NVIDIA H200``), per (model, size, batch)."""
-    rows = (read_table() if table is None else table).get(kind, [])
-    out = {}
-    for row in rows:
-        key = (str(row["model"]), int(row["image_size"]), int(row["batch_size"]))
-        out[key] = images.estimate(float(row["train_images_per_s"]), row.get("eval_images_per_s"),
-                                   f"table ({kind}, {row.get('measured', 'measured')})")
-    return out
-
-
-def table_sharing(kind: str, path: str | Path = THROUGHPUT_FILE) -> float:
-    """The sharing slope measured on device kind ``kind`` (the table's ``sharing``), else :data:`SHARING_PRIOR`."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return SHARING_PRIOR
-    return float(data.get("sharing", {}).get(kind, SHARING_PRIOR))
-
-
-def table_startup(kind: str, default: float, path: str | Path = THROUGHPUT_FILE) -> float:
-    """A run's solo start-up seconds measured on device kind ``kind`` (the table's ``startup_s``), else
-    ``default``."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return default
-    return float(data.get("startup_s", {}).get(kind, default))
+    startup = data.get("startup_s", {}).get(kind)
+    return DeviceSpeeds(kind, tuple(data["devices"].get(kind, [])),
+                        float(data.get("sharing", {}).get(kind, SHARING_PRIOR)),
+                        None if startup is None else float(startup))
 
 
 def table_rows(solo: Mapping[Key, Estimate], images: Images, *, measured: str) -> list[dict[str, Any]]:
@@ -206,9 +195,6 @@ def earlier_estimates(finished: Sequence[Run]) -> dict[Key, Estimate]:
             (float((history["seconds"] + evals).mean()), float(evals.mean())))
     return {k: Estimate(sum(e for e, _ in v) / len(v), TEST_FACTOR * sum(t for _, t in v) / len(v),
                         "measured in an earlier window") for k, v in sums.items()}
-
-
-measured = earlier_estimates  # the name the window used before
 
 
 @lru_cache(maxsize=64)
@@ -303,16 +289,8 @@ class Plan:
         """When every run must be done (the reserve after it is for deriving and packing)."""
         return self.deadline - self.reserve
 
-    def fits(self, estimate: Estimate | None, epochs: int, now: float | None = None) -> bool:
-        """Whether a run with this estimate, started now, ends (start-up, epochs, test) before training ends.
-        With no estimate, nothing fits: a window starts no run it cannot bound."""
-        if estimate is None:
-            return False
-        now = time.time() if now is None else now
-        return now + estimate.total(epochs, self.startup) <= self.training_ends
 
-
-def describe(pending: Sequence[RunConfig], estimates: dict[int, Estimate | None], epochs: Any = None) -> str:
+def describe(pending: Sequence[RunConfig], estimates: dict[int, Estimate | None]) -> str:
     """One line per pending run: its name and solo estimate, for the window's log."""
     lines = []
     for i, c in enumerate(pending):

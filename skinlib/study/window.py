@@ -24,6 +24,7 @@ from typing import Any
 
 from skinlib.runs import NO_TRAIN_ENV, MissingRunError, Run, RunConfig
 from skinlib.study.schedule import (
+    DeviceSpeeds,
     Estimate,
     Images,
     Key,
@@ -32,15 +33,13 @@ from skinlib.study.schedule import (
     Sharing,
     decide,
     describe,
+    device_speeds,
     earlier_estimates,
     estimate_runs,
     fit_sharing,
     key_of,
     priority,
-    table_estimates,
     table_rows,
-    table_sharing,
-    table_startup,
     uncovered,
 )
 
@@ -237,26 +236,29 @@ class Window:
         self.observed: list[Observed] = []
         self.timeline = _Timeline()
         self.sharing = Sharing()
-        self.prior_a = Sharing().a
+        self.prior_a = self.sharing.a
         self.fitted: dict[Key, Estimate] = {}
         self.waiting: dict[int, str] = {}
-        self._keys: dict[tuple, str] = {}
+        self._keys: dict[tuple, tuple[str, int]] = {}
         self.lock = threading.Lock()  # the pack thread and the driver each switch training off while they read
         self.t0 = time.time()
 
     # --- the run store ------------------------------------------------------------------------------------
-    def folder(self, config: RunConfig) -> Path:
+    def _selection(self, config: RunConfig) -> tuple[str, int]:
+        """The data key and the number of images of ``config``'s data selection, selected once per window."""
         from skinlib.data.selection import select_data
 
         k = (config.subset, config.split_seed)
         if k not in self._keys:
-            self._keys[k] = select_data(self.data_dir, subset=config.subset, seed=config.split_seed).fingerprint.key
-        return Run.for_config(config, self._keys[k], self.runs_dir).path
+            selection = select_data(self.data_dir, subset=config.subset, seed=config.split_seed)
+            self._keys[k] = (selection.fingerprint.key, len(selection.index))
+        return self._keys[k]
+
+    def folder(self, config: RunConfig) -> Path:
+        return Run.for_config(config, self._selection(config)[0], self.runs_dir).path
 
     def images(self, config: RunConfig) -> Images:
-        from skinlib.data.selection import select_data
-
-        n = len(select_data(self.data_dir, subset=config.subset, seed=config.split_seed).index)
+        n = self._selection(config)[1]
         return Images(int(n * config.fractions[0]), int(n * config.fractions[1]))
 
     # --- estimates ----------------------------------------------------------------------------------------
@@ -467,7 +469,7 @@ def _warm_cache(pending: Sequence[RunConfig], data_dir: Any) -> None:
 
 
 def _prepare(w: Window, *, results_dir: Any, given: dict[Key, Estimate] | None, calibrate_cold: bool,
-             table: dict[str, list[dict[str, Any]]] | None) -> None:
+             table: DeviceSpeeds | None) -> None:
     """Restore what earlier windows made, list the missing runs, and give every one an estimate: the table,
     earlier windows' runs, the ``given`` estimates, and, for a family none of these covers, a calibration."""
     from skinlib.models.registry import check_image_size
@@ -490,9 +492,10 @@ def _prepare(w: Window, *, results_dir: Any, given: dict[Key, Estimate] | None, 
     w.report.device = device_kind(str(w.params["device"]))
     images = w.images(w.pending[0]) if w.pending else Images(1, 1)
     same_device = [r for r in state.finished if _trained_on(r) == w.report.device]  # others' speeds say nothing
-    w.prior = {**earlier_estimates(same_device), **table_estimates(w.report.device, images, table), **(given or {})}
-    w.prior_a = table_sharing(w.report.device)
-    w.plan.startup = table_startup(w.report.device, w.plan.startup)
+    speeds = device_speeds(w.report.device) if table is None else table
+    w.prior = {**earlier_estimates(same_device), **speeds.estimates(images), **(given or {})}
+    w.prior_a = speeds.sharing
+    w.plan.startup = w.plan.startup if speeds.startup_s is None else speeds.startup_s
     if calibrate_cold:
         for config in uncovered(w.pending, w.prior):
             w.prior[key_of(config)] = calibrate(config, images=w.images(config), threads=threads_per_job(w.jobs),
@@ -531,7 +534,7 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
                reserve_s: float = 90.0, startup_s: float = 30.0, results_dir: str | os.PathLike | None = None,
                calibrate_cold: bool = True, pack_every_s: float = 60.0,
                given: dict[Key, Estimate] | None = None, started_at: float | None = None,
-               table: dict[str, list[dict[str, Any]]] | None = None, poll_s: float = POLL_S,
+               table: DeviceSpeeds | None = None, poll_s: float = POLL_S,
                **overrides: Any) -> WindowReport:
     """One time-boxed window: unpack ``results/<profile>`` (under ``results_dir``), estimate every missing run,
     start those that fit in :func:`~skinlib.study.schedule.priority` order, ``jobs`` at a time, each in its own
