@@ -114,7 +114,7 @@ def distance_table(*, ours_top1: float, ours_ovr: float, gap: tuple[float, float
         ("ImageNet pre-training",
          f"the paper's own Table 2: {pretraining_gain():+.2f} points (MobileNetV3-Small), "
          f"{pretraining_gain('resnet18'):+.2f} (ResNet18); ours "
-         + ("used it" if pretrained_used else "trained from scratch (weights absent here)"),
+         + ("used it" if pretrained_used else "trained from scratch (the build found no ImageNet weights)"),
          "whether the CaCo model itself was pre-trained"),
         ("resolution, epochs, data",
          "none needed: this profile is the paper's scale" if full else
