@@ -41,7 +41,7 @@ def _make_n(*args: str) -> list[list[str]]:
 def test_make_targets_render_bundles_and_publish_by_hand():
     book = [c for c in _make_n("book", "PROFILE=gpu") if c[0].endswith("skinlib")]
     assert book == [[".venv/bin/skinlib", "book", "--profile", "gpu", "--from-results"]]
-    smoke = [c for c in _make_n("book") if c[0].endswith("skinlib")]
+    smoke = [c for c in _make_n("book", "HAVE_DATA=1") if c[0].endswith("skinlib")]  # data here: train smoke
     assert smoke == [[".venv/bin/skinlib", "book", "--profile", "smoke", "--jobs", "auto"]]
     cmd = shlex.split(build_command().replace('"$PROFILE"', "smoke"))
     assert [c for c in _make_n(*cmd[1:]) if c[0].endswith("skinlib")] == [
@@ -55,6 +55,8 @@ def test_make_targets_render_bundles_and_publish_by_hand():
     cmd = shlex.split(build_command().replace('"$PROFILE"', "best"))
     assert [c for c in _make_n(*cmd[1:]) if c[0].endswith("skinlib")] == [
         [".venv/bin/skinlib", "book", "--profile", best, "--from-results"]]
+    no_data = [c for c in _make_n("book", "HAVE_DATA=") if c[0].endswith("skinlib")]  # no data: the best bundle
+    assert no_data == [[".venv/bin/skinlib", "book", "--profile", best, "--from-results"]]
     publish = _make_n("publish")
     assert publish[-2] == [".venv/bin/skinlib", "book", "--profile", best, "--from-results"]
     assert publish[-1][0].endswith("ghp-import") and publish[-1][-1] == "_build/html" and "--push" in publish[-1]
