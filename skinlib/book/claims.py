@@ -8,7 +8,7 @@ the metrics are stored) and returns text in percent points.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 def interval_word(low: float, high: float) -> str:
@@ -101,3 +101,25 @@ def latency_phrase(verdict: str, reference: str) -> str:
                 f"machine that timed it, so no verdict")
     raise ValueError(f"unknown latency verdict {verdict!r}; valid: slower, faster, no difference, "
                      f"too noisy here: no verdict")
+
+
+def recipe_sentence(best: str, tied: Sequence[str], chosen: str, val_bacc: Mapping[str, float], seeds: int) -> str:
+    """How the loss study picked the best-recipe final on validation (a
+    :class:`~skinlib.study.experiments.RecipeChoice`'s fields): the best row, its ties, the recipe used."""
+    score = f"{100 * val_bacc[best]:.1f} % mean validation `bacc`"
+    over = f"over {seeds} seeds" if seeds > 1 else "from one seed, where no tie can be seen"
+    if len(tied) == 1:
+        return (f"{best} has the best validation `bacc` ({score} {over}) and every other recipe is lower in every "
+                f"seed{' with a seed interval that excludes 0' if seeds > 1 else ''}: the best recipe is {best}")
+    others = [t for t in tied if t != best]
+    return (f"{best} has the best validation `bacc` ({score} {over}), but {', '.join(others)} "
+            f"{'is' if len(others) == 1 else 'are'} not shown lower (not lower in every seed, or a seed interval "
+            f"that includes 0): a tie, broken by the simpler recipe, {chosen}")
+
+
+def two_finals_sentence(diff: Mapping[str, float] | None) -> str:
+    """The best-recipe final against the paper-recipe final (:func:`paired_sentence`), or, when ``diff`` is
+    None, that the validation choice is the paper's own recipe, so there is one final model."""
+    if diff is None:
+        return "the recipe chosen on validation is the paper's own, so the two finals are one model"
+    return paired_sentence(diff, a="CaCo with the best recipe", b="CaCo with the paper's recipe")

@@ -630,7 +630,7 @@ class ProfileRuns:
 
     finished: list[Run]
     missing: list[RunConfig]
-    final_known: bool  # False while the loss study is incomplete: the final model's runs are not known yet
+    final_known: bool  # False while the loss study is incomplete: the finals' runs (both recipes) are not known yet
 
 
 def profile_runs(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
@@ -638,13 +638,13 @@ def profile_runs(params: dict[str, Any], *, data_dir: str | os.PathLike | None =
     """Which of the book's runs for these profile parameters are in the store; trains nothing."""
     from skinlib.data.selection import select_data
     from skinlib.runs import MissingRunError
-    from skinlib.study.experiments import final_runs, independent_runs, profile_config
+    from skinlib.study.experiments import independent_runs, profile_config, recipe_runs
 
     config = profile_config(params)
     configs = independent_runs(config, params["seeds"], pretrained=params["pretrained"])
     with no_training():
         try:
-            configs += final_runs(config, params["seeds"], data_dir=data_dir, runs_dir=runs_dir)
+            configs += recipe_runs(config, params["seeds"], data_dir=data_dir, runs_dir=runs_dir)
             final_known = True
         except MissingRunError:
             final_known = False
@@ -689,18 +689,19 @@ def derive(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
     not be derived is recorded, per run folder, in ``not_derived`` (with why), never raised.
     """
     from skinlib.runs import MissingRunError
-    from skinlib.study.experiments import final_runs, make_study, profile_config
+    from skinlib.study.experiments import make_study, profile_config, recipe_runs
     from skinlib.train import fit
 
     config, seeds = profile_config(params), params["seeds"]
     done = []
     with no_training():
         try:
-            finals = final_runs(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
+            finals = [c for c in recipe_runs(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
+                      if c.seed == seeds[0]]
         except MissingRunError:
             finals = []
         baselines = make_study("baselines", config, seeds, pretrained=params["pretrained"])
-        wanted = [(c, True) for c in finals[:1]] + [(c.replace(seed=seeds[0]), False)
+        wanted = [(c, True) for c in finals] + [(c.replace(seed=seeds[0]), False)
                                                     for c in baselines.configs.values()]
         for c, final in wanted:
             try:

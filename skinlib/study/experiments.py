@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from skinlib.evaluate import (
     SeedPaired,
@@ -116,6 +117,12 @@ def joint_loss_runs(config: RunConfig, seeds: Sequence[int]) -> list[RunConfig]:
     return [study.configs[label].replace(seed=s) for label in JOINT_LOSSES for s in seeds]
 
 
+def loss_study_runs(config: RunConfig, seeds: Sequence[int]) -> list[RunConfig]:
+    """Every run of the loss study, one per (row, seed): all the best-recipe final's choice depends on."""
+    study = loss_study(config, seeds)
+    return [c.replace(seed=s) for c in study.configs.values() for s in seeds]
+
+
 def final_study(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
                 runs_dir: str | os.PathLike | None = None, jobs: int = 1) -> tuple[Study, str]:
     """MobileNetV3-CaCo with the joint loss chosen on validation by the loss study's joint-loss runs (trained
@@ -129,6 +136,84 @@ def final_study(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.P
     label = best_by_validation(joint)
     final = variant(config.replace(sampler=LOSS_SAMPLER), model="mobilenet_v3_small_caco", loss=LOSS_VARIANTS[label])
     return Study({"MobileNetV3-CaCo": final}, seeds), label
+
+
+RECIPE_COMPLEXITY: dict[str, int] = {"ce": 0, **{spec: 2 if "+" in spec else 1 for spec in LOSS_VARIANTS.values()
+                                                 if spec != "ce"}}
+"""How much a recipe adds to plain CE with the random sampler: one correction (a loss or the balanced sampler)
+counts 1, a joint loss 2. Ties on validation go to the simpler recipe."""
+
+
+@dataclass(frozen=True)
+class RecipeChoice:
+    """The training recipe the loss study picks on validation: the best row, the rows tied with it, the pick."""
+
+    best: str  # highest mean validation bacc over seeds
+    tied: tuple[str, ...]  # rows not shown worse than ``best`` (``best`` included), simplest first
+    chosen: str  # the simplest of ``tied``
+    val_bacc: dict[str, float]  # mean validation bacc per row
+    seeds: int
+
+    @property
+    def is_tie(self) -> bool:
+        return len(self.tied) > 1
+
+
+def recipe_complexity(config: RunConfig) -> int:
+    """:data:`RECIPE_COMPLEXITY` of a run's loss, plus one for the balanced sampler."""
+    return RECIPE_COMPLEXITY.get(config.loss, 2) + (config.sampler == "balanced")
+
+
+def shown_worse(best: Sequence[float], other: Sequence[float]) -> bool:
+    """Whether ``other`` is shown worse than ``best`` by paired seeds: lower in every seed and, with two seeds or
+    more, the seed-paired t interval (95 %) of ``best - other`` excluding 0. With one seed only the sign counts,
+    so no tie can be seen."""
+    d = np.asarray(best, dtype=float) - np.asarray(other, dtype=float)
+    if not (d > 0).all():
+        return False
+    if len(d) < 2:
+        return True
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return bool(d.mean() - half > 0)
+
+
+def choose_recipe(losses: Study) -> RecipeChoice:
+    """The recipe (loss and sampler together) with the best mean validation ``bacc`` among the loss study's
+    rows, or the simplest recipe tied with it (:func:`shown_worse` decides ties; never the test set)."""
+    values = {label: losses.metrics(label, "bacc", part="val") for label in losses.runs}
+    means = {label: float(np.mean(v)) for label, v in values.items()}
+    best = max(means, key=means.get)
+    tied = [label for label in values if label == best or not shown_worse(values[best], values[label])]
+    tied.sort(key=lambda label: (recipe_complexity(losses.configs[label]), -means[label]))
+    return RecipeChoice(best=best, tied=tuple(tied), chosen=tied[0], val_bacc=means, seeds=len(losses.seeds))
+
+
+PAPER_RECIPE = "paper's recipe"
+BEST_RECIPE = "best recipe"
+
+
+def recipe_study(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
+                 runs_dir: str | os.PathLike | None = None, jobs: int = 1) -> tuple[Study, RecipeChoice]:
+    """MobileNetV3-CaCo twice: with the paper's recipe (:func:`final_study`: the best joint loss, random
+    sampler) and with the recipe the whole loss study picks on validation (:func:`choose_recipe`: sampler and
+    loss together). The loss study is trained (or reused) first. When both recipes coincide the study has one
+    row. Returns the untrained study and the choice."""
+    losses = loss_study(config, seeds).train(data_dir=data_dir, runs_dir=runs_dir, jobs=jobs)
+    paper_final, _ = final_study(config, seeds, data_dir=data_dir, runs_dir=runs_dir, jobs=jobs)
+    choice = choose_recipe(losses)
+    picked = losses.configs[choice.chosen]
+    best = variant(config, model="mobilenet_v3_small_caco", loss=picked.loss, sampler=picked.sampler)
+    configs = {PAPER_RECIPE: paper_final.configs["MobileNetV3-CaCo"]}
+    if best != configs[PAPER_RECIPE]:
+        configs[BEST_RECIPE] = best
+    return Study(configs, seeds), choice
+
+
+def recipe_runs(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
+                runs_dir: str | os.PathLike | None = None) -> list[RunConfig]:
+    """Both finals' runs (:func:`recipe_study`); the whole loss study is reused, or trained first if missing."""
+    study, _ = recipe_study(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
+    return [c.replace(seed=s) for c in study.configs.values() for s in seeds]
 
 
 def leakage_study(config: RunConfig, seeds: Sequence[int]) -> Study:

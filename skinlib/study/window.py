@@ -232,6 +232,7 @@ class Window:
         self.live: list[_Live] = []
         self.pending: list[RunConfig] = []
         self.final_known = False
+        self.recipes_known = False
         self.prior: dict[Key, Estimate] = {}
         self.observed: list[Observed] = []
         self.timeline = _Timeline()
@@ -378,28 +379,40 @@ class Window:
         return kind if kind == "stopped" else f"failed ({exc_type})"
 
     def queue_final(self) -> None:
-        """Add the final model's runs once the joint losses that choose its loss have finished."""
-        from skinlib.study.bundles import no_training
-        from skinlib.study.experiments import final_runs, joint_loss_runs, profile_config
+        """Add the paper-recipe final's runs once the joint losses that choose its loss have finished, and the
+        best-recipe final's once the whole loss study has (it picks sampler and loss together)."""
+        from skinlib.study.experiments import final_runs, joint_loss_runs, loss_study_runs, profile_config, recipe_runs
 
-        if self.final_known:
-            return
         config, seeds = profile_config(self.params), self.params["seeds"]
-        if not all((self.folder(c) / "metrics.json").is_file() for c in joint_loss_runs(config, seeds)):
-            return
+        if not self.final_known:
+            self.final_known = self._queue_after(joint_loss_runs(config, seeds), final_runs,
+                                                 "the joint losses have finished; the final model's")
+        if self.final_known and not self.recipes_known:
+            self.recipes_known = self._queue_after(loss_study_runs(config, seeds), recipe_runs,
+                                                   "the loss study has finished; the best-recipe final's")
+
+    def _queue_after(self, needed: list[RunConfig], runs: Any, what: str) -> bool:
+        """Queue ``runs(config, seeds, ...)`` once every run of ``needed`` has finished; whether it did."""
+        from skinlib.study.bundles import no_training
+        from skinlib.study.experiments import profile_config
+
+        if not all((self.folder(c) / "metrics.json").is_file() for c in needed):
+            return False
         if not self.lock.acquire(timeout=0):  # the pack thread reads the store: the next poll asks again
-            return
+            return False
         try:
             with no_training():
-                final = final_runs(config, seeds, data_dir=self.data_dir, runs_dir=self.runs_dir)
+                configs = runs(profile_config(self.params), self.params["seeds"], data_dir=self.data_dir,
+                               runs_dir=self.runs_dir)
         except MissingRunError:
-            return
+            return False
         finally:
             self.lock.release()
-        self.final_known = True
-        todo = [c for c in final if not (self.folder(c) / "metrics.json").is_file()]
+        queued = {self.folder(c) for c in self.pending} | {r.folder for r in self.live}
+        todo = [c for c in configs if not (self.folder(c) / "metrics.json").is_file() and self.folder(c) not in queued]
         self.pending = sorted([*self.pending, *todo], key=priority)
-        log.info("window: the joint losses have finished; the final model's %d run(s) are queued", len(todo))
+        log.info("window: %s %d run(s) are queued", what, len(todo))
+        return True
 
     def stop_all(self) -> None:
         for run in self.live:
@@ -487,6 +500,7 @@ def _prepare(w: Window, *, results_dir: Any, given: dict[Key, Estimate] | None, 
         unpack(previous, data_dir=w.data_dir, runs_dir=w.runs_dir)
     state = profile_runs(w.params, data_dir=w.data_dir, runs_dir=w.runs_dir)
     w.pending, w.final_known = sorted(state.missing, key=priority), state.final_known
+    w.recipes_known = state.final_known
     if not w.final_known:
         w.queue_final()
     w.report.device = device_kind(str(w.params["device"]))
