@@ -460,6 +460,43 @@ def seed_paired(y_true: np.ndarray, probs_a: Sequence[np.ndarray], probs_b: Sequ
     return SeedPaired(metric, float(np.mean(per_seed)), per_seed, draws)
 
 
+def _pooled_within_class(y: np.ndarray, member: np.ndarray, correct: np.ndarray, rows: np.ndarray,
+                         k: int) -> float:
+    """Mantel-Haenszel pooled ``accuracy(member) - accuracy(rest)`` over classes, on rows ``rows`` (may repeat)."""
+    code = 2 * y[rows] + member[rows]
+    n = np.bincount(code, minlength=2 * k).reshape(k, 2).astype(float)
+    hits = np.bincount(code, weights=correct[rows], minlength=2 * k).reshape(k, 2)
+    both = (n[:, 0] > 0) & (n[:, 1] > 0)
+    if not both.any():
+        return float("nan")
+    n, hits = n[both], hits[both]
+    w = n[:, 0] * n[:, 1] / n.sum(axis=1)
+    return float(np.sum(w * (hits[:, 1] / n[:, 1] - hits[:, 0] / n[:, 0])) / w.sum())
+
+
+def within_class_gap(y_true: np.ndarray, correct: Sequence[np.ndarray], member: np.ndarray, *,
+                     groups: Sequence[Any] | None = None, n_boot: int = 1000, seed: int = 0) -> SeedPaired:
+    """Accuracy of the ``member`` images minus that of the others, **within each class** and pooled with
+    Mantel-Haenszel weights ``n_member n_rest / (n_member + n_rest)`` (classes with images on one side only
+    drop out), so that a group's class mix cannot make it look better or worse. ``correct[s]`` says which images
+    seed ``s`` got right (same images for every seed). Draws resample the seeds and the lesions (``groups``)
+    within their class, as :func:`seed_paired` does; the result reads like a :class:`SeedPaired`."""
+    y = np.asarray(y_true, dtype=int)
+    member = np.asarray(member, dtype=bool).astype(int)
+    hits = [np.asarray(c, dtype=float) for c in correct]
+    if not hits or any(len(h) != len(y) for h in hits) or len(member) != len(y):
+        raise ValueError("within_class_gap needs one correctness array per seed, each as long as y_true and member")
+    k = int(y.max()) + 1 if len(y) else 1
+    everything = np.arange(len(y))
+    per_seed = tuple(_pooled_within_class(y, member, h, everything, k) for h in hits)
+    rng = np.random.default_rng(seed + 1)
+    rows = bootstrap_indices(groups, len(y), n_boot, seed, y)
+    draws = np.array([np.nanmean([_pooled_within_class(y, member, hits[s], r, k)
+                                  for s in rng.integers(0, len(hits), len(hits))]) if len(y) else np.nan
+                      for r in rows])
+    return SeedPaired("accuracy within class", float(np.mean(per_seed)), per_seed, draws)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The word a comparison earns in its family: its interval at the Holm level it was tested at."""

@@ -402,6 +402,26 @@ def test_the_landing_page_findings_come_from_the_chapters_glued_values(tmp_path)
     assert "comparable with its numbers" in findings_page("paper", tmp_path)
 
 
+def test_the_model_card_states_chapter_06s_numbers_or_that_it_has_none(tmp_path):
+    import nbformat
+
+    from skinlib.book.pages import MODEL_CARD_KEYS, model_card_page
+
+    assert "no numbers to state" in model_card_page("cpu", tmp_path)
+    values = {k: f"<{k}>" for k in MODEL_CARD_KEYS}
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("glue")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"application/papermill.record/text/plain": repr(v)},
+                                           metadata={"scrapbook": {"name": k, "mime_prefix": ""}})
+                    for k, v in values.items()]
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / "06_final_model.ipynb")
+    card = model_card_page("cpu", tmp_path)
+    assert all(v in card for v in values.values()), [k for k, v in values.items() if v not in card]
+    assert "**Not for** diagnosis" in card and "**not** the paper's scale" in card
+    assert "the paper's scale;" in model_card_page("paper", tmp_path)
+
+
 def test_an_image_size_a_model_refuses_stops_the_book_before_any_chapter(tmp_path, monkeypatch):
     """`skinlib book -p image_size 32`: one error naming the model, before anything is executed or deleted."""
     import skinlib.book.build as build

@@ -22,7 +22,14 @@ from typing import Any
 
 from skinlib.book.execute import MAX_RENDER_JOBS, execute_chapters, finished_runs
 from skinlib.book.notebooks import CHAPTERS, PROFILE_FILE, BookError, book_root, chapter_defaults
-from skinlib.book.pages import FINDINGS_FILE, PROVENANCE_FILE, findings_page, provenance_page
+from skinlib.book.pages import (
+    FINDINGS_FILE,
+    MODEL_CARD_FILE,
+    PROVENANCE_FILE,
+    findings_page,
+    model_card_page,
+    provenance_page,
+)
 from skinlib.data.paths import DATA_ENV, ISIC_TEST_ENV, resolve_data_dir
 from skinlib.io import atomic_write_json, atomic_write_text, replace_dir, temporary_env
 from skinlib.runs import NO_TRAIN_ENV, RUNS_ENV, runs_root
@@ -180,6 +187,7 @@ def _write_pages(profile: str, values: dict[str, Any], stamps: dict[str, Any], f
                  bundle: dict[str, Any] | None, executed_dir: Path) -> None:
     """The landing page's findings and provenance, from the executed chapters."""
     atomic_write_text(executed_dir / FINDINGS_FILE, findings_page(profile, executed_dir))
+    atomic_write_text(executed_dir / MODEL_CARD_FILE, model_card_page(profile, executed_dir))
     atomic_write_text(executed_dir / PROVENANCE_FILE,
                       provenance_page(profile, values, stamps, data_dir=folders[DATA_ENV],
                                       runs_dir=folders[RUNS_ENV], bundle=bundle, executed=executed_dir,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from skinlib.book.notebooks import CHAPTERS
+from skinlib.evaluate import ECE_BINS
 from skinlib.study.profiles import SUMMARIES, comparable_with_paper
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,9 @@ PROVENANCE_FILE = "provenance.md"  # included by the landing page: where the num
 
 
 FINDINGS_FILE = "findings.md"  # included at the top of the landing page: what this build found
+
+
+MODEL_CARD_FILE = "model_card.md"  # included by book/model_card.md: the final model's card, from chapter 06
 
 
 DISTANCE_KEYS = ("top1", "ovr", "ovr_majority", "gap_acc", "memorisation", "pretrain_gain", "paper_caco_top1",
@@ -140,3 +144,60 @@ def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any]
         text += ["This is the **student edition**: the exercises keep their hints, their solutions are left out "
                  "(`skinlib book --student`).", ""]
     return "\n".join(text)
+
+
+MODEL_CARD_KEYS = ("final_loss", "final_params", "n_final_seeds", "final_bacc", "final_acc", "final_bacc_paper",
+                   "ext_bacc", "ext_acc", "mel_80", "mel_90", "mel_n", "final_ece", "subgroups_final", "n_test",
+                   "n_lesions", "recipe_choice", "best_vs_paper")
+
+
+def model_card_page(profile: str, executed: Path) -> str:
+    """The final model's card (intended use and not, data, metrics with intervals, subgroups, limitations), every
+    number from what chapter 06 computed and glued in this build; without that chapter, a line saying so."""
+    import nbformat
+
+    from skinlib.book.export import glued_values
+
+    path = executed / "06_final_model.ipynb"
+    g = glued_values(nbformat.read(path, as_version=4)) if path.is_file() else {}
+    if not all(k in g for k in MODEL_CARD_KEYS):
+        return ("This build did not execute chapter 06 with every run it needs (the final model's runs or its "
+                "derived results are missing), so the card has no numbers to state.\n")
+    scale = ("the paper's scale" if comparable_with_paper(profile)
+             else f"**not** the paper's scale ({SUMMARIES.get(profile, 'a custom profile')})")
+    return "\n".join([
+        "## Model details", "",
+        f"- **Model**: MobileNetV3-CaCo (MobileNetV3-Small with an SE channel gate followed by coordinate attention "
+        f"in its 9 attention slots), {g['final_params']} parameters, trained from random weights with the paper's "
+        f"recipe: the joint loss chosen on validation ({g['final_loss']}) and the random sampler.",
+        f"- **Built with** the `{profile}` profile: {scale}; {g['n_final_seeds']} training seed(s), one data split.",
+        f"- **A second final**, trained with the recipe chosen on validation: {g['recipe_choice']}; against the "
+        f"paper-recipe final: {g['best_vs_paper']} ({{doc}}`executed/06_final_model`).", "",
+        "## Intended use", "",
+        "- Reading and re-running a reproduction of a published method; teaching how a medical-imaging claim is "
+        "tested (splits, intervals, nulls).",
+        "- **Not for** diagnosis, screening, triage or any decision about a person. The model was never tested "
+        "prospectively or on clinical photographs, and a dermoscopy classifier is not a medical device.", "",
+        "## Data", "",
+        f"- HAM10000 (seven classes, dermoscopy), split 70 / 10 / 20 by lesion, so no lesion is in two parts; "
+        f"the test part holds {g['n_test']} images of {g['n_lesions']} lesions. External test: the official "
+        f"ISIC 2018 Task 3 test images.",
+        "- HAM10000 records age, sex and anatomical site, not skin type; its images come from two centres "
+        "(Vienna and Queensland), so darker skin is rare in it and performance there is unknown.", "",
+        "## Metrics (seed 0, 95 % lesion-bootstrap intervals, in %)", "",
+        f"- Internal test: `bacc` (mean recall) {g['final_bacc']}, accuracy {g['final_acc']}, the paper's BACC "
+        f"(eq. 8-11) {g['final_bacc_paper']}.",
+        f"- ISIC 2018 Task 3: `bacc` {g['ext_bacc']}, accuracy {g['ext_acc']}.",
+        f"- Melanoma sensitivity at 80 % specificity {g['mel_80']}, at 90 % {g['mel_90']} ({g['mel_n']} "
+        f"melanomas; thresholds set on the test part, an optimistic reading).",
+        f"- Calibration: ECE {g['final_ece']} (top-class confidence, {ECE_BINS} bins).", "",
+        "## Subgroups", "",
+        f"Each subgroup against the rest of the test part within class (Holm-corrected per attribute): "
+        f"{g['subgroups_final']}. Sizes, class mix and intervals: {{doc}}`executed/06_final_model`.", "",
+        "## Limitations", "",
+        "- The paper's split, image size, augmentation and CaCo internals are not published; ours are stated in "
+        "{doc}`executed/08_reproduction`, and the numbers there are not the paper's.",
+        "- The ISIC 2018 copies used here were resized from 224 x 224, softer than the training images.",
+        "- Subgroup words are not adjusted for one another (age bands differ in sites and classes too), and "
+        "confirmation by histopathology marks lesions that looked suspicious enough to excise: it is a marker of "
+        "difficulty, not a population.", ""])

@@ -559,35 +559,17 @@ def memorisation_gap(y: np.ndarray, correct: np.ndarray, lesions: np.ndarray, se
     """Whether images of lesions seen in training score better than unseen ones, without the confound of
     lesion multiplicity: only test images of lesions with several images (``multi``; single-image lesions are
     unseen by construction and mostly easy follow-up nevi), compared within each class and pooled with
-    Mantel-Haenszel weights ``n_seen n_unseen / (n_seen + n_unseen)``. The interval resamples lesions within
+    Mantel-Haenszel weights (:func:`~skinlib.evaluate.within_class_gap`). The interval resamples lesions within
     their class. ``difference`` > 0 (interval above 0) would be memorisation."""
+    from skinlib.evaluate import within_class_gap
+
     y, correct, lesions = np.asarray(y), np.asarray(correct, dtype=float), np.asarray(lesions)
-    seen, multi = np.asarray(seen, dtype=bool), np.asarray(multi, dtype=bool)
-    keep = multi
+    seen, keep = np.asarray(seen, dtype=bool), np.asarray(multi, dtype=bool)
     y, correct, lesions, seen = y[keep], correct[keep], lesions[keep], seen[keep]
-
-    def pooled(rows: np.ndarray) -> float:
-        num = den = 0.0
-        for c in np.unique(y[rows]):
-            in_c = rows[y[rows] == c]
-            a, b = in_c[seen[in_c]], in_c[~seen[in_c]]
-            if len(a) and len(b):
-                w = len(a) * len(b) / (len(a) + len(b))
-                num += w * (correct[a].mean() - correct[b].mean())
-                den += w
-        return num / den if den else float("nan")
-
-    from skinlib.evaluate import bootstrap_indices
-
-    everything = np.arange(len(y))
-    point = pooled(everything)
-    draws = np.array([pooled(r) for r in bootstrap_indices(lesions, len(y), n_boot, seed, y)])
-    draws = draws[np.isfinite(draws)]
-    alpha = (1 - level) / 2
-    low, high = (float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha))) if len(draws) else \
-        (float("nan"), float("nan"))
+    gap = within_class_gap(y, [correct], seen, groups=lesions, n_boot=n_boot, seed=seed)
+    low, high = gap.interval(level)
     word = "seen higher" if low > 0 else "seen lower" if high < 0 else "no difference shown"
-    return {"difference": float(point), "low": low, "high": high, "word": word,
+    return {"difference": gap.difference, "low": low, "high": high, "word": word,
             "images_seen": int(seen.sum()), "images_unseen": int((~seen).sum()),
             "classes_compared": int(sum(1 for c in np.unique(y) if seen[y == c].any() and (~seen[y == c]).any()))}
 
