@@ -131,59 +131,126 @@ def cam_mask_score(cam: np.ndarray, mask: np.ndarray) -> np.ndarray | float:
 
 def mask_score_table(index: pd.DataFrame, cams: np.ndarray, masks: np.ndarray, preds: np.ndarray, *,
                      seed: int = 0) -> pd.DataFrame:
-    """Per image: ``image_id, dx, correct, cam_in_mask, mask_area, other_mask``.
+    """Per image: ``image_id, lesion_id, dx, correct, cam_in_mask, mask_area, other_mask``.
 
     Two nulls sit beside each score: ``mask_area``, what a uniform map scores, and ``other_mask``, the
     same map scored against the mask of another test image (a seeded derangement): what a map scores
     that does not look at this lesion but at where lesions usually are (dermoscopy centres them).
     """
-    n = len(cams)
-    rng = np.random.default_rng(seed)
-    other = (np.arange(n) + rng.integers(1, n)) % n if n > 1 else np.arange(n)
     return pd.DataFrame({
         "image_id": index["image_id"].to_numpy(),
+        "lesion_id": index["lesion_id"].to_numpy() if "lesion_id" in index else index["image_id"].to_numpy(),
         "dx": index["dx"].to_numpy(),
         "correct": preds == index["label"].to_numpy(),
-        "cam_in_mask": cam_mask_score(cams, masks),
         "mask_area": masks.mean(axis=(1, 2)),
-        "other_mask": cam_mask_score(cams, masks[other]),
+        **layer_scores(cams, masks, seed=seed),
     })
 
 
-def cam_null_summary(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-                     ) -> pd.DataFrame:
-    """The mean Grad-CAM score against each null (``mask_area``, ``other_mask``): the mean paired difference
-    with a bootstrap interval over images, the share of images above the null, and a verdict that says
-    "more on the lesion" only when the interval lies above 0. Images whose map is all zero (no gradient
-    reached the layer) have no score: they are counted (``empty maps``), never dropped silently."""
-    scores = table["cam_in_mask"].to_numpy(dtype=float)
-    empty = int(np.sum(~np.isfinite(scores)))
+def layer_scores(cams: np.ndarray, masks: np.ndarray, *, seed: int = 0, suffix: str = "") -> dict[str, np.ndarray]:
+    """``cam_in_mask`` and ``other_mask`` (the same map against another image's mask, a seeded derangement)
+    of one layer's maps, their names ending in ``suffix``."""
+    n = len(cams)
     rng = np.random.default_rng(seed)
+    other = (np.arange(n) + rng.integers(1, n)) % n if n > 1 else np.arange(n)
+    return {f"cam_in_mask{suffix}": cam_mask_score(cams, masks),
+            f"other_mask{suffix}": cam_mask_score(cams, masks[other])}
+
+
+def map_agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per image, the Spearman rank correlation of two maps' pixels (NaN where either map is constant): how
+    much a randomised model's map still looks like the trained model's."""
+    from scipy.stats import rankdata
+
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    out = np.full(len(a), np.nan)
+    for i in range(len(a)):
+        if np.ptp(a[i]) > 0 and np.ptp(b[i]) > 0:
+            out[i] = float(np.corrcoef(rankdata(a[i]), rankdata(b[i]))[0, 1])
+    return out
+
+
+LAYERS: dict[str, str] = {"": "the deepest stage with at least 7 x 7 cells", "_last": "the last stage"}
+"""The layers a run's maps are read from, by the suffix of their columns in the score table."""
+
+
+def _lesion_mean_draws(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap draws of the mean of ``values``, resampling whole lesions (``groups``)."""
+    from skinlib.evaluate import bootstrap_indices
+
+    return np.array([values[rows].mean() for rows in bootstrap_indices(groups, len(values), n_boot, seed)])
+
+
+def cam_null_summary(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                     layer: str = "") -> pd.DataFrame:
+    """The mean Grad-CAM score of one layer (``layer``: a suffix of :data:`LAYERS`) against each null
+    (``mask_area``, ``other_mask``): the mean paired difference with a bootstrap interval that resamples
+    lesions, the share of images above the null, and a verdict that says "more on the lesion" only when the
+    interval lies above 0. Images whose map is all zero (no gradient reached the layer) have no score: they are
+    counted (``empty maps``), never dropped silently."""
+    scores = table[f"cam_in_mask{layer}"].to_numpy(dtype=float)
+    lesions = (table["lesion_id"] if "lesion_id" in table else table["image_id"]).to_numpy()
+    empty = int(np.sum(~np.isfinite(scores)))
     alpha = (1 - level) / 2
     rows = {}
-    for null, label in (("mask_area", "the mask's area (a uniform map)"),
-                        ("other_mask", "another image's mask (where lesions usually are)")):
-        if null not in table:
+    nulls = (("mask_area", "the mask's area (a uniform map)"),
+             (f"other_mask{layer}", "another image's mask (where lesions usually are)"))
+    for column, label in nulls:
+        if column not in table:
             continue
-        diff = scores - table[null].to_numpy(dtype=float)
-        diff = diff[np.isfinite(diff)]
+        diff = scores - table[column].to_numpy(dtype=float)
+        keep = np.isfinite(diff)
+        diff, groups = diff[keep], lesions[keep]
         if not len(diff):  # every map empty (a model whose gradients vanish): nothing to score
-            rows[label] = {"mean score": float("nan"), "mean null": float(table[null].mean()),
+            rows[label] = {"mean score": float("nan"), "mean null": float(table[column].mean()),
                            "difference": float("nan"), "low": float("nan"), "high": float("nan"),
                            "images above null %": float("nan"), "empty maps": empty,
                            "verdict": "not measurable (every map is empty)"}
             continue
-        draws = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(n_boot)])
+        draws = _lesion_mean_draws(diff, groups, n_boot, seed)
         low, high = float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha))
         verdict = ("more on the lesion than the null" if low > 0 else
                    "less on the lesion than the null" if high < 0 else "no different from the null")
-        rows[label] = {"mean score": float(np.nanmean(scores)), "mean null": float(table[null].mean()),
+        rows[label] = {"mean score": float(np.nanmean(scores)), "mean null": float(table[column].mean()),
                        "difference": float(diff.mean()), "low": low, "high": high,
                        "images above null %": 100 * float(np.mean(diff > 0)), "empty maps": empty,
                        "verdict": verdict}
     out = pd.DataFrame.from_dict(rows, orient="index")
-    out.attrs.update(n_images=len(scores), n_boot=n_boot, level=level, n_empty=empty)
+    out.attrs.update(n_images=len(scores), n_lesions=len(set(lesions)), n_boot=n_boot, level=level, n_empty=empty)
     return out
+
+
+def randomisation_check(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+                        ) -> dict[str, Any]:
+    """The model-randomisation sanity check (Adebayo et al., 2018): the same images explained by the same
+    architecture with freshly initialised weights (``cam_in_mask_random``). A map that explains the *model*
+    must lose its lesion score when the weights are destroyed: the trained map's excess over the other-mask
+    null must exceed the random model's, paired by image, lesions resampled. Otherwise the map shows image
+    structure any network picks up (a dark lesion on lighter skin), not what this model learned.
+
+    Returns the difference (trained minus random excess), its interval, the mean rank correlation of the two
+    maps (``map_corr``), and ``word``: ``model-specific``, ``not model-specific`` or ``not measured``."""
+    needed = ("cam_in_mask", "other_mask", "cam_in_mask_random", "other_mask_random")
+    if not all(c in table for c in needed):
+        return {"word": "not measured", "difference": float("nan"), "low": float("nan"), "high": float("nan"),
+                "map_corr": float("nan"), "n_images": 0}
+    trained = table["cam_in_mask"].to_numpy(float) - table["other_mask"].to_numpy(float)
+    random = table["cam_in_mask_random"].to_numpy(float) - table["other_mask_random"].to_numpy(float)
+    diff = trained - random
+    keep = np.isfinite(diff)
+    lesions = (table["lesion_id"] if "lesion_id" in table else table["image_id"]).to_numpy()[keep]
+    diff = diff[keep]
+    if not len(diff):
+        return {"word": "not measured", "difference": float("nan"), "low": float("nan"), "high": float("nan"),
+                "map_corr": float("nan"), "n_images": 0}
+    draws = _lesion_mean_draws(diff, lesions, n_boot, seed)
+    alpha = (1 - level) / 2
+    low, high = float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha))
+    corr = table["random_map_corr"].to_numpy(float) if "random_map_corr" in table else np.array([np.nan])
+    return {"word": "model-specific" if low > 0 else "not model-specific", "difference": float(diff.mean()),
+            "low": low, "high": high, "map_corr": float(np.nanmean(corr)) if np.isfinite(corr).any() else float("nan"),
+            "n_images": len(diff)}
 
 
 CAM_SCORES_FILE = "gradcam_scores.csv"
@@ -201,6 +268,11 @@ class CamScores:
     cams: np.ndarray  # float (E, S, S) in [0, 1], for the predicted class, kept at 8 bits
     preds: np.ndarray  # the examples' predicted labels
     grid: tuple[int, int] = (0, 0)  # the cells of the feature map the maps were read from
+    grid_last: tuple[int, int] = (0, 0)  # the cells of the last stage's map ((0, 0): not scored in this table)
+
+    @property
+    def has_last(self) -> bool:
+        return "cam_in_mask_last" in self.table
 
     @property
     def titles(self) -> list[str]:
@@ -246,10 +318,17 @@ def cam_mask_scores(run: Any, *, data_dir: str | os.PathLike | None = None, devi
     if limit is None and scores_file.is_file() and examples_file.is_file():
         with np.load(examples_file) as kept:
             if int(kept["examples"]) >= examples and "grid" in kept.files:  # older files lack the grid: redo
-                cached = pd.read_csv(scores_file), kept["rows"], kept["cams"], tuple(int(g) for g in kept["grid"])
-    if cached is not None and len(cached[0]) == len(index):
-        table, kept_rows, kept_cams, grid = cached
+                last = tuple(int(g) for g in kept["grid_last"]) if "grid_last" in kept.files else (0, 0)
+                cached = (pd.read_csv(scores_file), kept["rows"], kept["cams"], tuple(int(g) for g in kept["grid"]),
+                          last)
+    if cached is not None and (len(cached[0]) != len(index) or (
+            not all(c in cached[0] for c in SCORE_COLUMNS) and run.file("best.pt").is_file())):
+        cached = None  # another test part, or an older table the weights at hand can complete
+    if cached is not None:
+        table, kept_rows, kept_cams, grid, grid_last = cached
         table["correct"] = table["correct"].astype(bool)
+        if "lesion_id" not in table:  # tables before lesions were recorded: the same images, in order
+            table.insert(1, "lesion_id", index["lesion_id"].to_numpy())
         wanted = example_rows(table, examples)
         where = {int(r): i for i, r in enumerate(kept_rows)}
         maps = kept_cams[[where[int(r)] for r in wanted]] if len(wanted) else kept_cams[:0]
@@ -257,16 +336,50 @@ def cam_mask_scores(run: Any, *, data_dir: str | os.PathLike | None = None, devi
         images = cached_images(index["path"].tolist(), size)
         masks = load_masks(find_masks(index, data_dir).tolist(), size)
         model = load_model(run, device=device)
-        layer, grid = layer_and_grid(model, size)
-        cams = gradcam(model, images, image_size=size, targets=list(preds), layer=layer)
-        table = mask_score_table(index, cams, masks, preds)
+        table, cams, grid, grid_last = _score_layers(model, random_twin(run, device=device), images, masks, index,
+                                                     preds, size)
         wanted = example_rows(table, examples)
         maps = np.round(cams[wanted] * 255).astype(np.uint8)
         if limit is None:
             atomic_write_text(scores_file, table.to_csv(index=False))
             atomic_write(examples_file, lambda tmp: _save_npz(tmp, rows=wanted, cams=maps, grid=np.array(grid),
+                                                               grid_last=np.array(grid_last),
                                                                examples=np.int64(examples)))
     picked = index.iloc[wanted]
     images = cached_images(picked["path"].tolist(), size).numpy().copy()  # writable: plots may edit
     masks = load_masks(find_masks(picked, data_dir).tolist(), size)
-    return CamScores(table, wanted, images, masks, maps.astype(np.float32) / 255, preds[wanted], grid)
+    return CamScores(table, wanted, images, masks, maps.astype(np.float32) / 255, preds[wanted], grid, grid_last)
+
+
+SCORE_COLUMNS = ("lesion_id", "cam_in_mask", "cam_in_mask_last", "cam_in_mask_random", "random_map_corr")
+"""What a complete score table holds: the two layers of :data:`LAYERS` and the randomised twin's scores."""
+
+
+def random_twin(run: Any, *, device: str = "auto", seed: int = 0) -> nn.Module:
+    """The run's architecture with freshly initialised weights (seeded), in evaluation mode: the
+    model-randomisation check's control (:func:`randomisation_check`)."""
+    from skinlib.data import CLASSES
+    from skinlib.models import create_model
+    from skinlib.runtime import resolve_device
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model(run.config.model, num_classes=len(CLASSES), **run.config.model_kwargs)
+    return model.to(resolve_device(device)).eval()
+
+
+def _score_layers(model: nn.Module, twin: nn.Module, images: torch.Tensor, masks: np.ndarray, index: pd.DataFrame,
+                  preds: np.ndarray, size: int) -> tuple[pd.DataFrame, np.ndarray, tuple[int, int], tuple[int, int]]:
+    """Every column of :data:`SCORE_COLUMNS`: the trained model's maps at both layers of :data:`LAYERS`, and the
+    randomised twin's at the first, for the trained model's predicted class."""
+    layer, grid = layer_and_grid(model, size)
+    cams = gradcam(model, images, image_size=size, targets=list(preds), layer=layer)
+    table = mask_score_table(index, cams, masks, preds)
+    last = candidate_layers(model)[-1]
+    grid_last = map_size(model, last, size)
+    table = table.assign(**layer_scores(gradcam(model, images, image_size=size, targets=list(preds), layer=last),
+                                        masks, suffix="_last"))
+    twin_cams = gradcam(twin, images, image_size=size, targets=list(preds), layer=layer_and_grid(twin, size)[0])
+    table = table.assign(**layer_scores(twin_cams, masks, suffix="_random"),
+                         random_map_corr=map_agreement(cams, twin_cams))
+    return table, cams, grid, grid_last

@@ -232,3 +232,41 @@ def test_cam_scores_are_read_against_their_nulls():
     blank[:5] = 0  # five maps without any gradient: no score, and counted
     partly = cam_null_summary(mask_score_table(index, blank, masks, preds), n_boot=200)
     assert partly.attrs["n_empty"] == 5 and set(partly["empty maps"]) == {5}
+
+
+def _cam_table(trained, random, n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    other = rng.uniform(0.2, 0.4, n)
+    return pd.DataFrame({"image_id": [f"I{i}" for i in range(n)], "lesion_id": [f"L{i // 2}" for i in range(n)],
+                         "cam_in_mask": other + trained + rng.normal(0, 0.05, n), "other_mask": other,
+                         "cam_in_mask_random": other + random + rng.normal(0, 0.05, n), "other_mask_random": other})
+
+
+def test_randomisation_check_fails_when_the_map_ignores_the_weights():
+    from skinlib.book.claims import randomisation_sentence
+    from skinlib.explain import randomisation_check
+
+    same = randomisation_check(_cam_table(0.1, 0.1), n_boot=300)  # the random network's map is just as good
+    assert same["word"] == "not model-specific" and same["low"] < 0 < same["high"]
+    assert "not model-specific" in randomisation_sentence(same)
+    specific = randomisation_check(_cam_table(0.1, -0.05), n_boot=300)
+    assert specific["word"] == "model-specific" and specific["low"] > 0
+    assert "explains this model" in randomisation_sentence(specific)
+    older = randomisation_check(_cam_table(0.1, 0.0).drop(columns=["cam_in_mask_random"]))
+    assert older["word"] == "not measured" and "not run" in randomisation_sentence(older)
+
+
+def test_cam_intervals_resample_lesions_not_images():
+    from skinlib.explain import cam_null_summary
+
+    table = _cam_table(0.02, 0.0)
+    table["mask_area"] = table["other_mask"]
+    by_image = cam_null_summary(table.assign(lesion_id=table["image_id"]), n_boot=400)
+    # every lesion twice with identical rows: resampling lesions halves the effective sample, so the interval widens
+    paired = table.iloc[::2].reset_index(drop=True)
+    twice = pd.concat([paired, paired]).sort_values("lesion_id", ignore_index=True)
+    by_lesion = cam_null_summary(twice, n_boot=400)
+    as_images = cam_null_summary(twice.assign(lesion_id=[f"x{i}" for i in range(len(twice))]), n_boot=400)
+    width = (by_lesion["high"] - by_lesion["low"]).iloc[-1]
+    assert width > 1.25 * (as_images["high"] - as_images["low"]).iloc[-1]
+    assert by_image.attrs["n_lesions"] == len(table) and by_lesion.attrs["n_lesions"] == len(paired)

@@ -123,3 +123,30 @@ def two_finals_sentence(diff: Mapping[str, float] | None) -> str:
     if diff is None:
         return "the recipe chosen on validation is the paper's own, so the two finals are one model"
     return paired_sentence(diff, a="CaCo with the best recipe", b="CaCo with the paper's recipe")
+
+
+def last_stage_sentence(verdict_area: str | None, verdict_other: str | None, grid: tuple[int, int],
+                        image_size: int) -> str:
+    """Grad-CAM read at the last stage (after every attention module), against both nulls; or why it is not."""
+    if verdict_area is None or verdict_other is None or grid == (0, 0):
+        return ("the last stage was not scored for this run: its weights were not at hand when these results were "
+                "computed (a results bundle keeps predictions, not weights)")
+    return (f"at the last stage ({grid[0]} x {grid[1]} cells, one every {image_size // grid[0]} pixels, after every "
+            f"attention module) the map is {verdict_area} against the mask area and {verdict_other} against "
+            f"another image's mask")
+
+
+def randomisation_sentence(check: Mapping[str, float | str]) -> str:
+    """The model-randomisation check (:func:`~skinlib.explain.randomisation_check`) as words."""
+    if check["word"] == "not measured":
+        return ("the model-randomisation check was not run for this run: it needs the weights, which these "
+                "results do not keep")
+    span = f"{points(check['difference'])} points [{points(check['low'])}, {points(check['high'])}]"
+    corr = f"; the two maps' mean rank correlation is {check['map_corr']:.2f}" if check["map_corr"] == \
+        check["map_corr"] else ""
+    if check["word"] == "model-specific":
+        return (f"re-initialising the weights destroys the score: the trained map's excess over another image's "
+                f"mask exceeds the randomised network's by {span}{corr}, so the map explains this model")
+    return (f"a randomly initialised network of the same architecture scores as well ({span} of excess over "
+            f"another image's mask, trained minus random{corr}): the map is **not model-specific** and says "
+            f"nothing about what this model learned")
