@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,12 +150,32 @@ def data_note(index: Any) -> Any | None:
         f"(non-commercial use, with attribution; see {{doc}}`01_data`).")
 
 
+MARKDOWN_SPECIAL = re.compile(r"([\\*_\[\]<>#|~$!{}])")
+CODE_SPAN = re.compile(r"(`[^`\n]+`)")
+
+
+def markdown_literal(text: str) -> str:
+    """``text`` as Markdown that shows every character as typed, except `code spans`, which stay code: the
+    markup characters outside them are escaped (``0.5*cb`` stays ``0.5*cb``, never emphasis)."""
+    parts = CODE_SPAN.split(text)
+    return "".join(part if i % 2 else MARKDOWN_SPECIAL.sub(r"\\\1", part) for i, part in enumerate(parts))
+
+
+class GluedText(str):
+    """A glued value: the string itself for ``{glue:text}`` (its ``text/plain``), and as Markdown for
+    ``{glue:md}`` (:func:`markdown_literal`: code spans, such as commands and metric names, render as code)."""
+
+    def _repr_markdown_(self) -> str:
+        return markdown_literal(str(self))
+
+
 def glue_text(**values: Any) -> None:
-    """Glue each value, formatted as a string, for ``{glue:text}`` references in the chapter's prose."""
+    """Glue each value, formatted as a string, for ``{glue:md}`` (and ``{glue:text}``) references in the
+    chapter's prose (:class:`GluedText`)."""
     from myst_nb import glue
 
     for key, value in values.items():
-        glue(key, str(value), display=False)
+        glue(key, GluedText(str(value)), display=False)
 
 
 def public_path(path: str | os.PathLike) -> str:
