@@ -133,6 +133,20 @@ def test_grading_refuses_what_it_cannot_grade(tmp_path):
 def test_each_gradable_exercise_has_an_answer_a_solution_and_a_hidden_check(chapter, monkeypatch):
     """The answer key of every gradable exercise earns full points: the answer cell, the solution and the grade
     cell of the real chapter, run in order (the book runs them too)."""
+    _run_answer_keys(chapter, {}, monkeypatch)
+
+
+@pytest.mark.usefixtures("data_dir")
+def test_the_data_chapters_answer_key_earns_full_points(monkeypatch):
+    """01.1 is graded on the real split at seed 3, so it needs the data."""
+    from skinlib import data
+
+    index = data.load_ham10000()
+    _run_answer_keys("01_data", {"data": data, "index": index, "common": index["dx"].value_counts().index[:3]},
+                     monkeypatch)
+
+
+def _run_answer_keys(chapter: str, namespace: dict, monkeypatch) -> None:
     from skinlib.book.grading import GRADE_TAG
 
     monkeypatch.delenv("SKINLIB_GRADING", raising=False)
@@ -141,7 +155,7 @@ def test_each_gradable_exercise_has_an_answer_a_solution_and_a_hidden_check(chap
     assert questions and all(f"answer_{q.replace('.', '_')} = None" in src for q, src in questions.items())
     grades = [c for c in nb.cells if GRADE_TAG in c.metadata.get("tags", [])]
     assert len(grades) == len(questions) and all("remove-cell" in c.metadata["tags"] for c in grades)
-    namespace = {"glue_text": lambda **values: None}
+    namespace = {**namespace, "glue_text": lambda **values: None}
     for cell in nb.cells:
         tags = set(cell.metadata.get("tags", []))
         if cell.cell_type == "code" and tags & {"answer", "solution", GRADE_TAG}:
