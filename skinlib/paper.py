@@ -40,7 +40,7 @@ TABLE3_MODELS: dict[str, str] = {label: name for label, name in PAPER_MODELS.ite
 
 
 def comparison(paper: Mapping[str, Mapping[str, float]], study: Any, *,
-               labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+               labels: Mapping[str, str] | None = None, nulls: bool = True) -> pd.DataFrame:
     """The paper's accuracy, BACC and parameters beside ours (mean ± sd over seeds) and the differences,
     with the paper's accuracy read both ways it can be read.
 
@@ -50,7 +50,9 @@ def comparison(paper: Mapping[str, Mapping[str, float]], study: Any, *,
     paper's number turned into the top-1 it implies under eq. 8 (:func:`implied_top1`). BACC is compared in the
     paper's own definition (eq. 9-11). ``paper`` maps a row name to the paper's numbers; ``labels`` maps that row
     name to the study's variant label (default: the same name), which names the row, so every table of the book
-    calls a model the same. Rows the study lacks are left out.
+    calls a model the same. Rows the study lacks are left out. With ``nulls``, two rows follow: what always
+    answering the majority class and uniform guessing score on the same test labels (``attrs["null_rows"]``);
+    the paper's columns are empty there.
     """
     rows = []
     for key, numbers in paper.items():
@@ -74,7 +76,24 @@ def comparison(paper: Mapping[str, Mapping[str, float]], study: Any, *,
             "ours bacc (ISIC) %": format_mean_sd(b),
             "paper params (M)": numbers["params_m"], "ours params (M)": round(params, 2),
         })
-    return pd.DataFrame(rows).set_index("model")
+    if rows and nulls:
+        rows += _null_rows(study, rows[0]["model"])
+    table = pd.DataFrame(rows).set_index("model")
+    table = table.astype(object).where(table.notna(), "")  # the paper has no null rows: empty, not NaN
+    table.attrs["null_rows"] = [r["model"] for r in rows if r["model"].endswith("(null)")]
+    return table
+
+
+def _null_rows(study: Any, label: str) -> list[dict[str, Any]]:
+    """What learning nothing scores on the study's test labels, in :func:`comparison`'s columns (ours only)."""
+    from skinlib.evaluate import null_metrics
+    from skinlib.inference import arrays
+
+    y = arrays(study.runs[label][0].predictions())[0]
+    return [{"model": f"{name} (null)", "ours top-1 %": f"{100 * v['accuracy']:.1f}",
+             "ours eq. 8 %": f"{100 * v['ovr_accuracy']:.1f}",
+             "ours BACC (paper eq.) %": f"{100 * v['bacc_paper']:.1f}", "ours bacc (ISIC) %": f"{100 * v['bacc']:.1f}"}
+            for name, v in null_metrics(y).items()]
 
 
 def ovr_from_top1(top1: float, k: int = 7) -> float:

@@ -68,10 +68,11 @@ def montage(images: np.ndarray, index: pd.DataFrame, *, per_class: int = 4) -> F
     return fig
 
 
-def training_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
+def training_curves(histories: Mapping[str, pd.DataFrame], *, rising: Sequence[str] = ()) -> Figure:
     """Loss and accuracy per epoch for several runs on one pair of axes (like the paper's figure).
 
-    Solid lines: training; dashed: validation.
+    Solid lines: training; dashed: validation. Runs named in ``rising`` (curves still rising at their last
+    epoch) say so in the legend.
     """
     style()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(WIDTH, 3.2))
@@ -84,7 +85,8 @@ def training_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
     # one legend below both panels, so it covers no curve: a colour per run, the line style for the split
-    handles = [Line2D([], [], color=c, lw=2, label=name) for c, name in zip(colours, histories)]
+    handles = [Line2D([], [], color=c, lw=2, label=f"{name} (still rising)" if name in rising else name)
+               for c, name in zip(colours, histories)]
     handles += [Line2D([], [], color="0.3", label="training"), Line2D([], [], color="0.3", ls="--", label="validation")]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
     rows = -(-len(handles) // 4)

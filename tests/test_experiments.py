@@ -105,6 +105,12 @@ def test_paper_comparison_sets_the_paper_beside_ours(loss_study):
     assert table.loc["CE", "Δ acc (if eq. 8)"] == pytest.approx(round(eq8 - 90.0, 2))
     assert table.loc["CE", "paper acc as top-1 if eq. 8 %"] == pytest.approx(65.0)
     assert table.loc["CE", "paper params (M)"] == 2.0 and table.loc["CE", "ours params (M)"] == 1.5
+    # the null rows: always the majority class scores its share in top-1 and 1 - 2 (1 - share) / 7 under eq. 8
+    y = np.asarray(study.runs["CE"][0].predictions()["label"])
+    share = np.bincount(y).max() / len(y)
+    majority = next(r for r in table.attrs["null_rows"] if r.startswith("majority"))
+    assert table.loc[majority, "ours top-1 %"] == f"{100 * share:.1f}" and table.loc[majority, "paper acc %"] == ""
+    assert table.loc[majority, "ours eq. 8 %"] == f"{100 * (1 - 2 * (1 - share) / 7):.1f}"
 
 
 def test_one_mapping_of_paper_names():

@@ -92,3 +92,14 @@ def test_multiplicity_alone_is_not_read_as_memorisation():
     # and a real memorisation effect is found: seen multi-image lesions made easier
     boosted = np.where(seen, rng.random(len(y)) < 0.8, correct)
     assert memorisation_gap(y, boosted, lesions, seen, multi, n_boot=300)["word"] == "seen higher"
+
+
+def test_still_rising_flags_a_best_epoch_at_the_end():
+    import pandas as pd
+
+    from skinlib.study.experiments import still_rising
+
+    assert still_rising(pd.DataFrame({"val_bacc": [0.2, 0.3, 0.35, 0.4, 0.41]}))
+    assert still_rising(pd.DataFrame({"val_bacc": [0.2, 0.3, 0.45, 0.44]}))  # best in the last two epochs
+    assert not still_rising(pd.DataFrame({"val_bacc": [0.2, 0.5, 0.45, 0.44, 0.43]}))  # peaked, then fell
+    assert not still_rising(pd.DataFrame({"val_bacc": [0.3, 0.4]}))  # too short to say

@@ -660,6 +660,23 @@ def histories(study: Study, *, seed_index: int = 0) -> dict[str, pd.DataFrame]:
     return {label: runs[seed_index].history() for label, runs in study.runs.items()}
 
 
+def still_rising(history: pd.DataFrame, *, metric: str = "val_bacc", last: int = 2) -> bool:
+    """Whether a run's best ``metric`` came in its last ``last`` epochs: its curve was still rising when training
+    stopped, so more epochs would likely have helped (a flag, not a test: validation curves are noisy)."""
+    values = history[metric].to_numpy(dtype=float)
+    return len(values) > last and int(np.nanargmax(values)) >= len(values) - last
+
+
+def rising_flags(study: Study, *, metric: str = "val_bacc", last: int = 2) -> dict[str, str]:
+    """Per variant whose curve is :func:`still_rising` in at least one seed: ``"2 of 3 seeds"``."""
+    flags = {}
+    for label, runs in study.runs.items():
+        rising = sum(still_rising(r.history(), metric=metric, last=last) for r in runs)
+        if rising:
+            flags[label] = f"{rising} of {len(runs)} seed{'s' if len(runs) > 1 else ''}"
+    return flags
+
+
 def public(table: pd.DataFrame) -> pd.DataFrame:
     """Drop the numeric helper columns (prefixed ``_``) before showing a table; empty cells stay empty. A
     :meth:`Study.table` of one seed says so once, in its index's name, instead of in every cell."""
