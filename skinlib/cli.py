@@ -247,11 +247,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _grade_collect(args: argparse.Namespace) -> int:
-    from skinlib.book.grading import collect
+    from skinlib.book.submissions import collect
 
     found = collect(args.source, args.out, chapter=args.chapter)
     for name, path in found.students.items():
-        print(f"{name}: {path}")
+        print(f"{found.names[name]}: {path}")
     for rel, why in found.rejected.items():
         print(f"rejected {rel}: {why}")
     print(f"collected {len(found.students)} submissions of {args.chapter} into {args.out}")
@@ -259,19 +259,24 @@ def _grade_collect(args: argparse.Namespace) -> int:
 
 
 def _grade_run(args: argparse.Namespace) -> int:
-    from skinlib.book.grading import grade
+    from skinlib.book.grader import grade, needs_review
     from skinlib.book.notebooks import book_root, chapter_defaults
     from skinlib.study.profiles import get_profile
 
     values = get_profile(args.profile, extra=chapter_defaults(book_root()), **_params(args))
     table = grade(args.submissions, args.out, chapter=args.chapter, params=values, data_dir=args.data_dir,
                   runs_dir=args.runs_dir, timeout=args.timeout)
-    totals = table.groupby("student")[["points", "max"]].sum()
+    totals = table.groupby("student")[["points", "max"]].sum(min_count=1)
     print(table.to_string(index=False))
     print()
     print(totals.to_string())
     print(f"\nwrote {Path(args.out) / 'grades.csv'}, {Path(args.out) / 'totals.csv'} and the executed notebooks "
           f"in {Path(args.out) / 'feedback'}")
+    review = needs_review(table)
+    if review:
+        print(f"not graded, to review by hand (the chapter failed in the teacher's cells after their answers): "
+              f"{', '.join(review)}")
+        return 1
     return 0
 
 
@@ -580,7 +585,8 @@ def _book_commands(sub: Any, shared: _Shared) -> None:
     p.add_argument("submissions", help="folder of <student>.ipynb (from `skinlib grade collect`)")
     p.add_argument("--chapter", required=True, help="the chapter handed out (e.g. 02_baselines)")
     p.add_argument("--out", default="graded", help="folder for grades.csv, totals.csv and feedback/")
-    p.add_argument("--timeout", type=_positive_float, help="seconds a cell may run (default: no limit)")
+    p.add_argument("--timeout", type=_positive_float, default=600.0,
+                   help="seconds one cell may run; a student's cell over it is stopped and scored")
     p.set_defaults(func=_grade_run)
 
 

@@ -140,11 +140,14 @@ def _unreachable(url: str, reason: Any, offline_hint: str) -> DownloadError:
 
 def _open(url: str, *, start: int, timeout: float, offline_hint: str,
           method: str = "GET") -> http.client.HTTPResponse:
+    """Send the request and read the answer's status line and headers, all within ``timeout`` seconds (a server
+    that drips its headers byte by byte is given up, not waited on)."""
     headers = {"User-Agent": USER_AGENT}
     if start:
         headers["Range"] = f"bytes={start}-"
+    request = urllib.request.Request(url, headers=headers, method=method)
     try:
-        return urllib.request.urlopen(urllib.request.Request(url, headers=headers, method=method), timeout=timeout)
+        return _within(timeout, url, lambda: urllib.request.urlopen(request, timeout=timeout))
     except urllib.error.HTTPError as exc:
         if exc.code == 416:
             return exc  # type: ignore[return-value]  # the caller reads its Content-Range
@@ -157,6 +160,38 @@ def _open(url: str, *, start: int, timeout: float, offline_hint: str,
         raise _unreachable(url, exc.reason, offline_hint) from None
     except (TimeoutError, ConnectionError) as exc:
         raise _unreachable(url, exc, offline_hint) from None
+    except http.client.HTTPException as exc:  # a bad status line, a header too long, too many headers
+        raise _malformed(url, exc) from None
+
+
+def _malformed(url: str, exc: BaseException) -> DownloadError:
+    what = f"{type(exc).__name__}: {str(exc)[:120]}" if str(exc) else type(exc).__name__
+    return DownloadError(f"{url} sent a malformed HTTP answer ({what}); the server or mirror is broken: try again "
+                         f"later, or point --mirror / {MIRROR_ENV} at another copy")
+
+
+def _within(seconds: float, url: str, call: Any) -> Any:
+    """``call()`` in a helper thread, given up after ``seconds`` (its socket is left to its own timeout)."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name="skinlib-http", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise DownloadError(f"{url} did not answer within {seconds:g} s (a server that sends its headers too "
+                            f"slowly); try again later, raise --timeout, or point --mirror / {MIRROR_ENV} at "
+                            f"another copy")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def head(url: str, *, mirror: str | None = None, timeout: float = 60.0, offline_hint: str = "") -> Any:
@@ -172,11 +207,39 @@ def fetch_json(url: str, *, mirror: str | None = None, timeout: float = 60.0, of
 
     real = mirrored(url, mirror_url(mirror))
     with _open(real, start=0, timeout=timeout, offline_hint=offline_hint) as resp:
-        body = resp.read()
+        body = _read_body(resp, real, timeout=timeout)
     try:
         return json.loads(body)
     except ValueError as exc:
         raise DownloadError(f"{real} did not return JSON ({exc}); is the mirror serving the original paths?") from None
+
+
+MAX_LISTING_BYTES = 20 * 2**20
+
+
+def _read_body(resp: Any, url: str, *, timeout: float, max_bytes: int = MAX_LISTING_BYTES,
+               min_rate: float = MIN_RATE) -> bytes:
+    """A small response body (a listing), read as it arrives: more than ``max_bytes``, or slower than
+    ``min_rate`` bytes/s once ``timeout`` seconds have passed, is given up with the URL named."""
+    read = getattr(resp, "read1", resp.read)
+    chunks, size, t0 = [], 0, time.monotonic()
+    try:
+        while block := read(CHUNK):
+            chunks.append(block)
+            size += len(block)
+            elapsed = time.monotonic() - t0
+            if size > max_bytes:
+                raise DownloadError(f"{url} sent more than {max_bytes // 2**20} MB for a listing; is the mirror "
+                                    f"serving the original paths?")
+            if elapsed > timeout and size < min_rate * elapsed:
+                raise DownloadError(f"{url} sent {size:,} bytes in {elapsed:.0f} s, below the floor of "
+                                    f"{min_rate:,.0f} bytes/s; try again later, raise --timeout, or point --mirror "
+                                    f"/ {MIRROR_ENV} at another copy")
+    except http.client.HTTPException as exc:
+        raise _malformed(url, exc) from None
+    except (ConnectionError, TimeoutError) as exc:
+        raise DownloadError(f"{url} closed the connection while sending its answer ({exc}); try again") from None
+    return b"".join(chunks)
 
 
 def _total_from(resp: Any, start: int) -> tuple[int, int | None]:
@@ -192,6 +255,9 @@ def _total_from(resp: Any, start: int) -> tuple[int, int | None]:
         m = re.match(r"bytes \*/(\d+)", content_range)
         return -1, int(m.group(1)) if m else None
     length = resp.headers.get("Content-Length")
+    if length is not None and not length.strip().isdigit():
+        raise DownloadError(f"{resp.geturl() if hasattr(resp, 'geturl') else 'the server'} sent Content-Length "
+                            f"{length[:40]!r}, not a number of bytes; the server or mirror is broken")
     return 0, int(length) if length is not None else None
 
 
@@ -280,7 +346,10 @@ def download(url: str, target: str | os.PathLike, *, checksum: Checksum | None, 
             if first == -1:  # 416: what we have is the whole file (or more than it)
                 if total is not None and start == total:
                     break
-                part.unlink()
+                if start == 0:
+                    raise DownloadError(f"{real} answered HTTP 416 (range not satisfiable) to a request for the "
+                                        f"whole file; the server or mirror is broken")
+                part.unlink(missing_ok=True)  # more than the file: start again, once
                 continue
             if tries == 0 and first:
                 result.resumed_from = first

@@ -6,7 +6,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from skinlib.book.grading import GradingError, answers, check, collect, grade, graded_notebook, matches
+from skinlib.book.grader import grade, student_notebook
+from skinlib.book.grading import GradingError, answers, check, matches
+from skinlib.book.submissions import collect
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
@@ -73,10 +75,12 @@ def test_the_student_edition_has_no_grade_cells_and_a_submission_changes_only_an
     assert all(not {"grade", "solution"} & set(c.metadata.get("tags", [])) for c in student.cells)
     student.cells[-1].source = "secret = 0  # a student edits a cell that is not an answer"
     next(c for c in student.cells if "answer_1 = None" in c.source).source = "answer_1 = 6 * scale"
-    graded, absent = graded_notebook(source, student)
+    graded, absent = student_notebook(source, student)
     assert absent == [] and graded.cells[-1].source == "secret = 42"  # the teacher's cells, not the student's
-    assert any("run_answer('1', 'answer_1 = 6 * scale', globals())" in c.source for c in graded.cells)
-    assert sum("check(" in c.source for c in graded.cells) == 2  # the hidden checks are back
+    answer = next(c for c in graded.cells if c.source == "answer_1 = 6 * scale")  # the student's code as written
+    assert "raises-exception" in answer.metadata["tags"]
+    assert sum("record_answer('1', globals().get('answer_1'))" in c.source for c in graded.cells) == 1
+    assert not any("check(" in c.source or "solution" in c.metadata.get("tags", []) for c in graded.cells)
 
 
 def test_two_submissions_are_collected_and_graded(tmp_path):
@@ -105,9 +109,10 @@ def test_two_submissions_are_collected_and_graded(tmp_path):
     got = {(r.student, r.question): (r.points, r.max, r.verdict) for r in table.itertuples()}
     assert got[("ada", "1")] == (3, 3, "right") and got[("ada", "2")] == (1, 1, "right")  # 6 * scale at scale 2
     assert got[("bob", "1")] == (0, 3, "wrong") and got[("bob", "2")] == (0, 1, "wrong")  # 6 is right at scale 1
-    assert got[("cy", "1")] == (0, 3, "no answer") and got[("cy", "2")] == (0, 1, "no answer")
+    assert got[("cy", "1")] == (0, 3, "error in the answer cell: ZeroDivisionError: division by zero")
+    assert got[("cy", "2")] == (0, 1, "no answer")
     feedback = (tmp_path / "graded" / "feedback" / "cy.ipynb").read_text()
-    assert "the answer cell failed: ZeroDivisionError" in feedback
+    assert "ZeroDivisionError" in feedback and "check(" not in feedback and "Feedback for cy" in feedback
     totals = (tmp_path / "graded" / "totals.csv").read_text().splitlines()
     assert totals == ["student,points,max", "ada,4.0,4.0", "bob,0.0,4.0", "cy,0.0,4.0"] or \
         totals == ["student,points,max", "ada,4,4", "bob,0,4", "cy,0,4"]

@@ -270,3 +270,24 @@ def test_decoding_refuses_oversized_images_unread(tmp_path, monkeypatch):
     path = tmp_path / "x.jpg"
     Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(path)
     assert "over the 100-pixel limit" in cache.decode_problem(path)
+
+
+def test_commands_started_in_another_book_project_never_take_it_for_this_one(tmp_path, monkeypatch):
+    """Another Jupyter Book (or papermill) project has _config.yml and notebooks/ too: it is not this project,
+    so `skinlib book` and `skinlib notebooks parameters` started there act on this checkout, never on it."""
+    from skinlib.book.notebooks import book_root, is_skinlib_checkout
+    from skinlib.data.paths import project_root
+
+    other = tmp_path / "their-book"
+    (other / "notebooks").mkdir(parents=True)
+    (other / "_config.yml").write_text("title: theirs\n")
+    (other / "pyproject.toml").write_text('[project]\nname = "their-book"\n')
+    monkeypatch.chdir(other)
+    assert not is_skinlib_checkout(other)
+    assert book_root() == project_root().resolve() != other
+    clone = tmp_path / "second-clone"
+    (clone / "notebooks").mkdir(parents=True)
+    (clone / "_config.yml").write_text("title: t\n")
+    (clone / "pyproject.toml").write_text('[project]\nname = "skinlib"\n')
+    monkeypatch.chdir(clone)
+    assert book_root() == clone.resolve()  # a second clone of this project is used where it is started

@@ -1,4 +1,4 @@
-"""Coursework: answer cells students fill in, hidden checks with points, collecting and grading submissions.
+"""Coursework, the cell model: answer cells students fill in, hidden grade cells that state the answer key.
 
 A gradable exercise has three kinds of cells in the chapter's notebook:
 
@@ -6,48 +6,42 @@ A gradable exercise has three kinds of cells in the chapter's notebook:
   ``answer_02_2 = None``;
 - the teacher's *solution* cells (tag ``solution``), left out of every student artefact;
 - a *grade* cell (tags ``grade`` and ``remove-cell``) that computes the expected value itself and calls
-  :func:`check` with the question's points. In the book the check runs on the solution and fails the build
-  when the answer key is wrong; in a student edition the grade cells are left out like the solutions.
+  :func:`check` with the question's points.
 
-``skinlib grade collect`` gathers submissions from a folder (a learning platform's download), one notebook per
-student; ``skinlib grade run`` puts each student's answer cells into the teacher's chapter (so a submission
-cannot change anything else), executes it with papermill at the settings given, and writes a grade table.
+:func:`check` does one of two things. In the book (no :data:`GRADING_ENV`) it runs on the teacher's solution and
+fails the build when the answer key is wrong. While grading (:mod:`skinlib.book.grader`) it runs only in the
+*key run*, the teacher's chapter executed once without any student code, where it records the expected value,
+the points and the tolerance. Student code never runs beside a grade cell: a student's kernel only records
+each answer as plain data (:func:`record_answer`), and the grader compares it with the key outside that kernel,
+so no student object, patched function or forged record can set a score.
 
-Why not otter-grader or nbgrader: otter's ``grade`` runs submissions in Docker, and both re-execute notebooks
-through nbconvert without papermill's parameters, so a chapter cannot be graded at tiny settings; nbgrader also
-needs its course database and exchange. Both work offline otherwise; this module is the part of them a
-parameterised chapter needs, about 200 lines.
+Collecting submissions is :mod:`skinlib.book.submissions`; executing and scoring them, :mod:`skinlib.book.grader`.
 """
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import re
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from skinlib.io import atomic_write_text, temporary_env
-
-log = logging.getLogger(__name__)
 
 ANSWER_TAG = "answer"
 GRADE_TAG = "grade"
-GRADING_ENV = "SKINLIB_GRADING"  # set while submissions are graded: checks record a score instead of failing
-RECORD_PREFIX = "grade:"  # the glue name of a check's record
-MAX_SUBMISSION_BYTES = 20 * 2**20
+GRADING_ENV = "SKINLIB_GRADING"  # "key" in the key run, "answers" in a student's run; unset in the book
+KEY_PREFIX = "grade-key:"  # glue name of the key run's record of one question
+ANSWER_PREFIX = "grade-answer:"  # glue name of a student run's record of one answer
+QUESTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,19}$")
+MAX_TEXT = 10_000  # characters of a recorded string answer
+MAX_ITEMS = 10_000  # items of a recorded sequence answer
 
 
 class GradingError(ValueError):
     """A submission or a grading request that cannot be graded as given."""
 
 
-def grading() -> bool:
-    return os.environ.get(GRADING_ENV, "") not in ("", "0")
+def grading_mode() -> str:
+    """``"key"``, ``"answers"``, or ``""`` (the book)."""
+    return os.environ.get(GRADING_ENV, "")
 
 
 def matches(answer: Any, expected: Any, *, tol: float = 0.0) -> bool:
@@ -56,236 +50,103 @@ def matches(answer: Any, expected: Any, *, tol: float = 0.0) -> bool:
     if isinstance(expected, bool) or expected is None:
         return answer is expected or answer == expected
     if isinstance(expected, (int, float)):
-        try:
-            value = float(answer)
-        except (TypeError, ValueError):
-            return False
-        return math.isfinite(value) and abs(value - float(expected)) <= tol
+        if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+            try:
+                answer = float(answer)
+            except (TypeError, ValueError):
+                return False
+        return math.isfinite(float(answer)) and abs(float(answer) - float(expected)) <= tol
     if isinstance(expected, str):
         return isinstance(answer, str) and answer.strip().lower() == expected.strip().lower()
     if isinstance(expected, (list, tuple)):
-        try:
-            items = list(answer)
-        except TypeError:
+        if isinstance(answer, (str, bytes)) or not hasattr(answer, "__iter__"):
             return False
+        items = list(answer)
         return len(items) == len(expected) and all(matches(a, e, tol=tol) for a, e in zip(items, expected))
     return bool(answer == expected)
 
 
-def check(question: str, answer: Any, expected: Any, *, points: float, tol: float = 0.0) -> bool:
-    """Score one answer. While grading (:data:`GRADING_ENV`) the score is glued for the grade table and shown;
-    otherwise (the book, run on the solution) a wrong answer is a wrong answer key and raises."""
-    ok = matches(answer, expected, tol=tol)
-    if not grading():
-        if not ok:
-            raise AssertionError(f"exercise {question}: the solution's answer {answer!r} does not match the "
-                                 f"grade cell's expected {expected!r} (tolerance {tol}); fix the answer key")
-        return ok
+_SCALARS = (type(None), bool, int, float, str)
+
+
+def plain(value: Any, *, depth: int = 0) -> Any:
+    """``value`` as plain JSON data (None, bool, int, float, str, lists of them), reading only built-in and NumPy
+    types by their exact type, never a method a student could define; anything else raises ``TypeError``."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value[:MAX_TEXT] if kind is str else value
+    if depth > 3:
+        raise TypeError("nested more than 3 levels")
+    if kind in (list, tuple):
+        return [plain(v, depth=depth + 1) for v in value[:MAX_ITEMS]]
+    import numpy as np
+
+    if kind in (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8, np.uint8, np.bool_):
+        return np.ndarray.item(np.asarray(value))
+    if kind is np.ndarray:
+        return plain(np.ndarray.tolist(value.reshape(-1)[:MAX_ITEMS]) if value.ndim != 1 else
+                     np.ndarray.tolist(value[:MAX_ITEMS]), depth=depth + 1)
+    raise TypeError(f"a {kind.__name__}")
+
+
+def _glue(name: str, record: dict[str, Any]) -> None:
     from myst_nb import glue
 
-    verdict = "right" if ok else ("no answer" if answer is None else "wrong")
-    record = {"question": question, "points": points if ok else 0, "max": points, "verdict": verdict}
-    glue(RECORD_PREFIX + question, json.dumps(record), display=False)
-    print(f"exercise {question}: {verdict}, {record['points']} of {points} points")
+    glue(name, json.dumps(record), display=False)
+
+
+def check(question: str, answer: Any, expected: Any, *, points: float, tol: float = 0.0) -> bool:
+    """A grade cell's check of one answer against the key it computed. In the book a wrong answer is a wrong
+    answer key and raises; in the key run (:func:`grading_mode` ``"key"``) the key is recorded for the grader."""
+    ok = matches(answer, expected, tol=tol)
+    mode = grading_mode()
+    if mode == "key":
+        try:
+            key = plain(expected)
+        except TypeError as exc:
+            raise GradingError(f"exercise {question}: the grade cell's expected value is {exc}, not plain data "
+                               f"(numbers, strings, lists); make it one") from None
+        _glue(KEY_PREFIX + question, {"expected": key, "points": float(points), "tol": float(tol),
+                                      "solution_ok": bool(ok)})
+        return ok
+    if not mode and not ok:
+        raise AssertionError(f"exercise {question}: the solution's answer {answer!r} does not match the "
+                             f"grade cell's expected {expected!r} (tolerance {tol}); fix the answer key")
     return ok
 
 
-def run_answer(question: str, source: str, namespace: dict[str, Any]) -> None:
-    """Execute a student's answer cell in the chapter's namespace; an error in it is shown and costs that
-    question's points, never the rest of the chapter."""
+def record_answer(question: str, answer: Any) -> None:
+    """In a student's run: record one answer as plain data for the grader (or why it cannot be read)."""
     try:
-        exec(compile(source, f"<answer to exercise {question}>", "exec"), namespace)
-    except Exception as exc:  # the student's code: anything may go wrong
-        print(f"exercise {question}: the answer cell failed: {type(exc).__name__}: {exc}")
+        record = {"value": plain(answer)}
+    except TypeError as exc:
+        record = {"unreadable": f"the answer is {exc}; answer with numbers, strings or lists of them"}
+    _glue(ANSWER_PREFIX + question, record)
 
 
-def _tags(cell: Any) -> list[str]:
-    return cell.get("metadata", {}).get("tags", [])
+def tags_of(cell: Any) -> list[str]:
+    """A cell's tags; metadata of the wrong type (a hand-edited submission) counts as none."""
+    metadata = cell.get("metadata")
+    tags = metadata.get("tags") if isinstance(metadata, dict) else None
+    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
 
 
 def question_of(cell: Any) -> str | None:
-    """The exercise an answer cell belongs to (``metadata.skinlib.question``)."""
-    return cell.get("metadata", {}).get("skinlib", {}).get("question") if ANSWER_TAG in _tags(cell) else None
+    """The exercise an answer cell belongs to (``metadata.skinlib.question``), or None when the cell is not a
+    well-formed answer cell."""
+    if ANSWER_TAG not in tags_of(cell) or cell.get("cell_type") != "code":
+        return None
+    meta = cell.get("metadata", {}).get("skinlib")
+    question = meta.get("question") if isinstance(meta, dict) else None
+    return question if isinstance(question, str) and QUESTION.match(question) else None
 
 
 def answers(nb: Any) -> dict[str, str]:
-    """The source of each answer cell of a notebook, by question."""
-    out = {}
+    """The source of each answer cell of a notebook, by question (the first cell of a question counts)."""
+    out: dict[str, str] = {}
     for cell in nb.cells:
         question = question_of(cell)
-        if question is not None and cell.cell_type == "code":
-            out[question] = cell.source
+        source = cell.get("source")
+        if question is not None and question not in out and isinstance(source, str):
+            out[question] = source
     return out
-
-
-def graded_notebook(source: Any, submission: Any) -> tuple[Any, list[str]]:
-    """The teacher's chapter without its solutions, each answer cell running the submission's answer; and the
-    questions the submission has no answer cell for (they keep the blank answer, worth nothing)."""
-    import copy
-
-    from skinlib.book.notebooks import SOLUTION_TAG
-
-    given = answers(submission)
-    nb = copy.deepcopy(source)
-    nb.cells = [c for c in nb.cells if SOLUTION_TAG not in _tags(c)]
-    absent = []
-    for cell in nb.cells:
-        question = question_of(cell)
-        if question is None:
-            continue
-        if question not in given:
-            absent.append(question)
-            continue
-        cell.source = ("from skinlib.book.grading import run_answer\n\n"
-                       f"run_answer({question!r}, {given[question]!r}, globals())")
-    return nb, absent
-
-
-def _student_name(path: Path, root: Path) -> str:
-    parts = path.relative_to(root).parts
-    name = parts[0] if len(parts) > 1 else path.stem
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "student"
-
-
-@dataclass
-class Collected:
-    students: dict[str, Path]
-    rejected: dict[str, str]  # path relative to the source -> why
-
-
-def collect(source: str | os.PathLike, out: str | os.PathLike, *, chapter: str,
-            root: str | os.PathLike | None = None) -> Collected:
-    """Copy one submission of ``chapter`` per student from ``source`` (``<student>/<any>.ipynb`` or
-    ``<student>.ipynb``) into ``out/<student>.ipynb``. A file that is a link, too large, not a notebook, or
-    has none of the chapter's answer cells is rejected with the reason; nothing is written outside ``out``."""
-    import nbformat
-
-    from skinlib.book.notebooks import chapter_source
-
-    src, dest = Path(source), Path(out)
-    if not src.is_dir():
-        raise GradingError(f"submissions folder {src} does not exist")
-    expected = set(answers(nbformat.read(chapter_source(chapter, root), as_version=4)))
-    if not expected:
-        raise GradingError(f"chapter {chapter} has no answer cells to grade")
-    dest.mkdir(parents=True, exist_ok=True)
-    found = Collected({}, {})
-    for path in sorted(src.rglob("*.ipynb")):
-        rel = str(path.relative_to(src))
-        if ".ipynb_checkpoints" in path.parts:
-            continue
-        if path.is_symlink() or any(p.is_symlink() for p in path.relative_to(src).parents if str(p) != "."):
-            found.rejected[rel] = "a link (copy the file itself)"
-            continue
-        if path.stat().st_size > MAX_SUBMISSION_BYTES:
-            found.rejected[rel] = f"larger than {MAX_SUBMISSION_BYTES // 2**20} MB"
-            continue
-        try:
-            nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
-        except Exception as exc:  # any unreadable file is the student's, not ours
-            found.rejected[rel] = f"not a readable notebook ({type(exc).__name__})"
-            continue
-        if not set(answers(nb)) & expected:
-            found.rejected[rel] = f"none of {chapter}'s answer cells ({', '.join(sorted(expected))})"
-            continue
-        name = _student_name(path, src)
-        if name in found.students:
-            found.rejected[rel] = f"a second submission of {name} (kept {found.students[name].name})"
-            continue
-        target = dest / f"{name}.ipynb"
-        atomic_write_text(target, nbformat.writes(nb))
-        found.students[name] = target
-    log.info("collected %d submissions of %s, rejected %d", len(found.students), chapter, len(found.rejected))
-    return found
-
-
-def _grade_one(path: Path, source: Any, questions: Sequence[str], feedback: Path, *, used: dict[str, Any],
-               env: dict[str, str], timeout: float | None) -> list[dict[str, Any]]:
-    """Execute one submission's answers in the teacher's chapter; its rows of the grade table (one per question)
-    and its executed notebook in ``feedback``."""
-    import nbformat
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    from skinlib.book.export import glued_values
-
-    student = path.stem
-    nb, absent = graded_notebook(source, nbformat.read(path, as_version=4))
-    staged = feedback / f".{student}.source.ipynb"
-    executed = feedback / f".{student}.running.ipynb"
-    nbformat.write(nb, staged)
-    problem = ""
-    try:
-        with temporary_env(env):
-            papermill.execute_notebook(str(staged), str(executed), parameters=used, kernel_name="python3",
-                                       cwd=str(feedback), progress_bar=False, execution_timeout=timeout)
-    except PapermillExecutionError as exc:
-        problem = f"the chapter stopped in cell {exc.cell_index}: {exc.ename}: {exc.evalue}"
-    finally:
-        staged.unlink(missing_ok=True)
-    records = {}
-    if executed.exists():
-        done = nbformat.read(executed, as_version=4)
-        records = {k[len(RECORD_PREFIX):]: json.loads(v) for k, v in glued_values(done).items()
-                   if k.startswith(RECORD_PREFIX)}
-        os.replace(executed, feedback / f"{student}.ipynb")
-    rows = []
-    for question in questions:
-        record = records.get(question)
-        if record is None:
-            why = "no answer cell" if question in absent else problem or "its check did not run"
-            record = {"points": 0, "max": _max_points(source, question), "verdict": why}
-        rows.append({"student": student, "question": question, "points": record["points"],
-                     "max": record["max"], "verdict": record["verdict"]})
-    return rows
-
-
-def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: str, params: dict[str, Any],
-          root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-          runs_dir: str | os.PathLike | None = None, timeout: float | None = None) -> Any:
-    """Grade every ``*.ipynb`` in ``submissions`` (as :func:`collect` leaves them): execute the teacher's
-    chapter with each student's answers at ``params`` (papermill parameters; a shared run store means a run
-    is trained once for all), keep the executed notebook as feedback in ``out/feedback/``, and write
-    ``out/grades.csv``: one row per student and question. Returns the table."""
-    import nbformat
-    import pandas as pd
-
-    from skinlib.book.notebooks import chapter_parameters, chapter_source
-    from skinlib.data.paths import DATA_ENV
-    from skinlib.runs import RUNS_ENV
-
-    source_path = chapter_source(chapter, root)
-    source = nbformat.read(source_path, as_version=4)
-    questions = list(answers(source))
-    files = sorted(Path(submissions).glob("*.ipynb"))
-    if not files:
-        raise GradingError(f"no submissions (*.ipynb) in {submissions}; gather them with `skinlib grade collect`")
-    out = Path(out)
-    feedback = out / "feedback"
-    feedback.mkdir(parents=True, exist_ok=True)
-    used = chapter_parameters(source_path, params)
-    env = {GRADING_ENV: "1"}
-    if data_dir:
-        env[DATA_ENV] = str(Path(data_dir).resolve())
-    if runs_dir:
-        env[RUNS_ENV] = str(Path(runs_dir).resolve())
-    rows = []
-    for path in files:
-        start = time.perf_counter()
-        rows += _grade_one(path, source, questions, feedback, used=used, env=env, timeout=timeout)
-        log.info("graded %s in %.0f s", path.stem, time.perf_counter() - start)
-    table = pd.DataFrame(rows)
-    atomic_write_text(out / "grades.csv", table.to_csv(index=False))
-    totals = table.groupby("student")[["points", "max"]].sum()
-    atomic_write_text(out / "totals.csv", totals.to_csv())
-    return table
-
-
-def _max_points(source: Any, question: str) -> float:
-    """The points of ``question`` as its grade cell states them (``points=N``)."""
-    for cell in source.cells:
-        if GRADE_TAG in _tags(cell) and re.search(rf"check\(\s*['\"]{re.escape(question)}['\"]", cell.source):
-            found = re.search(r"points\s*=\s*([0-9.]+)", cell.source)
-            if found:
-                return float(found.group(1))
-    return 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,26 @@ class BookError(RuntimeError):
     """A chapter or the book build failed."""
 
 
+def is_skinlib_checkout(path: Path) -> bool:
+    """Whether ``path`` is a checkout of this project: ``_config.yml``, ``notebooks/`` and a ``pyproject.toml``
+    naming the project ``skinlib`` (another Jupyter Book or papermill project is not one)."""
+    if not ((path / "_config.yml").is_file() and (path / "notebooks").is_dir()):
+        return False
+    try:
+        text = (path / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    return bool(project and re.search(r"^name\s*=\s*[\"']skinlib[\"']\s*$", project.group(1), re.M))
+
+
 def book_root(root: str | os.PathLike | None = None) -> Path:
     """The repository root holding ``_config.yml`` and ``notebooks/``: the argument, else the current folder
-    when it is one (a second clone), else the checkout skinlib is installed from."""
+    when it is a checkout of this project (a second clone, :func:`is_skinlib_checkout`), else the checkout
+    skinlib is installed from. Another project's folder is never taken for it: commands that write (the book,
+    the notebooks' parameters) act only inside this project."""
     cwd = Path.cwd()
-    here = (cwd / "_config.yml").is_file() and (cwd / "notebooks").is_dir()
-    path = Path(root) if root is not None else (cwd if here else project_root() or cwd)
+    path = Path(root) if root is not None else (cwd if is_skinlib_checkout(cwd) else project_root() or cwd)
     if not (path / "_config.yml").is_file() or not (path / "notebooks").is_dir():
         raise BookError(f"{path} is not the skinlib repository root (needs _config.yml and notebooks/)")
     return path.resolve()

@@ -112,12 +112,25 @@ def dataverse_files(*, mirror: str | None, timeout: float) -> dict[str, dict]:
     """The dataset's files as Dataverse lists them (native API), keyed by file-name stem."""
     url = f"{DATAVERSE}/api/datasets/:persistentId/?persistentId={HAM10000_DOI}"
     doc = fetch_json(url, mirror=mirror, timeout=timeout, offline_hint=OFFLINE_HINT)
+    real = mirrored(url, mirror_url(mirror))
     try:
         files = doc["data"]["latestVersion"]["files"]
     except (KeyError, TypeError):
-        raise DownloadError(f"{mirrored(url, mirror_url(mirror))} did not return a Dataverse dataset "
-                            "(no data.latestVersion.files)") from None
-    return {Path(f["dataFile"]["filename"]).stem: f["dataFile"] for f in files if "dataFile" in f}
+        raise DownloadError(f"{real} did not return a Dataverse dataset (no data.latestVersion.files)") from None
+    if not isinstance(files, list):
+        raise DownloadError(f"{real} lists its files as a {type(files).__name__}, not a list")
+    listing = {}
+    for i, entry in enumerate(files):
+        data = entry.get("dataFile") if isinstance(entry, dict) else None
+        if not isinstance(data, dict):
+            continue
+        name, ident = data.get("filename"), data.get("id")
+        if not isinstance(name, str) or not name or isinstance(ident, bool) or not isinstance(ident, (int, str)):
+            raise DownloadError(f"{real} lists file {i} without a usable filename and id "
+                                f"({str(data)[:80]}); the listing is broken: try again later, or point --mirror "
+                                f"at another copy")
+        listing[Path(name).stem] = data
+    return listing
 
 
 def dataverse_source(src: Source, listing: dict[str, dict], *,
@@ -127,8 +140,11 @@ def dataverse_source(src: Source, listing: dict[str, dict], *,
     if entry is None:
         raise DownloadError(f"{src.name} is not among the files of {HAM10000_DOI} "
                             f"(listed: {', '.join(sorted(listing)) or 'none'}); the record may have changed")
-    value = entry.get("md5") or (entry.get("checksum") or {}).get("value")
-    kind = ((entry.get("checksum") or {}).get("type") or "MD5").lower().replace("-", "")
+    checksum = entry.get("checksum") if isinstance(entry.get("checksum"), dict) else {}
+    value = entry.get("md5") or checksum.get("value")
+    kind = str(checksum.get("type") or "MD5").lower().replace("-", "")
+    if value is not None and not (isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{32,64}", value)):
+        value = None  # a checksum that is not hex digits checks nothing
     url = f"{DATAVERSE}/api/access/datafile/{entry['id']}"
     if entry.get("originalFileFormat"):  # ingested table: its checksum is the uploaded original's
         url += "?format=original"

@@ -128,9 +128,13 @@ def weights_checksum(base: str, *, mirror: str | None = None, timeout: float = 6
         return Checksum("sha256", match.group(1), "hash prefix in torchvision's file name", prefix=True)
     doc = fetch_json(f"{HF_HUB}/api/models/timm/{ident}?blobs=true", mirror=mirror, timeout=timeout,
                      offline_hint=_offline_hint(base))
-    for sibling in doc.get("siblings", []):
-        if sibling.get("rfilename") == "model.safetensors" and (sibling.get("lfs") or {}).get("sha256"):
-            return Checksum("sha256", sibling["lfs"]["sha256"], f"Hugging Face hub listing of timm/{ident}")
+    siblings = doc.get("siblings", []) if isinstance(doc, dict) else []
+    for sibling in siblings if isinstance(siblings, list) else []:
+        lfs = sibling.get("lfs") if isinstance(sibling, dict) else None
+        sha = lfs.get("sha256") if isinstance(lfs, dict) else None
+        if sibling.get("rfilename") == "model.safetensors" and isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}",
+                                                                                                      sha):
+            return Checksum("sha256", sha, f"Hugging Face hub listing of timm/{ident}")
     raise ValueError(f"the Hugging Face hub lists no model.safetensors with a checksum for timm/{ident}")
 
 
