@@ -30,29 +30,6 @@ log = logging.getLogger("skinlib")
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML error in one line: what is wrong and where."""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    mark = getattr(exc, "problem_mark", None)
-    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
-
-
-def _yaml_value(name: str, text: str) -> Any:
-    """A ``-p NAME VALUE`` value parsed as YAML, naming the parameter when it does not parse; a number YAML 1.1
-    leaves a string (``1e-3``, ``.5``) is read as papermill's ``-p`` reads it, so both mean the same."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"parameter {name}: cannot parse {text!r} as a YAML value ({yaml_problem(exc)})") from exc
-    if isinstance(value, str):
-        for kind in (int, float):
-            try:
-                return kind(value)
-            except ValueError:
-                continue
-    return value
-
-
 def _positive_float(text: str) -> float:
     """An argparse type: a positive number of seconds."""
     try:
@@ -65,7 +42,9 @@ def _positive_float(text: str) -> float:
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: _yaml_value(name, value) for name, value in args.param or []}
+    from skinlib.study.profiles import parse_value  # not at the top: `skinlib --help` stays free of torch
+
+    return {name: parse_value(name, value) for name, value in args.param or []}
 
 
 def _data_verify(args: argparse.Namespace) -> int:
@@ -148,6 +127,8 @@ def read_config_file(path: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as fh:
             values = yaml.safe_load(fh)
     except yaml.YAMLError as exc:
+        from skinlib.study.profiles import yaml_problem
+
         raise ValueError(f"config file {path} is not valid YAML: {yaml_problem(exc)}") from exc
     if values is None:
         return {}

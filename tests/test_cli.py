@@ -13,6 +13,7 @@ import skinlib.data.selection as selection
 import skinlib.train as train
 from skinlib import cli
 from skinlib.runs import RunFileError
+from skinlib.study.profiles import parse_value
 
 
 @pytest.fixture
@@ -76,9 +77,9 @@ def test_book_and_study_parameters_are_checked_first(capsys, no_work, argv, expe
 def test_minus_p_reads_numbers_as_papermill_does():
     """`skinlib ... -p lr 1e-3` and `papermill ... -p lr 1e-3` mean the same value (YAML 1.1 alone reads a
     string); lists and booleans keep their YAML reading."""
-    assert cli._yaml_value("lr", "1e-3") == pytest.approx(0.001) and cli._yaml_value("epochs", "16") == 16
-    assert cli._yaml_value("seeds", "[0, 1]") == [0, 1] and cli._yaml_value("pretrained", "false") is False
-    assert cli._yaml_value("sampler", "balanced") == "balanced"
+    assert parse_value("lr", "1e-3") == pytest.approx(0.001) and parse_value("epochs", "16") == 16
+    assert parse_value("seeds", "[0, 1]") == [0, 1] and parse_value("pretrained", "false") is False
+    assert parse_value("sampler", "balanced") == "balanced"
 
 
 def test_a_chapter_parameter_can_be_overridden(monkeypatch, capsys):

@@ -457,3 +457,29 @@ def test_the_pretraining_study_has_scratch_rows_only_when_asked(monkeypatch):
     assert list(make_study("pretraining", RunConfig(), [0]).configs) == ["ResNet18 (pre-trained)"]
     with pytest.raises(ValueError, match="unknown study 'nope'; valid: baselines, pretraining"):
         make_study("nope", RunConfig(), [0])
+
+
+def test_papermill_and_skinlib_read_parameters_in_one_dialect(tmp_path):
+    """`papermill -p pretrained true -p seeds "[0, 1]" -p lr 1e-3` means what `skinlib book -p` means, and a
+    misspelled name stops the chapter instead of running it on defaults."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    params = nbformat.v4.new_code_cell(
+        'from typing import Optional\n\nprofile: str = "smoke"\nepochs: "Optional[int]" = None\n'
+        'pretrained: "Optional[bool]" = None\nseeds: "Optional[list]" = None\nlr: "Optional[float]" = None')
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell("from skinlib.book import chapter\n\nctx = chapter(globals(), show=False)\n"
+                                     "print(repr((ctx.pretrained, ctx.seeds, ctx.lr, ctx.epochs)))")
+    nb = nbformat.v4.new_notebook(cells=[params, body], metadata={"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, tmp_path / "ch.ipynb")
+    out = papermill.execute_notebook(str(tmp_path / "ch.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                                     parameters={"pretrained": "true", "seeds": "[0, 1]", "lr": "1e-3"},
+                                     progress_bar=False)
+    printed = out.cells[-1].outputs[0]["text"]
+    assert printed.strip() == "(True, [0, 1], 0.001, 5)", printed
+    with pytest.raises(PapermillExecutionError, match=r"unknown parameter 'epoch' for this chapter \(did you mean "
+                                                      r"'epochs'\?\)"):
+        papermill.execute_notebook(str(tmp_path / "ch.ipynb"), str(tmp_path / "out2.ipynb"), kernel_name="python3",
+                                   parameters={"epoch": 3}, progress_bar=False)

@@ -83,7 +83,8 @@ def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None =
     heading admonition (``show``) states the profile and every value used.
     """
     if namespace is not None:
-        params = {**{k: namespace[k] for k in PARAMETERS if k in namespace}, **params}
+        check_injected(namespace)
+        params = {**{k: as_parameter(k, namespace[k]) for k in PARAMETERS if k in namespace}, **params}
         profile = profile if profile is not None else namespace.get("profile")
         data_dir = data_dir or namespace.get("data_dir", "")
         runs_dir = runs_dir or namespace.get("runs_dir", "")
@@ -115,6 +116,58 @@ def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None =
     return ctx
 
 
+def as_parameter(name: str, value: Any) -> Any:
+    """A profile parameter's value as papermill may pass it: ``-p pretrained true`` arrives as the string
+    ``"true"``, ``-p seeds "[0, 1]"`` as a string too. A string the parameter cannot take is parsed the way
+    ``skinlib book -p`` parses it (:func:`~skinlib.study.profiles.parse_value`), so both dialects mean the same."""
+    from skinlib.study.profiles import check_parameter, parse_value
+
+    if not isinstance(value, str):
+        return value
+    try:
+        check_parameter(name, value)
+        return value
+    except ValueError:
+        return parse_value(name, value)
+
+
+PARAMETERS_HEADER = "# Parameters"  # the first line of the cell papermill injects
+
+
+def check_injected(namespace: Mapping[str, Any]) -> None:
+    """Refuse a parameter papermill injected that the notebook does not declare (``-p epoch 3``: papermill only
+    warns, and the chapter would run on defaults). Reads the cells executed so far (IPython's ``In``): the
+    declared names from the ``parameters`` cell, the given ones from papermill's ``# Parameters`` cell."""
+    import ast
+    import difflib
+
+    cells = [c for c in namespace.get("In", []) if isinstance(c, str)]
+    injected = next((c for c in cells if c.lstrip().startswith(PARAMETERS_HEADER)), None)
+    declared = next((c for c in cells if "profile: str =" in c and c is not injected), None)
+    if injected is None or declared is None:
+        return
+
+    def names(source: str) -> set[str]:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            return set()
+        out = set()
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                if isinstance(node, ast.AnnAssign) else []
+            out |= {t.id for t in targets if isinstance(t, ast.Name)}
+        return out
+
+    known = names(declared)
+    unknown = sorted(names(injected) - known)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown parameter {unknown[0]!r} for this chapter{hint}; it declares: "
+                         f"{', '.join(sorted(known))}")
+
+
 def size_note(image_size: int, index: Any) -> Any | None:
     """When the profile trains at a larger size than the data's images (of ``index``) have, the warning that says
     the models saw them upsampled (with both sizes); else ``None``."""
@@ -143,8 +196,8 @@ def data_note(index: Any) -> Any | None:
         return None
     return admonition(
         "note", "Data from the results bundle",
-        f"This machine has no HAM10000 images, so the tables and images on this page come from the results "
-        f"bundle's data summary: the metadata of all {len(index):,} images with the SHA-256 of each image file "
+        f"The tables and images on this page come from the results bundle's data summary, not from the HAM10000 "
+        f"images themselves: the metadata of all {len(index):,} images with the SHA-256 of each image file "
         f"(data key `{fingerprint(index).key}`; every run's own data key was checked against it) and the few "
         f"images drawn here. HAM10000 and the ISIC 2018 test set are licensed by their authors under {LICENCE} "
         f"(non-commercial use, with attribution; see {{doc}}`01_data`).")

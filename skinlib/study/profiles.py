@@ -14,6 +14,8 @@ import types
 import typing
 from typing import Any
 
+import yaml
+
 from skinlib.runs.config import SEED_RANGE, Spec, specs
 
 
@@ -136,6 +138,30 @@ PROFILES: dict[str, dict[str, Any]] = {
         "device": "auto",
     },
 }
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
+
+
+def parse_value(name: str, text: str) -> Any:
+    """A parameter value given as text (``-p NAME VALUE`` of skinlib or papermill), parsed as YAML, naming the
+    parameter when it does not parse; a number YAML 1.1 leaves a string (``1e-3``, ``.5``) is read as a number.
+    One dialect: ``true``, ``[0, 1]``, ``1e-3`` mean the same to ``skinlib book`` and to papermill."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"parameter {name}: cannot parse {text!r} as a YAML value ({yaml_problem(exc)})") from exc
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                continue
+    return value
 
 
 def check_parameter(name: str, value: Any, *, extra: dict[str, Any] | None = None) -> None:
