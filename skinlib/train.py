@@ -26,6 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -373,11 +374,16 @@ def fit(
         log.info("reusing finished run %s (no training)", run.path)
         return run
     if not training_allowed():
+        from skinlib.data.snapshot import is_snapshot
+
+        images_here = not is_snapshot(Path(selection.full.attrs.get("source", "")).parent)
+        get = "" if images_here else (" Training needs the HAM10000 images, which are not here (only the bundle's "
+                                      "data summary): get them with `skinlib data download` (README: Data) first.")
         raise MissingRunError(
             f"run {run.path.name} is needed but neither in the run store nor in the results bundle, and "
             f"training is switched off ({NO_TRAIN_ENV}=1, as when a book renders bundled results); make it "
             f"where there is time (e.g. `benchmarks/gpu_window.py` on a GPU, or `skinlib train` with this "
-            f"config: {json.dumps(config.identity(), sort_keys=True)}), then `skinlib results pack`")
+            f"config: {json.dumps(config.identity(), sort_keys=True)}), then `skinlib results pack`.{get}")
     device = resolve_device(config.device)
     distributed = init_distributed(device.type)
     if distributed.world_size > 1 and device.type == "cuda":
