@@ -57,7 +57,7 @@ def test_every_chapter_starts_with_the_same_hidden_install_cell():
     spec = re.search(r'"(skinlib\[book\] @ git\+(\S+)@(\w+))"', cell.source)
     assert spec and spec.group(2) == CONFIG["repository"]["url"] and spec.group(3) == CONFIG["repository"]["branch"]
     # right after the parameters cell, so papermill's injected `-p data_dir PATH` is seen by it
-    assert "ensure_data(data_dir=data_dir or None)" in cell.source
+    assert "open_session(profile=profile, data_dir=data_dir" in cell.source
     for path in NOTEBOOKS:
         code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
         assert "parameters" in code[0].metadata["tags"] and "install" in code[1].metadata["tags"], path.name
@@ -70,7 +70,35 @@ def test_install_cell_does_nothing_on_a_set_up_machine(monkeypatch):
 
     monkeypatch.setattr(subprocess, "run", no_pip)
     monkeypatch.setattr(dl, "download_data", no_pip)
-    exec(compile(install_cells()[0].source, "install-cell", "exec"), {"data_dir": ""})
+    namespace = {"data_dir": "", "profile": "smoke", "bundle": "auto"}
+    exec(compile(install_cells()[0].source, "install-cell", "exec"), namespace)
+    assert namespace["profile"] == "smoke"  # the data is here: the chapter trains at the profile asked for
+
+
+def test_a_chapter_opened_without_data_renders_the_best_committed_bundle(tmp_path, monkeypatch):
+    """papermill or Binder without the 3 GB: the chapter renders the most complete committed bundle (its profile),
+    trains nothing, and says so; `none` asks for training and gets the usual missing-data error."""
+    from skinlib.book import session
+    from skinlib.data.paths import ISIC_TEST_ENV
+    from skinlib.runs import NO_TRAIN_ENV, RUNS_ENV
+
+    for key in (DATA_ENV, ISIC_TEST_ENV, NO_TRAIN_ENV, RUNS_ENV, *dl.CLOUD_ENV):
+        monkeypatch.setenv(key, "")  # recorded, so whatever open_session exports is undone
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("skinlib.data.paths.project_root", lambda: None)
+    monkeypatch.setattr(session, "project_root", lambda: ROOT)
+    best = session.best_bundle(ROOT / "results")
+    assert best is not None and best.name in session.BUNDLE_ORDER
+    profile = session.open_session(profile="smoke", runs_dir=str(tmp_path / "runs"))
+    assert profile == best.name and os.environ[NO_TRAIN_ENV] == "1"
+    assert any((tmp_path / "runs").iterdir()) and os.environ[DATA_ENV]  # the bundle's data summary
+    for key in (NO_TRAIN_ENV, DATA_ENV, ISIC_TEST_ENV):
+        monkeypatch.delenv(key)
+    with pytest.raises(FileNotFoundError, match="skinlib data download"):
+        session.open_session(profile="smoke", bundle="none")
+    with pytest.raises(ValueError, match="is not a folder; valid: 'auto'"):
+        session.open_session(profile="smoke", bundle=str(tmp_path / "nowhere"))
 
 
 def test_ensure_data_honours_the_data_dir_parameter(tmp_path, data_dir, monkeypatch):

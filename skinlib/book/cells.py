@@ -24,8 +24,9 @@ FOLDERS = (
     'profile: str = "smoke"  # parameter profile: smoke, cpu, gpu or paper (see skinlib.study.profiles)',
     'data_dir: str = ""  # data directory; empty: SKINLIB_DATA_DIR, data/, then ../shared/data/',
     'runs_dir: str = ""  # run store; empty: SKINLIB_RUNS_DIR or runs/ in the repository',
+    'bundle: str = "auto"  # without data: auto renders the best committed results bundle; none trains; or a folder',
 )
-FOLDER_NAMES = ("profile", "data_dir", "runs_dir")
+FOLDER_NAMES = ("profile", "data_dir", "runs_dir", "bundle")
 
 
 def annotation(kind: Any) -> str:
