@@ -19,7 +19,7 @@ override PROFILE := $(if $(filter best,$(PROFILE)),$(BEST_BUNDLE),$(PROFILE))
 # smoke trains its runs here; any other profile renders its committed bundle results/$(PROFILE)
 FROM_RESULTS ?= $(if $(filter smoke,$(PROFILE)),,1)
 
-.PHONY: book book-env publish test test-slow test-book lint env clean
+.PHONY: help book book-env publish test test-slow test-book lint env clean
 
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu: PyTorch's CPU-only wheels (no CUDA libraries) on a
 # machine without an NVIDIA GPU; installed first, so the package's torch requirement is already met
@@ -37,6 +37,9 @@ $(BOOK_STAMP): pyproject.toml | $(VENV)/bin/python
 $(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(DEV_STAMP) $(BOOK_STAMP)
+
+help:  ## list the targets with what each does
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):[^#]*## /  make \1\t/' | expand -t 22
 
 env: $(DEV_STAMP)  ## create or update the virtual environment (everything, for development)
 
