@@ -30,6 +30,12 @@ log = logging.getLogger("skinlib")
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds, zero or more."""
+    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+    return value
+
+
 def _positive_float(text: str) -> float:
     """An argparse type: a positive number of seconds."""
     try:
@@ -589,8 +595,9 @@ def _results_commands(sub: Any, shared: _Shared) -> None:
     p = results.add_parser("window", parents=[data_dir, runs, profile, jobs],
                            help="a time-boxed training window: train the missing runs that fit, pack them", **fmt)
     _profile_option(p)
-    p.add_argument("--budget", type=float, required=True, metavar="SECONDS", help="wall-clock budget of the window")
-    p.add_argument("--reserve", type=float, default=90.0, metavar="SECONDS",
+    p.add_argument("--budget", type=_positive_float, required=True, metavar="SECONDS",
+                   help="wall-clock budget of the window")
+    p.add_argument("--reserve", type=_seconds, default=90.0, metavar="SECONDS",
                    help="kept at the end for Grad-CAM, ISIC predictions and packing")
     p.add_argument("--out", required=True, help="folder for results-<profile>.tar.gz")
     p.add_argument("--started-at", type=float, metavar="UNIX_TIME",

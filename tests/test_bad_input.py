@@ -155,3 +155,22 @@ def test_selection_is_remembered_but_a_replaced_image_is_still_noticed(tiny_data
     image = tiny_dataset / "images" / "ISIC_0000003.jpg"
     image.write_bytes(image.read_bytes() + b"\0" * 10)  # replaced by a file of another size
     assert select_data(tiny_dataset).fingerprint.key != first.fingerprint.key
+
+
+def test_ceilings_on_what_a_parameter_or_flag_may_ask():
+    """n_boot, seeds, --jobs and a window's --budget: finite, positive and bounded, each refused in one line."""
+    from skinlib import cli
+    from skinlib.study.parallel import resolve_jobs
+    from skinlib.study.profiles import get_profile
+
+    with pytest.raises(ValueError, match="n_boot"):
+        get_profile("smoke", n_boot=10**9)
+    with pytest.raises(ValueError, match="at most 100 distinct integers"):
+        get_profile("smoke", seeds=list(range(101)))
+    for bad in ("0", "-1", " 2", "٣", "1e3", "99999", "2.0"):
+        with pytest.raises(ValueError, match="jobs must be an integer from 1 to 256"):
+            resolve_jobs(bad)
+    assert resolve_jobs("2") == 2
+    for bad in ("inf", "nan", "-5", "0"):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(["results", "window", "--profile", "cpu", "--budget", bad, "--out", "o"])

@@ -247,3 +247,21 @@ def test_pack_refuses_to_empty_a_folder_that_is_not_its_bundle(good_bundle, tmp_
         bundles.pack_runs(restored, tmp_path / "a-file", profile="smoke")
     again = bundles.pack_runs(restored, gpu, profile="gpu")  # the same profile's bundle is replaced
     assert again.runs == [e["folder"] for e in meta["runs"]]
+
+
+@pytest.mark.parametrize("kind", ["garbage", "bomb"])
+def test_a_summary_image_that_does_not_decode_or_is_huge_is_refused(world, data_dir, kind, tmp_path_factory):
+    from PIL import Image
+
+    _, bundle, _ = world
+    images = sorted((bundle / "data").rglob("*.jpg"))
+    assert images, "the bundle's data summary carries the images its chapters draw"
+    if kind == "garbage":
+        images[0].write_bytes(b"\xff\xd8 not a jpeg at all")
+    else:
+        Image.new("L", (2500, 2000)).save(images[0], format="JPEG")
+    rehash(bundle)
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.raises(bundles.BundleError, match=images[0].name):
+        bundles.data_snapshot(bundle, cache_dir=cache)
+    assert not any((cache / "snapshots").glob("*/SNAPSHOT.json"))  # nothing half-made is left to be reused

@@ -291,3 +291,31 @@ def test_commands_started_in_another_book_project_never_take_it_for_this_one(tmp
     (clone / "pyproject.toml").write_text('[project]\nname = "skinlib"\n')
     monkeypatch.chdir(clone)
     assert book_root() == clone.resolve()  # a second clone of this project is used where it is started
+
+
+def test_a_malformed_chapter_notebook_is_named_in_one_line(tmp_path):
+    from skinlib.book.cells import sync
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "01_data.ipynb").write_text("{ not json")
+    with pytest.raises(ValueError, match=r"01_data.ipynb is not a chapter notebook .*`git checkout"):
+        sync(tmp_path, write=False)
+    (tmp_path / "notebooks" / "01_data.ipynb").write_text('{"cells": 5}')
+    with pytest.raises(ValueError, match=r"01_data\.ipynb is not a chapter notebook"):
+        sync(tmp_path, write=True)
+
+
+def test_an_empty_data_folder_renders_the_bundles_summary_with_one_note(tmp_path, caplog):
+    from skinlib.book.build import _data_folders
+    from skinlib.data.paths import DATA_ENV
+    from skinlib.study.bundles import bundle_dir
+
+    empty = tmp_path / "data"
+    empty.mkdir()
+    source = bundle_dir("cpu")
+    folders = _data_folders(empty, source)
+    assert "snapshots" in folders[DATA_ENV] and str(empty) not in folders[DATA_ENV]
+    notes = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(notes) == 1 and "rendering" in notes[0] and str(empty) in notes[0]
+    with pytest.raises(FileNotFoundError):
+        _data_folders(empty, None)  # no bundle to fall back on: the missing data is the error

@@ -110,11 +110,17 @@ def _bundle_source(profile: str, root: Path, *, from_results: bool | str | os.Pa
 def _data_folders(data_dir: str | os.PathLike | None, source: Path | None) -> dict[str, str]:
     """The data folders the chapters read (as environment variables): the data found here, else, rendering a
     bundle, its data summary (whose data keys the runs' are checked against)."""
+    from skinlib.data.index import find_ham10000_metadata
+
     try:
-        return {DATA_ENV: str(resolve_data_dir(data_dir))}
-    except FileNotFoundError:
-        if source is None or data_dir:
+        found = resolve_data_dir(data_dir)
+        find_ham10000_metadata(found)
+        return {DATA_ENV: str(found)}
+    except FileNotFoundError as exc:
+        if source is None:
             raise
+        if data_dir:  # a data folder that holds no HAM10000: the bundle's summary instead, said in one line
+            log.warning("%s; rendering %s from its data summary instead", str(exc).split(";")[0], source)
     from skinlib.data.snapshot import ISIC_FOLDER
     from skinlib.study.bundles import data_snapshot
 

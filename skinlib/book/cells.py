@@ -76,8 +76,12 @@ def sync(root: Path, *, write: bool) -> list[str]:
     ``write``; the rest of each notebook is kept byte for byte in its JSON layout)."""
     stale = []
     for path in sorted((root / "notebooks").glob("*.ipynb")):
-        nb = json.loads(path.read_text(encoding="utf-8"))
-        cell = _parameters_cell(nb)
+        try:
+            nb = json.loads(path.read_text(encoding="utf-8"))
+            cell = _parameters_cell(nb)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path.name} is not a chapter notebook this command can read ({str(exc)[:120]}); "
+                             f"restore it from git (`git checkout -- notebooks/{path.name}`)") from None
         current = "".join(cell["source"])
         wanted = cell_source(current)
         figures = apply_figure_metadata(nb, path.stem)  # captions and alt text (skinlib.book.figures)

@@ -454,6 +454,8 @@ def data_snapshot(source: str | os.PathLike, *, cache_dir: str | os.PathLike | N
                 _gunzip_capped(path / name, leaf.with_suffix(""), budget)
             else:
                 shutil.copyfile(path / name, leaf)
+                if leaf.suffix.lower() in IMAGE_SUFFIXES:
+                    _check_summary_image(leaf, path / name)
         make_shareable(tmp)
         if target.exists():  # a damaged earlier attempt (no SNAPSHOT.json)
             shutil.rmtree(target, ignore_errors=True)
@@ -466,6 +468,30 @@ def data_snapshot(source: str | os.PathLike, *, cache_dir: str | os.PathLike | N
         raise
     log.info("data summary of %s in %s", path, target)
     return target
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MAX_SUMMARY_PIXELS = 4_000_000
+"""The largest image a data summary may carry (its images are HAM10000's, 600 x 450 at most)."""
+
+
+def _check_summary_image(path: Path, shown: Path) -> None:
+    """A data summary's image must decode and stay within :data:`MAX_SUMMARY_PIXELS` (a decompression bomb or a
+    damaged file is refused, naming it, before any chapter opens it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_SUMMARY_PIXELS:
+                raise BundleError(f"{shown} is {im.width} x {im.height} pixels, more than a data summary's images "
+                                  f"have ({MAX_SUMMARY_PIXELS:,} at most); the bundle was not made by `skinlib "
+                                  f"results pack`")
+            im.load()
+    except BundleError:
+        raise
+    except Exception as exc:  # any decoding failure of an untrusted file
+        raise BundleError(f"{shown} does not decode as an image ({type(exc).__name__}); restore the bundle from git "
+                          f"or pack it again") from None
 
 
 @dataclass

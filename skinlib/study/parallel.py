@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -91,6 +92,9 @@ def profile_memory_gib(params: dict) -> float:
     return max(training_memory_gib(m, size, batch) for m in profile_models(params)) + data
 
 
+MAX_JOBS = 256  # runs at once: far beyond any machine's cores or GPU memory
+
+
 def resolve_jobs(jobs: int | str, device: str = "auto", *, params: dict | None = None) -> int:
     """``jobs`` as a positive integer (``"auto"``: :func:`auto_jobs`, on CUDA sized by the memory the largest
     run of the profile ``params`` needs); anything else is a ``ValueError``."""
@@ -102,10 +106,10 @@ def resolve_jobs(jobs: int | str, device: str = "auto", *, params: dict | None =
             log.info("--jobs auto: the largest run of this profile needs about %.1f GiB of GPU memory", need)
             return auto_jobs(device, per_job_gib=need)
         return auto_jobs(device)
-    if isinstance(jobs, str) and jobs.isdigit():
+    if isinstance(jobs, str) and re.fullmatch(r"[1-9][0-9]{0,3}", jobs):  # ASCII digits only, no sign or blank
         jobs = int(jobs)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer or 'auto', got {jobs!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS:
+        raise ValueError(f"jobs must be an integer from 1 to {MAX_JOBS} or 'auto', got {str(jobs)[:40]!r}")
     return jobs
 
 

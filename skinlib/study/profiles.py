@@ -18,11 +18,15 @@ import yaml
 
 from skinlib.runs.config import SEED_RANGE, Spec, specs
 
+MAX_SEEDS = 100  # training seeds one profile may ask for
+MAX_N_BOOT = 100_000  # bootstrap resamples: beyond this an interval changes nothing but the waiting
+
 
 def _seeds(value: list[int]) -> None:
-    if not value or len(set(value)) != len(value) or not all(0 <= v < 2**32 for v in value):
-        raise ValueError(f"parameter seeds must be a non-empty list of distinct integers in [0, 2**32) "
-                         f"(papermill: -y seeds '[0, 1, 2]'), got {value!r}")
+    if not value or len(set(value)) != len(value) or not all(0 <= v < 2**32 for v in value) \
+            or len(value) > MAX_SEEDS:
+        raise ValueError(f"parameter seeds must be a non-empty list of at most {MAX_SEEDS} distinct integers in "
+                         f"[0, 2**32) (-p seeds \"[0, 1, 2]\"), got {str(value)[:80]}")
 
 
 def _device_present(value: str) -> None:
@@ -52,8 +56,8 @@ def _profile_parameters() -> dict[str, Spec]:
         "seed": Spec("seed of the split shown in the data chapter", int, low=0, high=2**32, high_open=True,
                      rule=SEED_RANGE),
         "seeds": Spec("training seeds", list[int], check=_seeds),
-        "n_boot": Spec("bootstrap resamples for the confidence intervals", int, low=10,
-                       rule="at least 10 bootstrap resamples (1000 for 95 % intervals)"),
+        "n_boot": Spec("bootstrap resamples for the confidence intervals", int, low=10, high=MAX_N_BOOT,
+                       rule=f"10 to {MAX_N_BOOT:,} bootstrap resamples (1000 for 95 % intervals)"),
         "pretrained": Spec("start from ImageNet weights when the build finds them", bool),
     })
     return out
