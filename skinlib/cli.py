@@ -47,6 +47,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _auto_models(jobs: str, params: dict[str, Any]) -> list[str]:
+    """The models a profile trains, which ``--jobs auto`` sizes the GPU's share by (nothing to compute otherwise)."""
+    if jobs != "auto":
+        return []
+    from skinlib.study.experiments import profile_models
+
+    return profile_models(params)
+
+
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     from skinlib.study.profiles import parse_value  # not at the top: `skinlib --help` stays free of torch
 
@@ -214,7 +223,7 @@ def _book(args: argparse.Namespace) -> int:
     params = _params(args)
     # the profile's own parameters size --jobs; build_book checks every parameter, the chapters' own included
     profile = get_profile(args.profile, **{k: v for k, v in params.items() if k in PARAMETERS})
-    jobs = resolve_jobs(args.jobs, str(profile["device"]), params=profile)
+    jobs = resolve_jobs(args.jobs, str(profile["device"]), params=profile, models=_auto_models(args.jobs, profile))
     result = build_book(args.profile, data_dir=args.data_dir, params=params, only=args.only,
                         runs_dir=args.runs_dir, jobs=jobs, from_results=args.from_results or False,
                         student=args.student)
@@ -292,7 +301,7 @@ def _results_window(args: argparse.Namespace) -> int:
     started = args.started_at if args.started_at is not None else COMMAND_STARTED
     params = _params(args)
     profile = get_profile(args.profile, **params)
-    jobs = resolve_jobs(args.jobs, str(profile["device"]), params=profile)
+    jobs = resolve_jobs(args.jobs, str(profile["device"]), params=profile, models=_auto_models(args.jobs, profile))
     report = run_window(args.profile, budget_s=args.budget, out=args.out, jobs=jobs, data_dir=args.data_dir,
                         runs_dir=args.runs_dir, reserve_s=args.reserve, started_at=started, **params)
     if args.report:
@@ -345,7 +354,7 @@ def _study(args: argparse.Namespace) -> int:
 
     if args.list or args.run is not None:
         return _study_runs(args, config, params)
-    jobs = resolve_jobs(args.jobs, params["device"], params=params)
+    jobs = resolve_jobs(args.jobs, params["device"], params=params, models=_auto_models(args.jobs, params))
     if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--jobs trains several runs at once and torchrun one run on several processes: "
                          "use one or the other")

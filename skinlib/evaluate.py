@@ -372,6 +372,11 @@ def summarize_seeds(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
 
 
+def points(value: float, digits: int = 1) -> str:
+    """A fraction as signed percent points: ``0.031 -> "+3.1"``."""
+    return f"{100 * value:+.{digits}f}"
+
+
 def format_ci(estimate: float, low: float, high: float, *, scale: float = 100, digits: int = 1) -> str:
     """``"62.3 [58.1, 66.0]"``: a point estimate with its interval, in percent by default."""
     return f"{estimate * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"

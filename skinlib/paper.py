@@ -87,9 +87,8 @@ def comparison(paper: Mapping[str, Mapping[str, float]], study: Any, *,
 def _null_rows(study: Any, label: str) -> list[dict[str, Any]]:
     """What learning nothing scores on the study's test labels, in :func:`comparison`'s columns (ours only)."""
     from skinlib.evaluate import null_metrics
-    from skinlib.inference import arrays
 
-    y = arrays(study.runs[label][0].predictions())[0]
+    y = study.runs[label][0].predictions()["label"].to_numpy(dtype=int)
     return [{"model": f"{name} (null)", "ours top-1 %": f"{100 * v['accuracy']:.1f}",
              "ours eq. 8 %": f"{100 * v['ovr_accuracy']:.1f}",
              "ours BACC (paper eq.) %": f"{100 * v['bacc_paper']:.1f}", "ours bacc (ISIC) %": f"{100 * v['bacc']:.1f}"}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from skinlib.evaluate import points
+
 
 def interval_word(low: float, high: float) -> str:
     """``higher`` when an interval of a difference lies above 0, ``lower`` below, else ``no difference shown``."""
@@ -18,11 +20,6 @@ def interval_word(low: float, high: float) -> str:
     if high < 0:
         return "lower"
     return "no difference shown"
-
-
-def points(value: float, digits: int = 1) -> str:
-    """A fraction as signed percent points: ``0.031 -> "+3.1"``."""
-    return f"{100 * value:+.{digits}f}"
 
 
 def paired_sentence(diff: Mapping[str, float], *, a: str, b: str, metric: str = "bacc") -> str:

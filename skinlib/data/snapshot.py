@@ -141,7 +141,7 @@ def readme(info: dict[str, Any]) -> str:
 
 
 def _read(path: Path, what: str) -> pd.DataFrame:
-    from skinlib.data.index import read_metadata
+    from skinlib.data.metadata import read_metadata
 
     table = read_metadata(path)
     if DIGEST_COLUMN not in table.columns:
@@ -156,9 +156,9 @@ def _read(path: Path, what: str) -> pd.DataFrame:
 
 
 def _finish(table: pd.DataFrame, folder: Path, source: Path) -> pd.DataFrame:
-    """The index a loader returns (:func:`skinlib.data.index._finish`, the same columns): paths where an image
-    would be, the digests recorded for them."""
-    from skinlib.data.index import _finish as finish_index
+    """The index a loader returns (:func:`skinlib.data.metadata.finish_index`, the same columns): paths where an
+    image would be, the digests recorded for them."""
+    from skinlib.data.metadata import finish_index
 
     present = {p.stem: p for p in (folder / IMAGES).glob("*") if p.is_file()} if (folder / IMAGES).is_dir() else {}
     images = {i: present.get(i, folder / IMAGES / f"{i}.jpg") for i in table["image_id"]}
@@ -170,7 +170,7 @@ def _finish(table: pd.DataFrame, folder: Path, source: Path) -> pd.DataFrame:
 
 def load_ham10000(folder: str | os.PathLike) -> pd.DataFrame:
     """The HAM10000 index of a snapshot, with the columns and order :func:`skinlib.data.load_ham10000` gives."""
-    from skinlib.data.index import check_index
+    from skinlib.data.metadata import check_index
 
     folder = Path(folder)
     source = folder / HAM_TABLE

@@ -24,6 +24,7 @@ from skinlib.evaluate import (
     format_ci,
     format_mean_sd,
     null_metrics,
+    points,
     seed_paired,
     summarize_seeds,
 )
@@ -498,8 +499,6 @@ def paired_table(study: Study, reference: str, *, metrics: Sequence[str] = ("bac
     and lesions resampled), each seed's difference, and the word the family allows
     (:func:`~skinlib.evaluate.family_verdicts`: higher or lower only when the Holm-corrected interval excludes 0
     and every seed agrees). Variant minus reference; with ``reference_minus``, reference minus variant."""
-    from skinlib.book.claims import points
-
     labels = list(variants or [v for v in study.runs if v != reference])
     rows: dict[str, dict[str, Any]] = {label: {} for label in labels}
     for metric in metrics:

@@ -81,35 +81,35 @@ def data_memory_gib(images: int, image_size: int, batch_size: int) -> float:
     return (images * 3 * image_size**2 + 4 * batch_size * 3 * image_size**2 * 4) / 2**30
 
 
-def profile_memory_gib(params: dict) -> float:
-    """The largest :func:`training_memory_gib` over the models a profile trains, at its image size and batch
-    (mixed precision, as training on CUDA uses it), plus the run's GPU-resident data (:func:`data_memory_gib`,
-    at HAM10000's 10,015 images times the profile's subset)."""
-    from skinlib.study.experiments import profile_models
-
+def profile_memory_gib(params: dict, models: Sequence[str]) -> float:
+    """The largest :func:`training_memory_gib` over ``models`` (those the profile trains:
+    :func:`~skinlib.study.experiments.profile_models`), at its image size and batch (mixed precision, as training
+    on CUDA uses it), plus the run's GPU-resident data (:func:`data_memory_gib`, at HAM10000's 10,015 images
+    times the profile's subset)."""
     size, batch = int(params["image_size"]), int(params["batch_size"])
     data = data_memory_gib(int(10_015 * float(params.get("subset", 1.0))), size, batch)
-    return max(training_memory_gib(m, size, batch) for m in profile_models(params)) + data
+    return max(training_memory_gib(m, size, batch) for m in models) + data
 
 
-MAX_JOBS = 256  # runs at once: far beyond any machine's cores or GPU memory
+MAX_JOBS_ASKED = 256  # runs at once a user may ask for: far beyond any machine's cores or GPU memory
 
 
-def resolve_jobs(jobs: int | str, device: str = "auto", *, params: dict | None = None) -> int:
+def resolve_jobs(jobs: int | str, device: str = "auto", *, params: dict | None = None,
+                 models: Sequence[str] = ()) -> int:
     """``jobs`` as a positive integer (``"auto"``: :func:`auto_jobs`, on CUDA sized by the memory the largest
-    run of the profile ``params`` needs); anything else is a ``ValueError``."""
+    run of the profile ``params`` over its ``models`` needs); anything else is a ``ValueError``."""
     if jobs == "auto":
         import torch
 
-        if params is not None and device in ("auto", "cuda") and torch.cuda.is_available():
-            need = profile_memory_gib(params)
+        if params is not None and models and device in ("auto", "cuda") and torch.cuda.is_available():
+            need = profile_memory_gib(params, models)
             log.info("--jobs auto: the largest run of this profile needs about %.1f GiB of GPU memory", need)
             return auto_jobs(device, per_job_gib=need)
         return auto_jobs(device)
     if isinstance(jobs, str) and re.fullmatch(r"[1-9][0-9]{0,3}", jobs):  # ASCII digits only, no sign or blank
         jobs = int(jobs)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS:
-        raise ValueError(f"jobs must be an integer from 1 to {MAX_JOBS} or 'auto', got {str(jobs)[:40]!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS_ASKED:
+        raise ValueError(f"jobs must be an integer from 1 to {MAX_JOBS_ASKED} or 'auto', got {str(jobs)[:40]!r}")
     return jobs
 
 

@@ -1,0 +1,93 @@
+"""The import graph the README promises: each module imports only from its own layer or the layers below, and no
+two modules import each other, directly or through others (every import counted, those inside functions too)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "skinlib"
+
+# the README's tree, bottom up: a module may import from its own layer and the ones before it
+LAYERS: list[tuple[str, ...]] = [
+    ("io", "runtime", "losses"),
+    ("fetch",),
+    ("data", "models"),
+    ("runs", "evaluate"),
+    ("train", "paper", "plots", "subgroups"),
+    ("efficiency",),
+    ("inference",),
+    ("explain",),
+    ("study",),
+    ("book",),
+    ("cli", "__main__"),
+]
+
+
+def layer_of(module: str) -> int:
+    """The layer of ``skinlib.<part>...``: its first part (a package or a top-level module)."""
+    part = module.split(".")[1] if "." in module else "__init__"
+    for i, names in enumerate(LAYERS):
+        if part in names:
+            return i
+    raise AssertionError(f"skinlib.{part} is in no layer of LAYERS (and the README's tree): add it")
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every ``skinlib`` module ``path`` imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("skinlib.")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("skinlib") \
+                and node.level == 0:
+            base = node.module
+            for alias in node.names:  # `from skinlib.data import index` imports a module, not a name
+                candidate = f"{base}.{alias.name}"
+                as_path = ROOT.parent / candidate.replace(".", "/")
+                found.add(candidate if as_path.with_suffix(".py").is_file() or as_path.is_dir() else base)
+    return {m for m in found if m != "skinlib"}
+
+
+MODULES = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+GRAPH = {name: {m for m in imports(path) if m in MODULES} for name, path in MODULES.items()}
+
+
+def test_every_import_goes_down_or_sideways():
+    upward = [f"{a} -> {b}" for a, bs in GRAPH.items() for b in bs
+              if a != "skinlib" and layer_of(b) > layer_of(a)]
+    assert not upward, f"imports from a higher layer: {upward}"
+
+
+def test_no_two_modules_import_each_other():
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(GRAPH.get(node, ())):
+            if nxt.startswith(node + ".") or node.startswith(nxt + "."):
+                continue  # a package and its own modules (the package's face re-exports them)
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if not state.get(nxt):
+                found = visit(nxt)
+                if found:
+                    return found
+        state[node] = 2
+        stack.pop()
+        return None
+
+    for name in sorted(GRAPH):
+        if not state.get(name):
+            cycle = visit(name)
+            assert cycle is None, f"an import cycle: {' -> '.join(cycle)}"
