@@ -277,7 +277,7 @@ def _grade_run(args: argparse.Namespace) -> int:
 
 
 def _results_pack(args: argparse.Namespace) -> int:
-    from skinlib.study.bundles import pack_profile
+    from skinlib.study.pack import pack_profile
 
     result = pack_profile(args.profile, out=args.out, data_dir=args.data_dir, runs_dir=args.runs_dir,
                           allow_missing=args.allow_missing, **_params(args))
@@ -286,7 +286,7 @@ def _results_pack(args: argparse.Namespace) -> int:
 
 
 def _results_unpack(args: argparse.Namespace) -> int:
-    from skinlib.study.bundles import unpack
+    from skinlib.study.unpack import unpack
 
     result = unpack(args.bundle, data_dir=args.data_dir, runs_dir=args.runs_dir)
     print(f"restored {len(result.restored)} runs; {len(result.present)} were already in the run store")
@@ -332,7 +332,7 @@ def _notebook_parameters(args: argparse.Namespace) -> int:
 
 
 def _results_status(args: argparse.Namespace) -> int:
-    from skinlib.study.bundles import profile_runs
+    from skinlib.study.inventory import profile_runs
     from skinlib.study.profiles import get_profile
 
     runs = profile_runs(get_profile(args.profile, **_params(args)), data_dir=args.data_dir, runs_dir=args.runs_dir)

@@ -15,8 +15,9 @@ import pytest
 
 from skinlib.cli import main
 from skinlib.io import file_digest
-from skinlib.runs import RunConfig
+from skinlib.runs import Run, RunConfig
 from skinlib.study import bundles
+from skinlib.study import unpack as unpack_module
 from skinlib.train import fit
 
 TINY = dict(name="tiny", image_size=32, epochs=1, batch_size=16, subset=0.03, device="cpu", progress=False,
@@ -169,7 +170,7 @@ def test_unlisted_files_are_neither_read_nor_copied(world, data_dir):
 
 def test_a_compression_bomb_is_refused_and_leaves_no_trace(world, data_dir, monkeypatch):
     _, bundle, store = world
-    monkeypatch.setattr(bundles, "MAX_EXPANDED_FILE", 2 * 2**20)
+    monkeypatch.setattr(unpack_module, "MAX_EXPANDED_FILE", 2 * 2**20)
     run = next((bundle / "runs").iterdir())
     with gzip.open(run / "predictions.csv.gz", "wb") as fh:
         fh.write(b"0" * (8 * 2**20))  # 8 MB from a few KB
@@ -180,7 +181,7 @@ def test_a_compression_bomb_is_refused_and_leaves_no_trace(world, data_dir, monk
 
 
 def test_a_bundle_over_the_size_limit_is_refused_before_hashing(world, data_dir, monkeypatch):
-    monkeypatch.setattr(bundles, "MAX_BYTES", 1000)
+    monkeypatch.setattr(unpack_module, "MAX_BYTES", 1000)
     refused(world, data_dir, "over the 0 MB a results bundle may hold")
 
 
@@ -231,7 +232,7 @@ def test_pack_refuses_to_empty_a_folder_that_is_not_its_bundle(good_bundle, tmp_
     meta = bundles.read_bundle(good_bundle)
     runs_dir = tmp_path / "store"
     bundles.unpack(good_bundle, runs_dir=runs_dir)
-    restored = [bundles.Run.open(runs_dir / e["folder"]) for e in meta["runs"]]
+    restored = [Run.open(runs_dir / e["folder"]) for e in meta["runs"]]
     others = tmp_path / "results"
     (others / "gpu").mkdir(parents=True)
     (others / "gpu" / "bundle.json").write_text("{}")

@@ -78,7 +78,7 @@ def test_no_two_modules_import_each_other():
             if nxt.startswith(node + ".") or node.startswith(nxt + "."):
                 continue  # a package and its own modules (the package's face re-exports them)
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt):], nxt]
             if not state.get(nxt):
                 found = visit(nxt)
                 if found:

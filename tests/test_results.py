@@ -13,6 +13,7 @@ from skinlib.explain import cam_mask_scores
 from skinlib.inference import evaluate_external, load_model
 from skinlib.runs import NO_TRAIN_ENV, MissingRunError, RunConfig
 from skinlib.study import bundles
+from skinlib.study import pack as pack_module
 from skinlib.train import fit
 
 TINY = dict(name="tiny", image_size=32, epochs=1, batch_size=16, subset=0.03, device="cpu", progress=False,
@@ -68,7 +69,7 @@ def test_unpacked_run_is_finished_without_weights_and_trains_nothing(trained, tm
     monkeypatch.setenv(NO_TRAIN_ENV, "1")
     again = fit(RunConfig(**TINY), runs_dir=store)
     assert not again.trained and again.bundled and not again.file("best.pt").exists()
-    public = bundles._without_folders  # a bundle keeps the data files' names, not the machine's folders
+    public = pack_module._without_folders  # a bundle keeps the data files' names, not the machine's folders
     assert again.metrics() == public(run.metrics()) and again.metrics() != {}
     for name in ("predictions.csv", "isic2018_predictions.csv", "split.csv", "history.csv"):
         assert again.file(name).read_bytes() == run.file(name).read_bytes(), name

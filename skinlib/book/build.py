@@ -95,7 +95,7 @@ def _bundle_source(profile: str, root: Path, *, from_results: bool | str | os.Pa
                    data_dir: str | os.PathLike | None) -> Path | None:
     """The results bundle a build renders: the one asked for, the committed ``results/<profile>`` when there is
     no data here to train on, else none (the chapters train)."""
-    from skinlib.study.bundles import BUNDLE_FILE, bundle_dir
+    from skinlib.study.bundle_format import BUNDLE_FILE, bundle_dir
 
     if not from_results and not data_dir and _no_data():
         if (bundle_dir(profile, root / "results") / BUNDLE_FILE).is_file():
@@ -122,7 +122,7 @@ def _data_folders(data_dir: str | os.PathLike | None, source: Path | None) -> di
         if data_dir:  # a data folder that holds no HAM10000: the bundle's summary instead, said in one line
             log.warning("%s; rendering %s from its data summary instead", str(exc).split(";")[0], source)
     from skinlib.data.snapshot import ISIC_FOLDER
-    from skinlib.study.bundles import data_snapshot
+    from skinlib.study.unpack import data_snapshot
 
     snapshot = data_snapshot(source)
     log.info("no data here: rendering %s from its data summary", source)
@@ -153,7 +153,8 @@ def _open_bundle(source: Path, values: dict[str, Any], folders: dict[str, str]) 
     environment); return its metadata and, for a partial bundle, the runs it lacks."""
     from skinlib.models.weights import PRETRAINED_ENV
     from skinlib.runs import Run
-    from skinlib.study.bundles import profile_runs, unpack
+    from skinlib.study.inventory import profile_runs
+    from skinlib.study.unpack import unpack
 
     bundle = unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV]).meta
     folders[NO_TRAIN_ENV] = "1"

@@ -104,7 +104,7 @@ def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any]
                     bundle: dict[str, Any] | None, executed: Path | None = None, from_snapshot: bool = False) -> str:
     """The landing page's "Where these numbers come from": profile per chapter, when and on which device the
     runs were computed (from the runs' metrics, or the results bundle's metadata), and the command to redo it."""
-    from skinlib.study.bundles import profile_runs
+    from skinlib.study.inventory import profile_runs
 
     runs = profile_runs(values, data_dir=data_dir, runs_dir=runs_dir).finished
     envs = [r.metrics().get("environment", {}) for r in runs]

@@ -79,7 +79,7 @@ def open_session(*, profile: str, data_dir: str = "", runs_dir: str = "", bundle
 def _render(source: Path, *, data_dir: str, runs_dir: str, asked: str) -> str:
     """Unpack ``source`` into the run store, read the data from its summary when there is none, train nothing."""
     from skinlib.data.snapshot import ISIC_FOLDER
-    from skinlib.study.bundles import data_snapshot, read_bundle, unpack
+    from skinlib.study.unpack import data_snapshot, read_bundle, unpack
 
     meta = read_bundle(source, verify=False)  # unpack verifies every file
     folders = {RUNS_ENV: str(runs_root(runs_dir or None)), NO_TRAIN_ENV: "1"}

@@ -393,8 +393,8 @@ class Window:
 
     def _queue_after(self, needed: list[RunConfig], runs: Any, what: str) -> bool:
         """Queue ``runs(config, seeds, ...)`` once every run of ``needed`` has finished; whether it did."""
-        from skinlib.study.bundles import no_training
         from skinlib.study.experiments import profile_config
+        from skinlib.study.inventory import no_training
 
         if not all((self.folder(c) / "metrics.json").is_file() for c in needed):
             return False
@@ -429,7 +429,8 @@ class Window:
         import tarfile
         import tempfile
 
-        from skinlib.study.bundles import derive, pack_runs, profile_runs
+        from skinlib.study.inventory import profile_runs
+        from skinlib.study.pack import derive, pack_runs
 
         with self.lock:
             derive(self.params, data_dir=self.data_dir, runs_dir=self.runs_dir, not_derived=self.report.not_derived)
@@ -486,9 +487,12 @@ def _prepare(w: Window, *, results_dir: Any, given: dict[Key, Estimate] | None, 
     """Restore what earlier windows made, list the missing runs, and give every one an estimate: the table,
     earlier windows' runs, the ``given`` estimates, and, for a family none of these covers, a calibration."""
     from skinlib.models.registry import check_image_size
-    from skinlib.study.bundles import BUNDLE_FILE, bundle_dir, missing_optional, profile_runs, unpack
+    from skinlib.study.bundle_format import BUNDLE_FILE, bundle_dir
     from skinlib.study.experiments import profile_models
+    from skinlib.study.inventory import profile_runs
+    from skinlib.study.pack import missing_optional
     from skinlib.study.parallel import threads_per_job
+    from skinlib.study.unpack import unpack
 
     for model in profile_models(w.params):  # a size one model cannot take: refused before anything trains
         check_image_size(model, int(w.params["image_size"]))
