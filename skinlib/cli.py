@@ -331,6 +331,18 @@ def _notebook_parameters(args: argparse.Namespace) -> int:
     return 1 if stale and args.check else 0
 
 
+def _notebook_repository(args: argparse.Namespace) -> int:
+    from skinlib.book.cells import repository_setting, sync_repository
+    from skinlib.book.notebooks import book_root
+
+    root = book_root()
+    stale = sync_repository(root, write=not args.check)
+    url, branch = repository_setting(root)
+    verb = "out of step with" if args.check else "now name"
+    print(f"{', '.join(stale)} {verb} {url} ({branch})" if stale else f"every file names {url} ({branch})")
+    return 1 if stale and args.check else 0
+
+
 def _results_status(args: argparse.Namespace) -> int:
     from skinlib.study.inventory import profile_runs
     from skinlib.study.profiles import get_profile
@@ -641,6 +653,11 @@ def _study_and_tools(sub: Any, shared: _Shared) -> None:
                                           "(skinlib.study.profiles.PARAMETERS)", **fmt)
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 naming the cells out of step")
     p.set_defaults(func=_notebook_parameters)
+    p = nbs.add_parser("repository", help="point the chapters' install cells, pyproject.toml, CITATION.cff and the "
+                                          "teachers page at _config.yml's repository (the one setting a fork "
+                                          "changes)", **fmt)
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 naming the files out of step")
+    p.set_defaults(func=_notebook_repository)
 
     p = sub.add_parser("models", help="list the registered models", **fmt)
     p.set_defaults(func=_models)

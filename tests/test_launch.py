@@ -144,3 +144,29 @@ def test_jupyter_book_alone_refuses_a_book_without_executed_chapters(tmp_path):
     (tmp_path / "book" / "executed").mkdir(parents=True)
     (tmp_path / "book" / "executed" / "01_data.ipynb").write_text("{}")
     _require_executed_chapters(app)  # executed: the build goes on
+
+
+def test_the_repository_is_one_setting_a_fork_changes(tmp_path):
+    """A fork sets _config.yml's repository and runs `skinlib notebooks repository`: every install cell,
+    pyproject's URLs, CITATION.cff and the teachers page follow; `--check` says when they do not."""
+    import shutil
+
+    from skinlib.book.cells import REPOSITORY_FILES, sync_repository
+
+    root = tmp_path / "fork"
+    (root / "book").mkdir(parents=True)
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    for name in ("_config.yml", *REPOSITORY_FILES):
+        shutil.copy(ROOT / name, root / name)
+    assert sync_repository(root, write=False) == []  # this repository is in step with itself
+    config = (root / "_config.yml").read_text().replace("https://github.com/skinlib/skinlib",
+                                                         "https://github.com/a-fork/skinlib")
+    (root / "_config.yml").write_text(config.replace("branch: main", "branch: teaching"))
+    stale = sync_repository(root, write=True)
+    assert "pyproject.toml" in stale and "CITATION.cff" in stale and "notebooks/02_baselines.ipynb" in stale
+    assert sync_repository(root, write=False) == []
+    cell = next(c for c in nbformat.read(root / "notebooks" / "02_baselines.ipynb", as_version=4).cells
+                if "install" in c.metadata.get("tags", []))
+    assert "git+https://github.com/a-fork/skinlib@teaching" in cell.source
+    assert 'Repository = "https://github.com/a-fork/skinlib"' in (root / "pyproject.toml").read_text()
+    assert "github.com/skinlib/skinlib" not in (root / "CITATION.cff").read_text()

@@ -12,6 +12,7 @@ parameters (not profile ones, e.g. ``latency_runs``) keep their lines, after the
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -68,6 +69,48 @@ def _parameters_cell(nb: dict[str, Any]) -> dict[str, Any]:
     if len(cells) != 1:
         raise ValueError(f"a chapter needs exactly one cell tagged 'parameters', found {len(cells)}")
     return cells[0]
+
+
+REPO_URL = re.compile(r"https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(?=[\"/@ \n]|\.git|$)")
+REPOSITORY_FILES = ("pyproject.toml", "CITATION.cff", "book/teachers.md")
+"""Files that name the repository besides the chapters' install cells; ``_config.yml`` is the one setting."""
+
+
+def repository_setting(root: Path) -> tuple[str, str]:
+    """The repository URL and branch the book's buttons use: ``_config.yml``'s ``repository`` (the one setting a
+    fork changes)."""
+    import yaml
+
+    repo = (yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8")) or {}).get("repository") or {}
+    url, branch = str(repo.get("url", "")), str(repo.get("branch", "main"))
+    if not REPO_URL.fullmatch(url):
+        raise ValueError(f"_config.yml's repository.url {url!r} is not https://github.com/OWNER/NAME; set it to the "
+                         f"repository the book's launch buttons should open")
+    return url, branch
+
+
+def _with_repository(text: str, url: str, branch: str) -> str:
+    """``text`` with every GitHub repository URL replaced by ``url`` (an install line keeps ``@branch``)."""
+    text = re.sub(r"(git\+)https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+@[A-Za-z0-9_./-]+",
+                  lambda m: f"{m.group(1)}{url}@{branch}", text)
+    return REPO_URL.sub(url, text)
+
+
+def sync_repository(root: Path, *, write: bool) -> list[str]:
+    """The files (install cells of the chapters, :data:`REPOSITORY_FILES`) that name another repository than
+    ``_config.yml``'s (rewritten when ``write``)."""
+    url, branch = repository_setting(root)
+    stale = []
+    for path in [*sorted((root / "notebooks").glob("*.ipynb")), *(root / f for f in REPOSITORY_FILES)]:
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        wanted = _with_repository(text, url, branch)
+        if wanted != text:
+            stale.append(str(path.relative_to(root)))
+            if write:
+                path.write_text(wanted, encoding="utf-8")
+    return stale
 
 
 def sync(root: Path, *, write: bool) -> list[str]:
