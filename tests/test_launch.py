@@ -47,6 +47,11 @@ def test_launch_links_open_the_source_notebook():
     assert out[0]["buttons"][0]["url"].endswith("?urlpath=lab/tree/notebooks/02_baselines.ipynb")
     assert out[0]["buttons"][1]["url"].endswith("/blob/main/notebooks/02_baselines.ipynb")
     assert out[1:] == buttons[1:] and out[0]["label"] == "Launch"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    pinned = source_links(buttons, branch="main", commit=commit)  # the page's own commit, not main's latest
+    assert pinned[0]["buttons"][0]["url"] == f"https://mybinder.org/v2/gh/o/r/{commit}?urlpath=lab/tree/notebooks/02_baselines.ipynb"
+    assert pinned[0]["buttons"][1]["url"].endswith(f"/blob/{commit}/notebooks/02_baselines.ipynb")
+    assert pinned[1:] == buttons[1:]
 
 
 def test_every_chapter_starts_with_the_same_hidden_install_cell():

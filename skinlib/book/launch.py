@@ -9,29 +9,47 @@ Enabled in ``_config.yml`` (``sphinx.extra_extensions``).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 EXECUTED = "book/executed/"
 SOURCE = "notebooks/"
 
 
-def source_links(buttons: Any) -> Any:
+def source_links(buttons: Any, *, branch: str = "", commit: str = "") -> Any:
     """``buttons`` (the theme's nested lists/dicts) with every launch URL (absolute) moved from the executed copy
-    to the source; relative links (the executed notebook's download button) stay."""
+    to the source, and, given the ``commit`` the book was built from, from ``branch`` to that commit (Binder then
+    builds, and Colab opens, the very code of the page); relative links (the executed notebook's download) stay."""
     if isinstance(buttons, list):
-        return [source_links(b) for b in buttons]
+        return [source_links(b, branch=branch, commit=commit) for b in buttons]
     if isinstance(buttons, dict):
-        out = {k: source_links(v) for k, v in buttons.items()}
+        out = {k: source_links(v, branch=branch, commit=commit) for k, v in buttons.items()}
         url = out.get("url")
         if isinstance(url, str) and url.startswith(("http://", "https://")):  # not the download of the executed page
-            out["url"] = url.replace(EXECUTED, SOURCE)
+            url = url.replace(EXECUTED, SOURCE)
+            if branch and commit and SOURCE in url:
+                url = url.replace(f"/blob/{branch}/", f"/blob/{commit}/").replace(f"/{branch}?", f"/{commit}?")
+            out["url"] = url
         return out
     return buttons
 
 
+def built_commit() -> str:
+    """The full commit the book is built from, or ``""`` when it is unknown or has uncommitted changes (a link
+    to it would lead nowhere)."""
+    from skinlib.study.bundle_format import git_commit
+
+    commit = git_commit(full=True)
+    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else ""
+
+
 def _rewrite(app: Any, pagename: str, templatename: str, context: dict[str, Any], doctree: Any) -> None:
     if pagename.startswith(EXECUTED) and "header_buttons" in context:
-        context["header_buttons"] = source_links(context["header_buttons"])
+        branch = str((app.config.html_theme_options or {}).get("repository_branch", "main"))
+        if not hasattr(app, "_skinlib_commit"):
+            app._skinlib_commit = built_commit()
+        context["header_buttons"] = source_links(context["header_buttons"], branch=branch,
+                                                 commit=app._skinlib_commit)
 
 
 def _require_executed_chapters(app: Any) -> None:

@@ -51,9 +51,10 @@ COMMIT_ENV = "SKINLIB_GIT_COMMIT"  # the commit of a copy without .git (a staged
 
 
 
-def git_commit() -> str:
+def git_commit(*, full: bool = False) -> str:
     """The commit this code is from: :data:`COMMIT_ENV` when set, else ``git rev-parse`` in this project's own
-    ``.git`` (never a repository above it), else ``"unknown"``; ``-dirty`` when tracked files were changed."""
+    ``.git`` (never a repository above it), else ``"unknown"``; ``-dirty`` when tracked files were changed;
+    the whole hash with ``full``."""
     from skinlib.data.paths import project_root
 
     given = os.environ.get(COMMIT_ENV, "").strip()
@@ -65,8 +66,8 @@ def git_commit() -> str:
     env = {**os.environ, "GIT_DIR": str(root / ".git"), "GIT_WORK_TREE": str(root),
            "GIT_CEILING_DIRECTORIES": str(root.parent)}
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=10, env=env)
+        head = subprocess.run(["git", "rev-parse", *([] if full else ["--short"]), "HEAD"], cwd=root,
+                              capture_output=True, text=True, timeout=10, env=env)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=20, env=env)
     except (OSError, subprocess.SubprocessError):
