@@ -255,8 +255,10 @@ def test_a_results_bundle_renders_the_same_numbers_without_training(book, tmp_pa
     assert "had no data" in landing
     page = (clone / "_build" / "html" / "book" / "executed" / "02_baselines.html").read_text()
     repo = "skinlib/skinlib"
-    assert f"https://colab.research.google.com/github/{repo}/blob/main/notebooks/02_baselines.ipynb" in page
-    assert f"https://mybinder.org/v2/gh/{repo}/main?urlpath=lab/tree/notebooks/02_baselines.ipynb" in page
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
+    # the buttons open the code of the commit the page was built from, not the branch's latest
+    assert f"https://colab.research.google.com/github/{repo}/blob/{commit}/notebooks/02_baselines.ipynb" in page
+    assert f"https://mybinder.org/v2/gh/{repo}/{commit}?urlpath=lab/tree/notebooks/02_baselines.ipynb" in page
     assert "book/executed/02_baselines.ipynb" not in page.replace("_sources/book/executed", "")
 
 
