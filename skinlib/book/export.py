@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from skinlib.book.kernel import markdown_literal
 from skinlib.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,13 @@ def glued_values(nb: Any) -> dict[str, str]:
 def plain_markdown(text: str, glued: dict[str, str]) -> str:
     """MyST-only syntax rewritten for Jupyter/nbconvert: glued values filled in, cross-references as text,
     admonitions as blockquotes, dropdowns as ``<details>`` (still collapsible)."""
-    text = GLUE_ROLE.sub(lambda m: glued.get(m.group(1).strip(), m.group(0)), text)
+    def fill(m: re.Match) -> str:  # as the book shows it: {glue:md} as Markdown whose only markup is code spans
+        value = glued.get(m.group(1).strip())
+        if value is None:
+            return m.group(0)
+        return markdown_literal(value) if m.group(0).startswith("{glue:md}") else value
+
+    text = GLUE_ROLE.sub(fill, text)
     text = XREF_ROLE.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)).strip().lstrip("/"), text)
     text = CITE_ROLE.sub(lambda m: f"[{m.group(1)}]", text)
 
