@@ -14,7 +14,7 @@ import yaml
 from skinlib import paper
 from skinlib.data import CLASSES
 from skinlib.runs import Run, RunConfig, predictions_frame
-from skinlib.study import experiments
+from skinlib.study import experiments, tables
 from skinlib.study.experiments import choose_joint_loss, run_name, variant
 
 
@@ -73,7 +73,7 @@ def test_study_table_is_computed_from_the_runs(loss_study):
 
     study, y, good, poor = loss_study
     table = study.table(n_boot=50)
-    assert list(experiments.trained_rows(table).index) == list(study.configs)
+    assert list(tables.trained_rows(table).index) == list(study.configs)
     assert table.attrs["null_rows"] == ["majority class (" + CLASSES[np.bincount(y).argmax()] + ")",
                                         "chance (uniform guess)"]
     assert table.loc["chance (uniform guess)", "_bacc"] == pytest.approx(1 / 7)
@@ -84,12 +84,12 @@ def test_study_table_is_computed_from_the_runs(loss_study):
     assert row["_bacc_low"] < row["_bacc"] < row["_bacc_high"]
     assert table.loc["focal", "_bacc"] == pytest.approx(scalar_metrics(y, poor)["bacc"])
     assert table.loc["focal + LS (joint)", "val bacc %"] == "55.5 ± 0.7 (n=2)"
-    assert row["params (M)"] == 1.5 and "accuracy %" in experiments.public(table)
-    assert not any(c.startswith("_") for c in experiments.public(table).columns)
-    assert experiments.public(table).index.name == "variant"  # two seeds: mean ± sd (n=2) in the cells
+    assert row["params (M)"] == 1.5 and "accuracy %" in tables.public(table)
+    assert not any(c.startswith("_") for c in tables.public(table).columns)
+    assert tables.public(table).index.name == "variant"  # two seeds: mean ± sd (n=2) in the cells
     one = table.copy()
     one.attrs = {**table.attrs, "seeds": 1}
-    assert experiments.public(one).index.name == "variant (one seed)"
+    assert tables.public(one).index.name == "variant (one seed)"
     diff = study.paired("CB + LS (joint)", "focal", n_boot=50)
     assert diff["difference"] > 0 and diff["low"] > 0
 
@@ -153,15 +153,15 @@ def test_the_printed_train_command_makes_the_studys_run(profile, tmp_path):
 
 def test_paired_words_flip_with_the_runs(loss_study):
     study, *_ = loss_study
-    up = experiments.paired_table(study, "focal", variants=["CB + LS (joint)"], n_boot=100)
-    down = experiments.paired_table(study, "CB + LS (joint)", variants=["focal"], n_boot=100)
+    up = tables.paired_table(study, "focal", variants=["CB + LS (joint)"], n_boot=100)
+    down = tables.paired_table(study, "CB + LS (joint)", variants=["focal"], n_boot=100)
     assert up.loc["CB + LS (joint)", "bacc"] == "higher" and down.loc["focal", "bacc"] == "lower"
-    flipped = experiments.paired_table(study, "CB + LS (joint)", variants=["focal"], n_boot=100, reference_minus=True)
+    flipped = tables.paired_table(study, "CB + LS (joint)", variants=["focal"], n_boot=100, reference_minus=True)
     assert flipped.loc["focal", "bacc"] == "higher"  # now CB + LS minus focal
     assert flipped.loc["focal", "_bacc"] == pytest.approx(-down.loc["focal", "_bacc"])
-    same = experiments.paired_table(study, "focal", variants=["CE"], n_boot=100)  # identical predictions
+    same = tables.paired_table(study, "focal", variants=["CE"], n_boot=100)  # identical predictions
     assert same.loc["CE", "bacc"] == "no difference shown"
-    assert experiments.word_counts(up, "bacc") == "1 higher"
+    assert tables.word_counts(up, "bacc") == "1 higher"
 
 
 def test_a_study_refuses_a_size_one_of_its_models_cannot_take_before_training_any(tmp_path):

@@ -196,7 +196,7 @@ def test_a_bundle_carries_the_data_its_chapters_read(trained, tmp_path, data_dir
 
     from skinlib.data import cached_images, fingerprint, load_ham10000, load_isic2018_test, montage_rows
     from skinlib.inference import held_out_index
-    from skinlib.study.experiments import error_examples
+    from skinlib.study.tables import error_examples
 
     run, cams = trained
     packed = bundles.pack_runs([run], tmp_path / "bundle", profile="smoke")

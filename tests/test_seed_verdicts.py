@@ -73,7 +73,7 @@ def test_eq8_accuracy_is_tied_to_top1_exactly():
 def test_multiplicity_alone_is_not_read_as_memorisation():
     """Single-image lesions are easy and never seen; multi-image lesions are hard whether seen or not. The naive
     seen-vs-unseen split says 'seen is worse'; within multi-image lesions and classes there is no difference."""
-    from skinlib.study.experiments import memorisation_gap
+    from skinlib.study.tables import memorisation_gap
 
     rng = np.random.default_rng(5)
     rows = []
@@ -97,7 +97,7 @@ def test_multiplicity_alone_is_not_read_as_memorisation():
 def test_still_rising_flags_a_best_epoch_at_the_end():
     import pandas as pd
 
-    from skinlib.study.experiments import still_rising
+    from skinlib.study.tables import still_rising
 
     assert still_rising(pd.DataFrame({"val_bacc": [0.2, 0.3, 0.35, 0.4, 0.41]}))
     assert still_rising(pd.DataFrame({"val_bacc": [0.2, 0.3, 0.45, 0.44]}))  # best in the last two epochs

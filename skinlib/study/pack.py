@@ -126,7 +126,7 @@ def drawn_images(runs: Sequence[Run], index: Any, *, data_dir: str | os.PathLike
     from skinlib.data import montage_rows
     from skinlib.explain import CAM_EXAMPLES_FILE
     from skinlib.inference import held_out_index
-    from skinlib.study.experiments import error_rows
+    from skinlib.study.tables import error_rows
 
     images = set(montage_rows(index)["image_id"])
     masks: set[str] = set()

@@ -1,0 +1,224 @@
+"""The tables and words a chapter shows, computed from trained studies: paired comparisons with their Holm
+words, the leakage and memorisation analyses, the two readings of the paper's accuracy, error galleries, training
+curves and the flag on curves still rising. The studies themselves (what is trained) are :mod:`.experiments`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skinlib.evaluate import (
+    bootstrap_ci,
+    family_verdicts,
+    null_metrics,
+    points,
+)
+from skinlib.inference import arrays
+from skinlib.runs import Run
+from skinlib.study.experiments import Study
+
+log = logging.getLogger(__name__)
+
+
+def paired_table(study: Study, reference: str, *, metrics: Sequence[str] = ("bacc", "accuracy"),
+                 n_boot: int = 1000, variants: Sequence[str] | None = None,
+                 reference_minus: bool = False) -> pd.DataFrame:
+    """Every variant against ``reference`` on the same test images, as one family of comparisons per metric:
+    the mean paired difference over seeds in points with its interval at the comparison's Holm level (seeds
+    and lesions resampled), each seed's difference, and the word the family allows
+    (:func:`~skinlib.evaluate.family_verdicts`: higher or lower only when the Holm-corrected interval excludes 0
+    and every seed agrees). Variant minus reference; with ``reference_minus``, reference minus variant."""
+    labels = list(variants or [v for v in study.runs if v != reference])
+    rows: dict[str, dict[str, Any]] = {label: {} for label in labels}
+    for metric in metrics:
+        comparisons = {label: study.seed_paired(*((reference, label) if reference_minus else (label, reference)),
+                                                metric=metric, n_boot=n_boot) for label in labels}
+        for label, v in family_verdicts(comparisons).items():
+            c, row = comparisons[label], rows[label]
+            row[f"Δ {metric} (points)"] = f"{points(c.difference)} [{points(v.low)}, {points(v.high)}]"
+            if len(c.per_seed) > 1:
+                row[f"Δ {metric} per seed"] = ", ".join(points(d) for d in c.per_seed)
+            row[f"{metric}"] = v.word
+            row[f"_{metric}"], row[f"_{metric}_low"], row[f"_{metric}_high"] = c.difference, v.low, v.high
+            row[f"_{metric}_why"] = v.why
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = f"{reference} minus" if reference_minus else f"minus {reference}"
+    table.attrs.update(family=len(labels), seeds=len(study.seeds))
+    return table
+
+
+def word_counts(table: pd.DataFrame, metric: str) -> str:
+    """``"2 higher, 1 lower, 4 no difference shown"`` from a :func:`paired_table` column."""
+    counts = table[metric].value_counts()
+    return ", ".join(f"{counts[w]} {w}" for w in ("higher", "lower", "no difference shown") if w in counts) or "none"
+
+
+def part_counts(run: Run, part: str = "val") -> pd.Series:
+    """Images per class in one part of a run's split (in label order)."""
+    from skinlib.data import CLASSES
+
+    split = run.split()
+    return split.loc[split["split"] == part, "dx"].value_counts().reindex(list(CLASSES), fill_value=0)
+
+
+def leakage_breakdown(image_run: Run, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Inside a run on the image-level split: test accuracy of the images whose lesion also has images in the
+    training part (the model may have memorised it) and of the others, each with a lesion-bootstrap
+    interval. If the leakage gap is memorisation, the first group scores higher."""
+
+    split = image_run.split()
+    seen = set(split.loc[split["split"] == "train", "lesion_id"])
+    y, probs, lesions = arrays(image_run.predictions())
+    in_train = np.isin(lesions, list(seen))
+    rows = {}
+    for label, mask in (("lesion also in training", in_train), ("lesion not in training", ~in_train)):
+        if mask.sum() == 0:
+            rows[label] = {"images": 0, "accuracy": float("nan"), "low": float("nan"), "high": float("nan")}
+            continue
+        ci = bootstrap_ci(y[mask], probs[mask], groups=lesions[mask], n_boot=n_boot, seed=seed, stratify=False)
+        rows[label] = {"images": int(mask.sum()), "accuracy": ci.loc["accuracy", "estimate"],
+                       "low": ci.loc["accuracy", "low"], "high": ci.loc["accuracy", "high"]}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def memorisation_gap(y: np.ndarray, correct: np.ndarray, lesions: np.ndarray, seen: np.ndarray, multi: np.ndarray,
+                     *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Whether images of lesions seen in training score better than unseen ones, without the confound of
+    lesion multiplicity: only test images of lesions with several images (``multi``; single-image lesions are
+    unseen by construction and mostly easy follow-up nevi), compared within each class and pooled with
+    Mantel-Haenszel weights (:func:`~skinlib.evaluate.within_class_gap`). The interval resamples lesions within
+    their class. ``difference`` > 0 (interval above 0) would be memorisation."""
+    from skinlib.evaluate import within_class_gap
+
+    y, correct, lesions = np.asarray(y), np.asarray(correct, dtype=float), np.asarray(lesions)
+    seen, keep = np.asarray(seen, dtype=bool), np.asarray(multi, dtype=bool)
+    y, correct, lesions, seen = y[keep], correct[keep], lesions[keep], seen[keep]
+    gap = within_class_gap(y, [correct], seen, groups=lesions, n_boot=n_boot, seed=seed)
+    low, high = gap.interval(level)
+    word = "seen higher" if low > 0 else "seen lower" if high < 0 else "no difference shown"
+    return {"difference": gap.difference, "low": low, "high": high, "word": word,
+            "images_seen": int(seen.sum()), "images_unseen": int((~seen).sum()),
+            "classes_compared": int(sum(1 for c in np.unique(y) if seen[y == c].any() and (~seen[y == c]).any()))}
+
+
+def memorisation_check(image_run: Run, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """:func:`memorisation_gap` of a run on the image-level split: its test images of multi-image lesions,
+    seen (another image of the lesion in training) against unseen, within each class."""
+    split = image_run.split()
+    counts = split["lesion_id"].value_counts()
+    seen_lesions = set(split.loc[split["split"] == "train", "lesion_id"])
+    y, probs, lesions = arrays(image_run.predictions())
+    return memorisation_gap(y, probs.argmax(axis=1) == y, lesions, np.isin(lesions, list(seen_lesions)),
+                            counts.reindex(lesions).to_numpy() > 1, n_boot=n_boot, seed=seed)
+
+
+def unpaired_gap(run_a: Run, run_b: Run, *, metrics: Sequence[str] = ("accuracy", "bacc"), n_boot: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """``metric(a) - metric(b)`` for two runs tested on *different* test sets (a paired test is impossible):
+    each set is resampled on its own (lesions, within classes) and the difference taken per draw."""
+    from skinlib.evaluate import bootstrap_indices, scalar_metrics
+
+    ya, pa, la = arrays(run_a.predictions())
+    yb, pb, lb = arrays(run_b.predictions())
+    ia = bootstrap_indices(la, len(ya), n_boot, seed, ya)
+    ib = bootstrap_indices(lb, len(yb), n_boot, seed + 1, yb)
+    alpha = (1 - level) / 2
+    rows = {}
+    for metric in metrics:
+        point = scalar_metrics(ya, pa)[metric] - scalar_metrics(yb, pb)[metric]
+        draws = np.array([scalar_metrics(ya[i], pa[i])[metric] - scalar_metrics(yb[j], pb[j])[metric]
+                          for i, j in zip(ia, ib)])
+        rows[metric] = {"difference": point, "low": float(np.quantile(draws, alpha)),
+                        "high": float(np.quantile(draws, 1 - alpha))}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def metric_readings(run: Run) -> pd.DataFrame:
+    """One run's test predictions under every reading of the paper's two numbers: top-1 accuracy and the mean
+    one-vs-rest accuracy of eq. 8 (for "accuracy"), ``bacc`` and ``bacc_paper`` (for "BACC"), beside what
+    the majority class scores under each."""
+    from skinlib.evaluate import scalar_metrics
+
+    y, probs, _ = arrays(run.predictions())
+    ours = scalar_metrics(y, probs)
+    majority = next(iter(null_metrics(y).values()))
+    readings = {"accuracy: top-1 (ours)": "accuracy", "accuracy: mean one-vs-rest, eq. 8": "ovr_accuracy",
+                "BACC: mean recall (ISIC, ours)": "bacc", "BACC: mean (sens + spec) / 2, eq. 8-11": "bacc_paper"}
+    return pd.DataFrame({"this model %": {k: 100 * ours[v] for k, v in readings.items()},
+                         "majority class %": {k: 100 * majority[v] for k, v in readings.items()}})
+
+
+def error_rows(run: Run, *, pairs: int = 3, per_pair: int = 4) -> pd.DataFrame:
+    """The wrong test predictions of a run from its ``pairs`` most frequent confusion pairs, most confident first,
+    ``per_pair`` each: ``image_id, pair, p_pred, p_true`` (the rows :func:`error_examples` draws)."""
+    from skinlib.data import CLASSES
+
+    pred = run.predictions()
+    wrong = pred[pred["pred"] != pred["label"]].copy()
+    wrong["pair"] = [f"{CLASSES[t]} -> {CLASSES[p]}" for t, p in zip(wrong["label"], wrong["pred"])]
+    probs = wrong[[f"p_{c}" for c in CLASSES]].to_numpy()
+    wrong["p_pred"] = probs[np.arange(len(wrong)), wrong["pred"].to_numpy()]
+    wrong["p_true"] = probs[np.arange(len(wrong)), wrong["label"].to_numpy()]
+    top = wrong["pair"].value_counts().head(pairs).index
+    columns = ["image_id", "pair", "p_pred", "p_true"]
+    if not len(top):
+        return pd.DataFrame(columns=columns)
+    chosen = pd.concat([wrong[wrong["pair"] == p].sort_values("p_pred", ascending=False).head(per_pair) for p in top])
+    return chosen[columns].reset_index(drop=True)
+
+
+def error_examples(run: Run, *, pairs: int = 3, per_pair: int = 4,
+                   data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """The images of :func:`error_rows` (uint8 at the run's size) and the rows, for
+    :func:`~skinlib.plots.error_gallery`."""
+    from skinlib.data import cached_images
+    from skinlib.inference import held_out_index
+
+    rows = error_rows(run, pairs=pairs, per_pair=per_pair)
+    size = run.config.image_size
+    if not len(rows):
+        return np.zeros((0, 3, size, size), np.uint8), rows
+    index = held_out_index(run, data_dir).set_index("image_id").loc[rows["image_id"]]
+    return cached_images(index["path"].tolist(), size).numpy().copy(), rows
+
+
+def histories(study: Study, *, seed_index: int = 0) -> dict[str, pd.DataFrame]:
+    """The training history of one seed per variant (for the training-curve figure)."""
+    return {label: runs[seed_index].history() for label, runs in study.runs.items()}
+
+
+def still_rising(history: pd.DataFrame, *, metric: str = "val_bacc", last: int = 2) -> bool:
+    """Whether a run's best ``metric`` came in its last ``last`` epochs: its curve was still rising when training
+    stopped, so more epochs would likely have helped (a flag, not a test: validation curves are noisy)."""
+    values = history[metric].to_numpy(dtype=float)
+    return len(values) > last and int(np.nanargmax(values)) >= len(values) - last
+
+
+def rising_flags(study: Study, *, metric: str = "val_bacc", last: int = 2) -> dict[str, str]:
+    """Per variant whose curve is :func:`still_rising` in at least one seed: ``"2 of 3 seeds"``."""
+    flags = {}
+    for label, runs in study.runs.items():
+        rising = sum(still_rising(r.history(), metric=metric, last=last) for r in runs)
+        if rising:
+            flags[label] = f"{rising} of {len(runs)} seed{'s' if len(runs) > 1 else ''}"
+    return flags
+
+
+def public(table: pd.DataFrame) -> pd.DataFrame:
+    """Drop the numeric helper columns (prefixed ``_``) before showing a table; empty cells stay empty. A
+    :meth:`Study.table` of one seed says so once, in its index's name, instead of in every cell."""
+    shown = table[[c for c in table.columns if not c.startswith("_")]]
+    shown = shown.astype(object).where(shown.notna(), "")
+    if table.attrs.get("seeds") == 1:
+        shown.index.name = f"{table.index.name or 'variant'} (one seed)"
+    return shown
+
+
+def trained_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """A :meth:`Study.table` without its null rows (majority class, chance)."""
+    return table.drop(index=table.attrs.get("null_rows", []))
