@@ -1,5 +1,6 @@
-"""The import graph the README promises: each module imports only from its own layer or the layers below, and no
-two modules import each other, directly or through others (every import counted, those inside functions too)."""
+"""The import graph the developer guide promises: each module imports only from its own layer or the layers
+below, and no two modules import each other, directly or through others (every import counted, those inside
+functions too)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "skinlib"
 
-# the README's tree, bottom up: a module may import from its own layer and the ones before it
+# the developer guide's tree (book/developers.md), bottom up: a module may import from its own layer and below
 LAYERS: list[tuple[str, ...]] = [
     ("io", "runtime", "losses"),
     ("fetch",),
@@ -30,7 +31,7 @@ def layer_of(module: str) -> int:
     for i, names in enumerate(LAYERS):
         if part in names:
             return i
-    raise AssertionError(f"skinlib.{part} is in no layer of LAYERS (and the README's tree): add it")
+    raise AssertionError(f"skinlib.{part} is in no layer of LAYERS (and the developer guide's tree): add it")
 
 
 def module_name(path: Path) -> str:
