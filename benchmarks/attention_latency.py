@@ -1,9 +1,10 @@
-"""CPU latency of MobileNetV3-Small with each attention variant, as ratios to the SE original.
+"""CPU latency of MobileNetV3-Small with each attention variant, as ratios to the SE original, with intervals.
 
-Batch 1, 224 px, median over N runs after warm-up; the variants are measured in
-rounds (every variant once per round) so that drift of the machine hits all alike.
+The method of chapters 04 and 07 (:func:`skinlib.efficiency.compare_latency`): interleaved rounds in a new random
+order, the CPU time of the timing thread (one thread), an identical SE arm as the A/A control whose spread is the
+noise floor, and a verdict only outside it ("too noisy here: no verdict" above 15 %).
 
-    python benchmarks/attention_latency.py --runs 50 --threads 1
+    python benchmarks/attention_latency.py --rounds 15 --per-round 5
 
 ``caco-literal`` and ``ca-literal`` are the same layers run through the literal
 definition (``literal_caco``/``literal_coord_attention``), so one run also prints
@@ -15,10 +16,9 @@ from __future__ import annotations
 import argparse
 import functools
 
-import numpy as np
 import torch
 
-from skinlib.efficiency import count_flops, count_parameters, measure_latency
+from skinlib.efficiency import compare_latency, count_flops, count_parameters
 from skinlib.models import create_model
 from skinlib.models.attention import CaCo, CoordAttention, literal_caco, literal_coord_attention
 
@@ -40,28 +40,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+",
                         default=["se", "caco", "caco-literal", "ca", "ca-literal", "eca", "cbam", "none"])
-    parser.add_argument("--runs", type=int, default=50, help="timed runs per variant (split over rounds)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--per-round", type=int, default=5, help="timed runs of each variant per round")
     parser.add_argument("--image-size", type=int, default=224)
     args = parser.parse_args()
 
     torch.manual_seed(0)
     models = {v: build(v) for v in args.variants}
-    per_round = max(1, args.runs // args.rounds)
-    samples: dict[str, list[float]] = {v: [] for v in models}
-    for _ in range(args.rounds):
-        for v, m in models.items():
-            r = measure_latency(m, image_size=args.image_size, runs=per_round, warmup=5, threads=args.threads)
-            samples[v].append(r["median_ms"])
-    base = float(np.median(samples["se"])) if "se" in samples else None
-    print(f"batch 1, {args.image_size} px, {args.threads} thread(s), {per_round * args.rounds} runs per variant")
-    print(f"{'attention':10s} {'params':>10s} {'MFLOPs':>8s} {'median ms':>10s} {'ratio to se':>12s}")
-    for v, m in models.items():
-        med = float(np.median(samples[v]))
-        ratio = f"{med / base:12.3f}" if base else f"{'-':>12s}"
-        flops = count_flops(m, image_size=args.image_size) / 1e6
-        print(f"{v:10s} {count_parameters(m):10,d} {flops:8.1f} {med:10.2f} {ratio}")
+    table = compare_latency(models, reference="se", image_size=args.image_size, rounds=args.rounds,
+                            per_round=args.per_round)
+    print(f"batch 1, {args.image_size} px, one thread, {table.attrs['clock']} clock, {args.rounds} rounds x "
+          f"{args.per_round} runs; noise floor (A/A) {100 * table.attrs['noise_floor']:.1f} %")
+    print(f"{'attention':14s} {'params':>10s} {'MFLOPs':>8s} {'median ms':>10s} {'ratio to se [95 % interval]':>30s}"
+          f"  verdict")
+    for name, row in table.iterrows():
+        model = models.get(name)
+        params = f"{count_parameters(model):10,d}" if model is not None else f"{'':10s}"
+        flops = f"{count_flops(model, image_size=args.image_size) / 1e6:8.1f}" if model is not None else f"{'':8s}"
+        ratio = f"{row['ratio']:.3f} [{row['ratio low']:.3f}, {row['ratio high']:.3f}]"
+        print(f"{name:14s} {params} {flops} {row['median ms']:10.2f} {ratio:>30s}  {row['verdict']}")
 
 
 if __name__ == "__main__":
