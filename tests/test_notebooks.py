@@ -69,7 +69,13 @@ def test_chapter_takes_unset_parameters_from_the_profile():
     # a notebook passes its namespace: the parameters cell's names, other globals ignored
     cell = {"profile": "smoke", "data_dir": "", "runs_dir": "/r", "epochs": 4, "image_size": None, "np": object()}
     from_cell = chapter(cell, show=False)
-    assert from_cell.params == {"epochs": 4, "image_size": PROFILES["smoke"]["image_size"]}
+    assert set(from_cell.shown) == {"epochs", "image_size"}  # what the cell declares, which its page lists
+    assert {k: from_cell.params[k] for k in from_cell.shown} == {"epochs": 4,
+                                                                 "image_size": PROFILES["smoke"]["image_size"]}
+    # the trap closed: a profile parameter the cell does not declare takes the profile's value in the runs (as
+    # the build's pre-training does), never RunConfig's default
+    assert from_cell.config.sampler == PROFILES["smoke"]["sampler"] == "balanced"
+    assert from_cell.config.batch_size == PROFILES["smoke"]["batch_size"] and from_cell.config.epochs == 4
     assert from_cell.where == {"data_dir": None, "runs_dir": "/r"} and from_cell.overrides == {"epochs": 4}
     with pytest.raises(ValueError, match="needs a profile"):
         chapter({"epochs": 4}, show=False)

@@ -51,6 +51,7 @@ class Chapter:
     overrides: dict[str, Any]
     data_dir: str | None = None
     runs_dir: str | None = None
+    shown: tuple[str, ...] = ()  # the parameters the chapter declares (those its page lists)
 
     def __getattr__(self, name: str) -> Any:
         params = self.__dict__.get("params", {})
@@ -98,7 +99,9 @@ def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None =
     values = get_profile(profile, **given)
     overrides = {k: v for k, v in given.items() if PROFILES[profile].get(k) != v}
     used = {k: values[k] for k in params}
-    ctx = Chapter(profile, used, overrides, data_dir or None, runs_dir or None)
+    # the runs come from the whole resolved profile: a parameter the chapter forgot to declare takes the profile's
+    # value (as the build's pre-training does), never the RunConfig default
+    ctx = Chapter(profile, {**values, **used}, overrides, data_dir or None, runs_dir or None, shown=tuple(used))
     if show:
         from IPython.display import display
 
