@@ -255,17 +255,17 @@ def _grade_collect(args: argparse.Namespace) -> int:
 
 
 def _grade_run(args: argparse.Namespace) -> int:
-    from skinlib.book.grader import grade, needs_review
+    from skinlib.book.grader import grade, needs_review, read_rubric, totals
     from skinlib.book.notebooks import book_root, chapter_defaults
     from skinlib.study.profiles import get_profile
 
     values = get_profile(args.profile, extra=chapter_defaults(book_root()), **_params(args))
+    rubric = read_rubric(args.rubric) if args.rubric else None
     table = grade(args.submissions, args.out, chapter=args.chapter, params=values, data_dir=args.data_dir,
-                  runs_dir=args.runs_dir, timeout=args.timeout)
-    totals = table.groupby("student")[["points", "max"]].sum(min_count=1)
+                  runs_dir=args.runs_dir, timeout=args.timeout, rubric=rubric)
     print(table.to_string(index=False))
     print()
-    print(totals.to_string())
+    print(totals(table).to_string())
     print(f"\nwrote {Path(args.out) / 'grades.csv'}, {Path(args.out) / 'totals.csv'} and the executed notebooks "
           f"in {Path(args.out) / 'feedback'}")
     review = needs_review(table)
@@ -273,6 +273,32 @@ def _grade_run(args: argparse.Namespace) -> int:
         print(f"not graded, to review by hand (the chapter failed in the teacher's cells after their answers): "
               f"{', '.join(review)}")
         return 1
+    return 0
+
+
+def _grade_totals(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from skinlib.book.grader import BY_HAND, totals
+    from skinlib.io import atomic_write_text
+
+    path = Path(args.graded) / "grades.csv"
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} cannot be read ({type(exc).__name__}); give the folder `skinlib grade run` "
+                         f"wrote") from None
+    if not {"student", "question", "points", "max", "verdict"} <= set(table.columns):
+        raise ValueError(f"{path} lacks the columns student, question, points, max, verdict; it is not a grade table")
+    over = table[table["points"] > table["max"]]
+    if len(over):
+        first = over.iloc[0]
+        raise ValueError(f"{path}: {first['student']} has {first['points']} of {first['max']} points for "
+                         f"{first['question']}; no question gives more than its maximum")
+    atomic_write_text(Path(args.graded) / "totals.csv", totals(table).to_csv())
+    todo = table[table["points"].isna() & table["verdict"].astype(str).str.startswith(BY_HAND)]
+    print(totals(table).to_string())
+    print(f"{len(todo)} written answer(s) still to grade by hand" if len(todo) else "every answer has its points")
     return 0
 
 
@@ -595,7 +621,12 @@ def _book_commands(sub: Any, shared: _Shared) -> None:
     p.add_argument("--out", default="graded", help="folder for grades.csv, totals.csv and feedback/")
     p.add_argument("--timeout", type=_positive_float, default=600.0,
                    help="seconds one cell may run; a student's cell over it is stopped and scored")
+    p.add_argument("--rubric", metavar="FILE", help="YAML of the written exercises graded by hand "
+                                                    "(question: {points: N, criteria: ...}): rows to fill in")
     p.set_defaults(func=_grade_run)
+    p = grading.add_parser("totals", help="total each student's points again after grading by hand", **fmt)
+    p.add_argument("graded", help="the folder `grade run` wrote (grades.csv with the points filled in)")
+    p.set_defaults(func=_grade_totals)
 
 
 def _results_commands(sub: Any, shared: _Shared) -> None:

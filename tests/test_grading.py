@@ -166,3 +166,38 @@ def _run_answer_keys(chapter: str, namespace: dict, monkeypatch) -> None:
         if cell.cell_type == "code" and tags & {"answer", "solution", GRADE_TAG}:
             exec(cell.source, namespace)  # a grade cell raises when the solution's answer is wrong
     assert all(namespace[f"answer_{q.replace('.', '_')}"] is not None for q in questions)
+
+
+def test_written_answers_get_rubric_rows_graded_by_hand(tmp_path, capsys):
+    """A rubric adds, per student, one row per written exercise (points empty, its criteria as the verdict); the
+    teacher fills the points in and `skinlib grade totals` adds them up, refusing more than the maximum."""
+    import pandas as pd
+
+    from skinlib.book.grader import read_rubric
+    from skinlib.cli import main
+
+    root = tmp_path / "repo"
+    _chapter(root)
+    _submission(root, tmp_path / "subs" / "ada.ipynb", **{"1": "answer_1 = 6 * scale"})
+    (tmp_path / "rubric.yaml").write_text('"3": {points: 2, criteria: "names the class mix as the confound"}\n')
+    rubric = read_rubric(tmp_path / "rubric.yaml")
+    table = grade(tmp_path / "subs", tmp_path / "graded", chapter="09_course", params={"scale": 1}, root=root,
+                  rubric=rubric)
+    written = table[table["question"] == "3"].iloc[0]
+    assert pd.isna(written["points"]) and written["max"] == 2 and written["verdict"].startswith("by hand: names")
+    grades = pd.read_csv(tmp_path / "graded" / "grades.csv", dtype={"question": str})
+    grades.loc[grades["question"] == "3", "points"] = 1.5
+    grades.to_csv(tmp_path / "graded" / "grades.csv", index=False)
+    assert main(["grade", "totals", str(tmp_path / "graded")]) == 0
+    assert "ada,4.5,6.0" in (tmp_path / "graded" / "totals.csv").read_text()  # 3 right + 1.5 by hand, of 3+1+2
+    grades.loc[grades["question"] == "3", "points"] = 5
+    grades.to_csv(tmp_path / "graded" / "grades.csv", index=False)
+    assert main(["grade", "totals", str(tmp_path / "graded")]) == 2
+    assert "no question gives more than its maximum" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text('"3": {points: "two"}\n')
+    with pytest.raises(GradingError, match="needs points"):
+        read_rubric(tmp_path / "bad.yaml")
+    (tmp_path / "clash.yaml").write_text('"1": {points: 2, criteria: "x"}\n')
+    with pytest.raises(GradingError, match="which the chapter grades itself"):
+        grade(tmp_path / "subs", tmp_path / "g2", chapter="09_course", params={}, root=root,
+              rubric=read_rubric(tmp_path / "clash.yaml"))

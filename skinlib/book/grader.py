@@ -291,9 +291,50 @@ def _read_submissions(files: list[Path]) -> tuple[dict[str, Any], dict[str, str]
     return read, unreadable
 
 
+@dataclass(frozen=True)
+class RubricItem:
+    """A written exercise graded by hand: its points and what earns them."""
+
+    points: float
+    criteria: str
+
+
+BY_HAND = "by hand"
+
+
+def read_rubric(path: str | os.PathLike) -> dict[str, RubricItem]:
+    """A rubric file (YAML: ``question: {points: N, criteria: "..."}``) for the written exercises, checked."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise GradingError(f"rubric {path} cannot be read ({type(exc).__name__}); it is YAML: "
+                           f"'06.2: {{points: 2, criteria: \"...\"}}'") from None
+    if not isinstance(raw, dict) or not raw:
+        raise GradingError(f"rubric {path} must map each written exercise to its points and criteria, e.g. "
+                           f"'06.2: {{points: 2, criteria: \"...\"}}'")
+    out = {}
+    for question, item in raw.items():
+        points = item.get("points") if isinstance(item, dict) else None
+        criteria = item.get("criteria", "") if isinstance(item, dict) else None
+        if isinstance(points, bool) or not isinstance(points, (int, float)) or not 0 < points <= 100 \
+                or not isinstance(criteria, str):
+            raise GradingError(f"rubric {path}: exercise {question!r} needs points (a number in (0, 100]) and "
+                               f"criteria (text), e.g. '{question}: {{points: 2, criteria: \"...\"}}'")
+        out[str(question)] = RubricItem(float(points), criteria.strip())
+    return out
+
+
+def totals(grades: Any) -> Any:
+    """Points per student over every question (a question still to grade by hand counts as not yet scored)."""
+    return grades.groupby("student")[["points", "max"]].sum(min_count=1)
+
+
 def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: str, params: dict[str, Any],
           root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-          runs_dir: str | os.PathLike | None = None, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
+          runs_dir: str | os.PathLike | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+          rubric: dict[str, RubricItem] | None = None) -> Any:
     """Grade every ``*.ipynb`` in ``submissions`` (as :mod:`~skinlib.book.submissions` collects them) against the
     key of ``chapter`` at ``params`` (papermill parameters; a shared run store means a run is trained once for
     all). Writes ``out/grades.csv`` (one row per student and question), ``out/totals.csv`` and each student's
@@ -312,6 +353,10 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
     files = sorted(p for p in folder.glob("*.ipynb") if p.is_file() and not p.is_symlink()) if folder.is_dir() else []
     if not files:
         raise GradingError(f"no submissions (*.ipynb) in {submissions}; gather them with `skinlib grade collect`")
+    clash = sorted(set(rubric or {}) & set(answers(source)))
+    if clash:
+        raise GradingError(f"rubric names exercise(s) {', '.join(clash)}, which the chapter grades itself; the "
+                           f"rubric is for written exercises only")
     read, unreadable = _read_submissions(files)  # everything read before any student code runs
     used = chapter_parameters(source_path, params)
     env = {}
@@ -343,10 +388,12 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
         rows += [{"student": student, **r} for r in graded]
         atomic_write_text(feedback / f"{student}.ipynb", nbformat.writes(feedback_notebook(run, student, graded)))
         log.info("graded %s in %.0f s", student, time.perf_counter() - start)
+    students = sorted({r["student"] for r in rows})
+    rows += [{"student": st, "question": q, "points": math.nan, "max": item.points,
+              "verdict": f"{BY_HAND}: {item.criteria}"} for st in students for q, item in (rubric or {}).items()]
     table = pd.DataFrame(rows, columns=["student", "question", "points", "max", "verdict"])
     atomic_write_text(out / "grades.csv", table.to_csv(index=False))
-    totals = table.groupby("student")[["points", "max"]].sum(min_count=1)
-    atomic_write_text(out / "totals.csv", totals.to_csv())
+    atomic_write_text(out / "totals.csv", totals(table).to_csv())
     if stopped is not None:
         raise GradingError(f"grading stopped: {stopped}; grades.csv marks that student and the rest not graded")
     return table
