@@ -7,6 +7,7 @@ predictions and metrics into the run folder, beside the internal test's.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -21,6 +22,7 @@ from skinlib.data.augment import Normalize
 from skinlib.data.pipeline import BatchIterator
 from skinlib.data.selection import fingerprint
 from skinlib.evaluate import classification_metrics
+from skinlib.io import atomic_write_text
 from skinlib.models import create_model
 from skinlib.runs import Run, load_checkpoint, prediction_columns, predictions_frame
 from skinlib.runtime import Precision, predict, resolve_device
@@ -108,13 +110,31 @@ def held_out_index(run: Run, data_dir: str | os.PathLike | None = None) -> pd.Da
     return index.loc[ids].reset_index()
 
 
+ONNX_PARITY_FILE = "onnx_parity.json"
+"""Where a run keeps its ONNX parity, measured while its weights were at hand (a bundle carries it, not them)."""
+
+
 def onnx_parity_of_run(run: Run, path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
                        images: int = 16) -> dict[str, Any]:
     """:func:`~skinlib.efficiency.onnx_parity` of a finished run's trained model on its first test images
-    (the run's own preprocessing), so the check compares the outputs a user would see."""
+    (the run's own preprocessing), so the check compares the outputs a user would see. A run without weights
+    (from a results bundle) answers with the parity recorded where it was trained (``stored``: True), if any."""
     from skinlib.efficiency import onnx_parity
 
+    if not run.file("best.pt").is_file() and run.file(ONNX_PARITY_FILE).is_file():
+        return {**json.loads(run.file(ONNX_PARITY_FILE).read_text(encoding="utf-8")), "stored": True}
     index = held_out_index(run, data_dir).head(images)
     x = Normalize(size=run.config.image_size)(cached_images(index["path"].tolist(), run.config.image_size))
     return onnx_parity(load_model(run), str(path), inputs=x)
 
+
+def record_onnx_parity(run: Run, *, data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Measure :func:`onnx_parity_of_run` on the trained weights and keep it in the run folder
+    (:data:`ONNX_PARITY_FILE`), so a bundle rendered elsewhere shows the check of the real model."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        parity = onnx_parity_of_run(run, os.path.join(tmp, "model.onnx"), data_dir=data_dir)
+    parity = {k: v for k, v in parity.items() if k != "stored"}
+    atomic_write_text(run.file(ONNX_PARITY_FILE), json.dumps(parity, indent=1, sort_keys=True))
+    return parity

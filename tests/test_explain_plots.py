@@ -270,3 +270,26 @@ def test_cam_intervals_resample_lesions_not_images():
     width = (by_lesion["high"] - by_lesion["low"]).iloc[-1]
     assert width > 1.25 * (as_images["high"] - as_images["low"]).iloc[-1]
     assert by_image.attrs["n_lesions"] == len(table) and by_lesion.attrs["n_lesions"] == len(paired)
+
+
+def test_onnx_parity_is_kept_for_a_bundle_without_weights(tmp_path, monkeypatch):
+    """Measured while the weights are at hand, the parity is kept in the run folder; once the weights are gone
+    (a bundle), the stored result answers, marked as stored; with neither, the missing weights are the error."""
+    import json
+    from types import SimpleNamespace
+
+    from skinlib import inference
+
+    files = {"best.pt": tmp_path / "best.pt", inference.ONNX_PARITY_FILE: tmp_path / inference.ONNX_PARITY_FILE}
+    run = SimpleNamespace(file=lambda name: files[name])
+    files["best.pt"].write_bytes(b"weights")
+    measured = {"max_abs_diff": 1e-7, "max_rel_logit_diff": 2e-7, "atol": 1e-4, "within_tolerance": True,
+                "informative": True}
+    monkeypatch.setattr(inference, "load_model", lambda run: None)
+    monkeypatch.setattr(inference, "held_out_index", lambda run, data_dir: None)
+    monkeypatch.setattr(inference, "onnx_parity_of_run", lambda run, path, data_dir=None: dict(measured))
+    assert inference.record_onnx_parity(run) == measured
+    assert json.loads(files[inference.ONNX_PARITY_FILE].read_text()) == measured
+    monkeypatch.undo()
+    files["best.pt"].unlink()
+    assert inference.onnx_parity_of_run(run, tmp_path / "x.onnx") == {**measured, "stored": True}

@@ -20,7 +20,7 @@ BUNDLE_FILE = "bundle.json"
 DATA_FOLDER = "data"  # the data summary (snapshot) a bundle carries
 FORMAT = 1
 MAX_BYTES = 10 * 1024 * 1024  # per profile, committed with the code
-PLAIN_FILES = ("config.yaml", DATA_FILE, "history.csv", "metrics.json", "isic2018_metrics.json")
+PLAIN_FILES = ("config.yaml", DATA_FILE, "history.csv", "metrics.json", "isic2018_metrics.json", "onnx_parity.json")
 GZIP_FILES = ("predictions.csv", "isic2018_predictions.csv", "gradcam_scores.csv")
 BINARY_FILES = ("gradcam_examples.npz",)
 

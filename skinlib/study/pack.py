@@ -338,6 +338,7 @@ def derive_run(run: Run, *, final: bool, data_dir: str | os.PathLike | None = No
         else:
             lacking += _derive_step("ISIC 2018 predictions", run, "evaluate_external", data_dir=data_dir,
                                     device=device)
+        lacking += _derive_step("ONNX parity", run, "record_onnx_parity", data_dir=data_dir)
     missing = missing_optional()
     if "pytorch_grad_cam" in missing:
         lacking.append("Grad-CAM: the package pytorch_grad_cam is not installed where the window ran")
@@ -351,11 +352,13 @@ def derive_run(run: Run, *, final: bool, data_dir: str | os.PathLike | None = No
 
 
 def _derive_step(what: str, run: Run, function: str, **kwargs: Any) -> list[str]:
-    """Call ``skinlib.explain.cam_mask_scores`` or ``skinlib.inference.evaluate_external`` on ``run``; the
-    reason it failed, if it did."""
+    """Call ``skinlib.explain.cam_mask_scores``, ``skinlib.inference.evaluate_external`` or
+    ``skinlib.inference.record_onnx_parity`` on ``run``; the reason it failed, if it did."""
     try:
         if function == "cam_mask_scores":
             from skinlib.explain import cam_mask_scores as step
+        elif function == "record_onnx_parity":
+            from skinlib.inference import record_onnx_parity as step
         else:
             from skinlib.inference import evaluate_external as step
         step(run, **kwargs)
