@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,21 +32,34 @@ class ProfileRuns:
 
 
 
+def known_finals(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
+                 runs_dir: str | os.PathLike | None = None) -> tuple[list[RunConfig], bool]:
+    """The final models' runs known so far, trained nothing: both finals once the whole loss study has finished
+    (``True``), the paper-recipe final alone once its joint losses have (``False``), else none (``False``)."""
+    from skinlib.runs import MissingRunError
+    from skinlib.study.experiments import final_runs, recipe_runs
+
+    with no_training():
+        try:
+            return recipe_runs(config, seeds, data_dir=data_dir, runs_dir=runs_dir), True
+        except MissingRunError:
+            pass
+        try:
+            return final_runs(config, seeds, data_dir=data_dir, runs_dir=runs_dir), False
+        except MissingRunError:
+            return [], False
+
+
 def profile_runs(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
                  runs_dir: str | os.PathLike | None = None) -> ProfileRuns:
     """Which of the book's runs for these profile parameters are in the store; trains nothing."""
     from skinlib.data.selection import select_data
-    from skinlib.runs import MissingRunError
-    from skinlib.study.experiments import independent_runs, profile_config, recipe_runs
+    from skinlib.study.experiments import independent_runs, profile_config
 
     config = profile_config(params)
     configs = independent_runs(config, params["seeds"], pretrained=params["pretrained"])
-    with no_training():
-        try:
-            configs += recipe_runs(config, params["seeds"], data_dir=data_dir, runs_dir=runs_dir)
-            final_known = True
-        except MissingRunError:
-            final_known = False
+    finals, final_known = known_finals(config, params["seeds"], data_dir=data_dir, runs_dir=runs_dir)
+    configs += finals
     finished, missing, seen, keys = [], [], set(), {}
     for c in configs:
         if (c.subset, c.split_seed) not in keys:

@@ -32,7 +32,7 @@ from skinlib.study.bundle_format import (
     bundle_dir,
     git_commit,
 )
-from skinlib.study.inventory import no_training, profile_runs
+from skinlib.study.inventory import known_finals, no_training, profile_runs
 
 log = logging.getLogger(__name__)
 
@@ -289,17 +289,14 @@ def derive(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
     not be derived is recorded, per run folder, in ``not_derived`` (with why), never raised.
     """
     from skinlib.runs import MissingRunError
-    from skinlib.study.experiments import make_study, profile_config, recipe_runs
+    from skinlib.study.experiments import make_study, profile_config
     from skinlib.train import fit
 
     config, seeds = profile_config(params), params["seeds"]
     done = []
+    known, _ = known_finals(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
+    finals = [c for c in known if c.seed == seeds[0]]
     with no_training():
-        try:
-            finals = [c for c in recipe_runs(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
-                      if c.seed == seeds[0]]
-        except MissingRunError:
-            finals = []
         baselines = make_study("baselines", config, seeds, pretrained=params["pretrained"])
         wanted = [(c, True) for c in finals] + [(c.replace(seed=seeds[0]), False)
                                                     for c in baselines.configs.values()]
