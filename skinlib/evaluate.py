@@ -176,7 +176,8 @@ def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
     for key, label in (("precision", "precision %"), ("f1", "F1 %"), ("auc", "AUC %")):
         if key in metrics:
             table[label] = [100 * metrics[key][c] for c in classes]
-    return table.round(2)
+    # a class never predicted has no precision (0 / 0): shown as a dash, not NaN
+    return table.round(2).astype(object).where(table.round(2).notna(), "–")
 
 
 # ---------------------------------------------------------------- uncertainty
