@@ -187,7 +187,7 @@ def test_a_bad_config_file_is_one_line_before_any_data_is_read(tmp_path, capsys,
 
 @pytest.mark.parametrize("param, match", [
     (["subset", "2.0"], r"subset must be a fraction in \(0, 1\]"),
-    (["n_boot", "-5"], "n_boot must be at least 10"),
+    (["n_boot", "-5"], "n_boot must be 10 to 100,000"),
     (["bn_momentum", "5"], r"bn_momentum must be a number in \(0, 1\] or 'default'"),
     (["device", "tpu"], "unknown device 'tpu'; valid: auto, cpu, cuda, mps"),
     (["image_size", "20000"], "image_size must be 8 to 1024 pixels"),

@@ -43,14 +43,14 @@ def test_jobs_values():
     assert resolve_jobs(3) == 3 and resolve_jobs("2") == 2 and resolve_jobs("auto") >= 1
     assert threads_per_job(64) == 1
     for bad in (0, "0", "many", -1, True):
-        with pytest.raises(ValueError, match="jobs must be a positive integer or 'auto'"):
+        with pytest.raises(ValueError, match="jobs must be an integer from 1 to 256 or 'auto'"):
             resolve_jobs(bad)
 
 
 @pytest.mark.parametrize("argv", [["study", "losses", "--jobs", "0"], ["book", "--jobs", "many"]])
 def test_bad_jobs_is_one_error_line(capsys, argv):
     assert cli.main(argv) == 2
-    assert "jobs must be a positive integer or 'auto'" in capsys.readouterr().err
+    assert "jobs must be an integer from 1 to 256 or 'auto'" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # multi-process or a whole chapter: CI's slow step
