@@ -23,8 +23,10 @@ from skinlib.study.profiles import PROFILES
 ROOT = Path(__file__).resolve().parents[1]
 
 # name-config_hash-seed of every run the book can train, per profile, digested (sha256 of the sorted lines)
-PINNED = {"smoke": "c27d16b61d0382d9", "cpu": "85c72c1fc5f59a09", "gpu": "382d5cf6b35fc66c",
+PINNED = {"smoke": "c27d16b61d0382d9", "cpu": "699f5e3929251001", "gpu": "382d5cf6b35fc66c",
           "paper": "4f68881e8945e7ac"}
+PINNED_SEED_0 = {"cpu": "85c72c1fc5f59a09"}
+"""The cpu profile grew from one seed to three: its seed-0 runs keep the identity they had (the bundle's runs)."""
 
 
 def book_identities(profile: str) -> list[str]:
@@ -41,6 +43,12 @@ def book_identities(profile: str) -> list[str]:
 def test_the_runs_of_every_profile_keep_their_identity(profile):
     lines = book_identities(profile)
     assert hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16] == PINNED[profile], lines
+
+
+@pytest.mark.parametrize("profile", sorted(PINNED_SEED_0))
+def test_more_seeds_leave_the_first_seeds_runs_as_they_were(profile):
+    lines = [line for line in book_identities(profile) if line.endswith("-s0")]
+    assert hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16] == PINNED_SEED_0[profile], lines
 
 
 def test_the_smoke_runs_keep_their_names():
