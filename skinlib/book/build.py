@@ -107,7 +107,7 @@ def _bundle_source(profile: str, root: Path, *, from_results: bool | str | os.Pa
     return bundle_dir(profile, root / "results") if from_results is True else Path(from_results)
 
 
-def _data_folders(data_dir: str | os.PathLike | None, source: Path | None) -> dict[str, str]:
+def data_folders(data_dir: str | os.PathLike | None, source: Path | None) -> dict[str, str]:
     """The data folders the chapters read (as environment variables): the data found here, else, rendering a
     bundle, its data summary (whose data keys the runs' are checked against)."""
     from skinlib.data.index import find_ham10000_metadata
@@ -232,7 +232,7 @@ def build_book(
     # the folders reach the notebooks through the environment: no machine path is printed in the book
     folders = {RUNS_ENV: str(runs_root(runs_dir))}
     source = _bundle_source(profile, root_path, from_results=from_results, data_dir=data_dir)
-    folders.update(_data_folders(data_dir, source))
+    folders.update(data_folders(data_dir, source))
     chapters = _chosen_chapters(only)
     stamp = {**values, "data_dir": folders[DATA_ENV], "runs_dir": folders[RUNS_ENV], "student": student}
     executed_dir = root_path / "book" / "executed"

@@ -373,16 +373,18 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
         rows += [{"student": student, "question": q, "points": 0.0, "max": k.points, "verdict": why}
                  for q, k in keys.items()]
     stopped = None
+    before = _fingerprint(source_path)
     for student, submission in read.items():
         if stopped is not None:
             rows += [{"student": student, "question": q, "points": math.nan, "max": k.points,
                       "verdict": f"{NOT_GRADED}: grading stopped ({stopped})"} for q, k in keys.items()]
             continue
-        before, start = _fingerprint(source_path), time.perf_counter()
+        start = time.perf_counter()
         nb, absent = student_notebook(source, submission)
         run = execute(nb, used, env={**env, GRADING_ENV: "answers"}, timeout=timeout)
         graded = score(run, keys, absent)
-        if _fingerprint(source_path) != before:
+        after = _fingerprint(source_path)
+        if after != before:
             stopped = f"the grader's files changed while {student}'s submission ran"
             graded = [{**r, "points": math.nan, "verdict": f"{NOT_GRADED}: {stopped}; review it"} for r in graded]
         rows += [{"student": student, **r} for r in graded]

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from skinlib.data.paths import project_root
+from skinlib.data import paths
 from skinlib.study.profiles import PROFILES
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def book_root(root: str | os.PathLike | None = None) -> Path:
     skinlib is installed from. Another project's folder is never taken for it: commands that write (the book,
     the notebooks' parameters) act only inside this project."""
     cwd = Path.cwd()
-    path = Path(root) if root is not None else (cwd if is_skinlib_checkout(cwd) else project_root() or cwd)
+    path = Path(root) if root is not None else (cwd if is_skinlib_checkout(cwd) else paths.project_root() or cwd)
     if not (path / "_config.yml").is_file() or not (path / "notebooks").is_dir():
         raise BookError(f"{path} is not the skinlib repository root (needs _config.yml and notebooks/)")
     return path.resolve()

@@ -199,5 +199,5 @@ def model_card_page(profile: str, executed: Path) -> str:
         "{doc}`executed/08_reproduction`, and the numbers there are not the paper's.",
         "- The ISIC 2018 copies used here were resized from 224 x 224, softer than the training images.",
         "- Subgroup words are not adjusted for one another (age bands differ in sites and classes too), and "
-        "confirmation by histopathology marks lesions that looked suspicious enough to excise: it is a marker of "
-        "difficulty, not a population.", ""])
+        "confirmation by histopathology marks lesions that looked suspicious enough to excise: a clinical path, not "
+        "a population.", ""])

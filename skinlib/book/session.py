@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from skinlib.data.paths import DATA_ENV, ISIC_TEST_ENV, project_root, resolve_data_dir
+from skinlib.data.paths import DATA_ENV, project_root, resolve_data_dir
 from skinlib.runs import NO_TRAIN_ENV, RUNS_ENV, runs_root
 
 log = logging.getLogger(__name__)
@@ -77,17 +77,14 @@ def open_session(*, profile: str, data_dir: str = "", runs_dir: str = "", bundle
 
 
 def _render(source: Path, *, data_dir: str, runs_dir: str, asked: str) -> str:
-    """Unpack ``source`` into the run store, read the data from its summary when there is none, train nothing."""
-    from skinlib.data.snapshot import ISIC_FOLDER
-    from skinlib.study.unpack import data_snapshot, read_bundle, unpack
+    """Unpack ``source`` into the run store, read the data from its summary when there is none (as
+    ``skinlib book --from-results`` does: :func:`~skinlib.book.build.data_folders`), train nothing."""
+    from skinlib.book.build import data_folders
+    from skinlib.study.unpack import read_bundle, unpack
 
     meta = read_bundle(source, verify=False)  # unpack verifies every file
-    folders = {RUNS_ENV: str(runs_root(runs_dir or None)), NO_TRAIN_ENV: "1"}
-    if _have_data(data_dir):
-        folders[DATA_ENV] = str(resolve_data_dir(data_dir or None))
-    else:
-        snapshot = data_snapshot(source)
-        folders.update({DATA_ENV: str(snapshot), ISIC_TEST_ENV: str(snapshot / ISIC_FOLDER)})
+    folders = {RUNS_ENV: str(runs_root(runs_dir or None)), NO_TRAIN_ENV: "1",
+               **data_folders(data_dir or None if _have_data(data_dir) else None, source)}
     unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV])
     os.environ.update(folders)
     profile = str(meta["profile"])
