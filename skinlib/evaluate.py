@@ -391,18 +391,6 @@ def format_mean_sd(summary: dict[str, float], *, scale: float = 100, digits: int
     return f"{summary['mean'] * scale:.{digits}f} ± {summary['sd'] * scale:.{digits}f} (n={summary['n']})"
 
 
-def leakage_gap(lesion: dict[str, Any], image: dict[str, Any], *,
-                keys: tuple[str, ...] = ("accuracy", "bacc", "bacc_paper")) -> pd.DataFrame:
-    """Test metrics of the same model trained and tested on a lesion-level and an image-level split.
-
-    ``lesion`` and ``image`` are the ``test`` metrics of the two runs; the gap is
-    image minus lesion, in percent points: how much a leaky split inflates the result.
-    """
-    rows = {k: {"lesion split %": 100 * lesion[k], "image split %": 100 * image[k],
-                "inflation (points)": 100 * (image[k] - lesion[k])} for k in keys}
-    return pd.DataFrame.from_dict(rows, orient="index").round(2)
-
-
 @dataclass(frozen=True)
 class SeedPaired:
     """``metric(a) - metric(b)`` over paired seeds on the same test images: the mean over seeds, each seed's own
@@ -466,7 +454,7 @@ def seed_paired(y_true: np.ndarray, probs_a: Sequence[np.ndarray], probs_b: Sequ
     return SeedPaired(metric, float(np.mean(per_seed)), per_seed, draws)
 
 
-def _pooled_within_class(y: np.ndarray, member: np.ndarray, correct: np.ndarray, rows: np.ndarray,
+def pooled_within_class(y: np.ndarray, member: np.ndarray, correct: np.ndarray, rows: np.ndarray,
                          k: int) -> float:
     """Mantel-Haenszel pooled ``accuracy(member) - accuracy(rest)`` over classes, on rows ``rows`` (may repeat)."""
     code = 2 * y[rows] + member[rows]
@@ -494,10 +482,10 @@ def within_class_gap(y_true: np.ndarray, correct: Sequence[np.ndarray], member: 
         raise ValueError("within_class_gap needs one correctness array per seed, each as long as y_true and member")
     k = int(y.max()) + 1 if len(y) else 1
     everything = np.arange(len(y))
-    per_seed = tuple(_pooled_within_class(y, member, h, everything, k) for h in hits)
+    per_seed = tuple(pooled_within_class(y, member, h, everything, k) for h in hits)
     rng = np.random.default_rng(seed + 1)
     rows = bootstrap_indices(groups, len(y), n_boot, seed, y)
-    draws = np.array([np.nanmean([_pooled_within_class(y, member, hits[s], r, k)
+    draws = np.array([np.nanmean([pooled_within_class(y, member, hits[s], r, k)
                                   for s in rng.integers(0, len(hits), len(hits))]) if len(y) else np.nan
                       for r in rows])
     return SeedPaired("accuracy within class", float(np.mean(per_seed)), per_seed, draws)

@@ -70,30 +70,6 @@ def test_eq8_accuracy_is_tied_to_top1_exactly():
     assert round(100 * implied_top1(CACO["accuracy"] / 100), 1) == 76.9
 
 
-def test_multiplicity_alone_is_not_read_as_memorisation():
-    """Single-image lesions are easy and never seen; multi-image lesions are hard whether seen or not. The naive
-    seen-vs-unseen split says 'seen is worse'; within multi-image lesions and classes there is no difference."""
-    from skinlib.study.tables import memorisation_gap
-
-    rng = np.random.default_rng(5)
-    rows = []
-    for lesion in range(3000):
-        c = int(rng.integers(0, 7))
-        multi = lesion % 3 == 0
-        seen = multi and rng.random() < 0.5
-        for _ in range(2 if multi else 1):
-            correct = rng.random() < (0.5 if multi else 0.9)  # multiplicity sets the difficulty, not seeing
-            rows.append((c, correct, lesion, seen, multi))
-    y, correct, lesions, seen, multi = (np.array(col) for col in zip(*rows))
-    naive = correct[seen].mean() - correct[~seen].mean()
-    assert naive < -0.15  # the confounded reading: seen images look much worse
-    gap = memorisation_gap(y, correct, lesions, seen, multi, n_boot=300)
-    assert gap["word"] == "no difference shown" and gap["low"] < 0 < gap["high"], gap
-    # and a real memorisation effect is found: seen multi-image lesions made easier
-    boosted = np.where(seen, rng.random(len(y)) < 0.8, correct)
-    assert memorisation_gap(y, boosted, lesions, seen, multi, n_boot=300)["word"] == "seen higher"
-
-
 def test_still_rising_flags_a_best_epoch_at_the_end():
     import pandas as pd
 

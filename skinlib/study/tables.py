@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from skinlib.evaluate import (
-    bootstrap_ci,
     family_verdicts,
     null_metrics,
     points,
@@ -64,78 +63,6 @@ def part_counts(run: Run, part: str = "val") -> pd.Series:
 
     split = run.split()
     return split.loc[split["split"] == part, "dx"].value_counts().reindex(list(CLASSES), fill_value=0)
-
-
-def leakage_breakdown(image_run: Run, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Inside a run on the image-level split: test accuracy of the images whose lesion also has images in the
-    training part (the model may have memorised it) and of the others, each with a lesion-bootstrap
-    interval. If the leakage gap is memorisation, the first group scores higher."""
-
-    split = image_run.split()
-    seen = set(split.loc[split["split"] == "train", "lesion_id"])
-    y, probs, lesions = arrays(image_run.predictions())
-    in_train = np.isin(lesions, list(seen))
-    rows = {}
-    for label, mask in (("lesion also in training", in_train), ("lesion not in training", ~in_train)):
-        if mask.sum() == 0:
-            rows[label] = {"images": 0, "accuracy": float("nan"), "low": float("nan"), "high": float("nan")}
-            continue
-        ci = bootstrap_ci(y[mask], probs[mask], groups=lesions[mask], n_boot=n_boot, seed=seed, stratify=False)
-        rows[label] = {"images": int(mask.sum()), "accuracy": ci.loc["accuracy", "estimate"],
-                       "low": ci.loc["accuracy", "low"], "high": ci.loc["accuracy", "high"]}
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def memorisation_gap(y: np.ndarray, correct: np.ndarray, lesions: np.ndarray, seen: np.ndarray, multi: np.ndarray,
-                     *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
-    """Whether images of lesions seen in training score better than unseen ones, without the confound of
-    lesion multiplicity: only test images of lesions with several images (``multi``; single-image lesions are
-    unseen by construction and mostly easy follow-up nevi), compared within each class and pooled with
-    Mantel-Haenszel weights (:func:`~skinlib.evaluate.within_class_gap`). The interval resamples lesions within
-    their class. ``difference`` > 0 (interval above 0) would be memorisation."""
-    from skinlib.evaluate import within_class_gap
-
-    y, correct, lesions = np.asarray(y), np.asarray(correct, dtype=float), np.asarray(lesions)
-    seen, keep = np.asarray(seen, dtype=bool), np.asarray(multi, dtype=bool)
-    y, correct, lesions, seen = y[keep], correct[keep], lesions[keep], seen[keep]
-    gap = within_class_gap(y, [correct], seen, groups=lesions, n_boot=n_boot, seed=seed)
-    low, high = gap.interval(level)
-    word = "seen higher" if low > 0 else "seen lower" if high < 0 else "no difference shown"
-    return {"difference": gap.difference, "low": low, "high": high, "word": word,
-            "images_seen": int(seen.sum()), "images_unseen": int((~seen).sum()),
-            "classes_compared": int(sum(1 for c in np.unique(y) if seen[y == c].any() and (~seen[y == c]).any()))}
-
-
-def memorisation_check(image_run: Run, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """:func:`memorisation_gap` of a run on the image-level split: its test images of multi-image lesions,
-    seen (another image of the lesion in training) against unseen, within each class."""
-    split = image_run.split()
-    counts = split["lesion_id"].value_counts()
-    seen_lesions = set(split.loc[split["split"] == "train", "lesion_id"])
-    y, probs, lesions = arrays(image_run.predictions())
-    return memorisation_gap(y, probs.argmax(axis=1) == y, lesions, np.isin(lesions, list(seen_lesions)),
-                            counts.reindex(lesions).to_numpy() > 1, n_boot=n_boot, seed=seed)
-
-
-def unpaired_gap(run_a: Run, run_b: Run, *, metrics: Sequence[str] = ("accuracy", "bacc"), n_boot: int = 1000,
-                 seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """``metric(a) - metric(b)`` for two runs tested on *different* test sets (a paired test is impossible):
-    each set is resampled on its own (lesions, within classes) and the difference taken per draw."""
-    from skinlib.evaluate import bootstrap_indices, scalar_metrics
-
-    ya, pa, la = arrays(run_a.predictions())
-    yb, pb, lb = arrays(run_b.predictions())
-    ia = bootstrap_indices(la, len(ya), n_boot, seed, ya)
-    ib = bootstrap_indices(lb, len(yb), n_boot, seed + 1, yb)
-    alpha = (1 - level) / 2
-    rows = {}
-    for metric in metrics:
-        point = scalar_metrics(ya, pa)[metric] - scalar_metrics(yb, pb)[metric]
-        draws = np.array([scalar_metrics(ya[i], pa[i])[metric] - scalar_metrics(yb[j], pb[j])[metric]
-                          for i, j in zip(ia, ib)])
-        rows[metric] = {"difference": point, "low": float(np.quantile(draws, alpha)),
-                        "high": float(np.quantile(draws, 1 - alpha))}
-    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def metric_readings(run: Run) -> pd.DataFrame:
