@@ -258,7 +258,9 @@ def test_a_results_bundle_renders_the_same_numbers_without_training(book, tmp_pa
     repo = "skinlib/skinlib"
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
     # the buttons open the code of the commit the page was built from, not the branch's latest
-    assert f"https://colab.research.google.com/github/{repo}/blob/{commit}/notebooks/02_baselines.ipynb" in page
+    assert f"https://colab.research.google.com/github/{repo}/blob/gh-pages/_launch/02_baselines.ipynb" in page
+    pinned = (clone / "_build" / "html" / "_launch" / "02_baselines.ipynb").read_text()  # what Colab opens
+    assert f"git+https://github.com/{repo}@{commit}" in pinned and "@main" not in pinned
     assert f"https://mybinder.org/v2/gh/{repo}/{commit}?urlpath=lab/tree/notebooks/02_baselines.ipynb" in page
     assert "book/executed/02_baselines.ipynb" not in page.replace("_sources/book/executed", "")
 

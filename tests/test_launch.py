@@ -12,7 +12,7 @@ import pytest
 import tomllib
 import yaml
 
-from skinlib.book.launch import source_links
+from skinlib.book.launch import source_links, write_launch_copies
 from skinlib.data import download as dl
 from skinlib.data.paths import DATA_ENV
 from tests.published import fixture_files, serve
@@ -50,8 +50,21 @@ def test_launch_links_open_the_source_notebook():
     commit = "0123456789abcdef0123456789abcdef01234567"
     pinned = source_links(buttons, branch="main", commit=commit)  # the page's own commit, not main's latest
     assert pinned[0]["buttons"][0]["url"] == f"https://mybinder.org/v2/gh/o/r/{commit}?urlpath=lab/tree/notebooks/02_baselines.ipynb"
-    assert pinned[0]["buttons"][1]["url"].endswith(f"/blob/{commit}/notebooks/02_baselines.ipynb")
+    # Colab opens the site's copy whose install line names the commit (the committed one can only name a branch)
+    assert pinned[0]["buttons"][1]["url"] == "https://colab.research.google.com/github/o/r/blob/gh-pages/_launch/02_baselines.ipynb"
     assert pinned[1:] == buttons[1:]
+
+
+def test_the_colab_copies_install_the_commit_the_book_was_built_from(tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    written = write_launch_copies(ROOT, tmp_path, commit)
+    assert sorted(p.name for p in written) == [p.name for p in NOTEBOOKS]
+    for copy in written:
+        source = (ROOT / "notebooks" / copy.name).read_text()
+        text = copy.read_text()
+        assert f"git+{CONFIG['repository']['url']}@{commit}" in text and "@main" not in text
+        assert text.replace(f"@{commit}", f"@{CONFIG['repository']['branch']}") == source  # nothing else changed
+    assert write_launch_copies(ROOT, tmp_path / "none", "") == [] and not (tmp_path / "none").exists()
 
 
 def test_every_chapter_starts_with_the_same_hidden_install_cell():
@@ -59,8 +72,8 @@ def test_every_chapter_starts_with_the_same_hidden_install_cell():
     assert len({c.source for c in cells}) == 1
     cell = cells[0]
     assert "remove-cell" in cell.metadata["tags"] and "parameters" not in cell.metadata["tags"]
-    spec = re.search(r'"(skinlib\[book\] @ git\+(\S+)@(\w+))"', cell.source)
-    assert spec and spec.group(2) == CONFIG["repository"]["url"] and spec.group(3) == CONFIG["repository"]["branch"]
+    spec = re.search(r'"git\+(\S+)@(\w+)"', cell.source)
+    assert spec and spec.group(1) == CONFIG["repository"]["url"] and spec.group(2) == CONFIG["repository"]["branch"]
     # right after the parameters cell, so papermill's injected `-p data_dir PATH` is seen by it
     assert "open_session(profile=profile, data_dir=data_dir" in cell.source
     for path in NOTEBOOKS:
@@ -78,6 +91,42 @@ def test_install_cell_does_nothing_on_a_set_up_machine(monkeypatch):
     namespace = {"data_dir": "", "profile": "smoke", "bundle": "auto"}
     exec(compile(install_cells()[0].source, "install-cell", "exec"), namespace)
     assert namespace["profile"] == "smoke"  # the data is here: the chapter trains at the profile asked for
+
+
+def test_install_cell_without_skinlib_checks_out_the_named_ref_bundles_included(tmp_path, monkeypatch):
+    """Colab: skinlib is missing, so the cell clones the repository, checks out the ref its line names (the
+    site's copies name the built commit), installs that checkout and imports from it; nothing else runs first."""
+    import importlib.util
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    source = write_launch_copies(ROOT, tmp_path / "site", commit)[0].read_text()
+    cell = next(c for c in nbformat.reads(source, as_version=4).cells if "install" in c.metadata.get("tags", []))
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def record(args, **kwargs):
+        calls.append(list(args))
+        assert kwargs.get("check") is True
+        if args[0] == "git" and args[1] == "clone":
+            (tmp_path / "skinlib-src").mkdir()
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skinlib" else
+                        real_find_spec(name, *a))
+    monkeypatch.setattr(subprocess, "run", record)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    namespace = {"data_dir": "", "profile": "smoke", "bundle": "auto"}
+    code = cell.source.replace("from skinlib.book.session import open_session", "raise Stop")
+    with pytest.raises(Stop):
+        exec(compile(code, "install-cell", "exec"), {**namespace, "Stop": Stop})
+    url = CONFIG["repository"]["url"]
+    assert calls[0][:2] == ["git", "clone"] and calls[0][-2:] == [url, "skinlib-src"]
+    assert calls[1] == ["git", "-C", "skinlib-src", "checkout", "--quiet", commit]
+    assert calls[2][-2:] == ["-e", "skinlib-src[book]"] and len(calls) == 3
+    assert __import__("sys").path[0] == str(tmp_path / "skinlib-src")
 
 
 def test_a_chapter_opened_without_data_renders_the_best_committed_bundle(tmp_path, monkeypatch):

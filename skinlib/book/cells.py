@@ -89,6 +89,11 @@ def repository_setting(root: Path) -> tuple[str, str]:
     return url, branch
 
 
+def pinned_install(text: str, url: str, ref: str) -> str:
+    """A chapter's text whose install line installs skinlib from ``url`` at ``ref`` (a branch or a commit)."""
+    return _with_repository(text, url, ref)
+
+
 def _with_repository(text: str, url: str, branch: str) -> str:
     """``text`` with every GitHub repository URL replaced by ``url`` (an install line keeps ``@branch``)."""
     text = re.sub(r"(git\+)https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+@[A-Za-z0-9_./-]+",

@@ -1,19 +1,26 @@
-"""Sphinx extension for the book: launch buttons open the clean source notebook.
+"""Sphinx extension for the book: launch buttons open the clean source notebook of the page's own commit.
 
 The book's pages are the executed copies in ``book/executed/`` (never committed),
 so sphinx-book-theme's Binder and Colab buttons would point at files the repository
-does not hold. This rewrites those links to ``notebooks/<chapter>.ipynb``, whose first
-code cell installs skinlib and fetches the data when they are missing.
+does not hold. This rewrites those links to ``notebooks/<chapter>.ipynb`` at the commit the book is built from.
+Binder builds that commit's environment (``binder/postBuild`` installs it). Colab installs skinlib in the chapter's
+install cell, whose line names a branch in the committed notebook (a file cannot name its own commit), so the
+build writes a copy of every chapter with the line pinned to the commit into the site (``_launch/``), and the
+Colab button opens that copy from the published branch (:data:`PAGES_BRANCH`).
 Enabled in ``_config.yml`` (``sphinx.extra_extensions``).
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 EXECUTED = "book/executed/"
 SOURCE = "notebooks/"
+LAUNCH = "_launch"  # the site's folder of chapters pinned to the built commit (what the Colab button opens)
+PAGES_BRANCH = "gh-pages"  # the branch the site is published on (`make publish` and the workflow push it)
+COLAB = "https://colab.research.google.com/github/"
 
 
 def source_links(buttons: Any, *, branch: str = "", commit: str = "") -> Any:
@@ -29,6 +36,8 @@ def source_links(buttons: Any, *, branch: str = "", commit: str = "") -> Any:
             url = url.replace(EXECUTED, SOURCE)
             if branch and commit and SOURCE in url:
                 url = url.replace(f"/blob/{branch}/", f"/blob/{commit}/").replace(f"/{branch}?", f"/{commit}?")
+                if url.startswith(COLAB):  # the copy whose install line installs this very commit
+                    url = re.sub(rf"/blob/{commit}/{SOURCE}", f"/blob/{PAGES_BRANCH}/{LAUNCH}/", url)
             out["url"] = url
         return out
     return buttons
@@ -52,11 +61,32 @@ def _rewrite(app: Any, pagename: str, templatename: str, context: dict[str, Any]
                                                  commit=app._skinlib_commit)
 
 
+def write_launch_copies(root: Path, out: Path, commit: str) -> list[Path]:
+    """Every chapter of ``root/notebooks`` copied to ``out/_launch`` with its install line pinned to ``commit``
+    (the notebooks the Colab buttons open); nothing without a commit (the buttons then keep the branch)."""
+    from skinlib.book.cells import pinned_install, repository_setting
+
+    if not commit:
+        return []
+    url, _ = repository_setting(root)
+    folder = out / LAUNCH
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source in sorted((root / SOURCE).glob("*.ipynb")):
+        target = folder / source.name
+        target.write_text(pinned_install(source.read_text(encoding="utf-8"), url, commit), encoding="utf-8")
+        written.append(target)
+    return written
+
+
+def _launch_copies(app: Any, exception: Exception | None) -> None:
+    if exception is None and app.builder.format == "html":
+        write_launch_copies(Path(app.srcdir), Path(app.outdir), getattr(app, "_skinlib_commit", None) or built_commit())
+
+
 def _require_executed_chapters(app: Any) -> None:
     """Stop a build that would publish a book without chapters: ``jupyter-book build .`` renders only what
     ``skinlib book`` has executed into ``book/executed/``."""
-    from pathlib import Path
-
     from sphinx.errors import ExtensionError
 
     executed = Path(app.srcdir) / EXECUTED
@@ -70,4 +100,5 @@ def _require_executed_chapters(app: Any) -> None:
 def setup(app: Any) -> dict[str, Any]:
     app.connect("builder-inited", _require_executed_chapters)
     app.connect("html-page-context", _rewrite, priority=502)  # after the theme adds its buttons (501)
+    app.connect("build-finished", _launch_copies)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
