@@ -144,6 +144,10 @@ def test_tables_fit_the_text_column_untruncated(book, tmp_path):
 
     for name in CHAPTERS:
         page = book / "book" / "executed" / f"{name}.html"
+        text = page.read_text()
+        numbers = re.findall(r'<caption><span class="caption-number">Table (\d+\.\d+) </span>', text)
+        assert len(numbers) == text.count('<table class="dataframe'), f"{name}: a table without a caption"
+        assert numbers == [f"{int(name[:2])}.{i}" for i in range(1, len(numbers) + 1)], (name, numbers)
         probe = page.with_name(f".probe-{name}.html")  # beside the page, so its relative links resolve
         probe.write_text(page.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
         try:

@@ -1,10 +1,12 @@
-"""Captions and alt text of the book's figures, by chapter and cell id.
+"""Captions and alt text of the book's figures, by chapter and cell id, and the captions of its tables.
 
 myst-nb turns a cell's ``mystnb.figure`` metadata into a numbered figure with a caption and its ``mystnb.image``
 metadata into the image's attributes (``alt``). They live here, in one place a reviewer can read, and
 ``skinlib notebooks parameters`` writes them into the notebooks (``--check`` fails when a notebook is out of
 step). A caption states what a figure shows, never what it finds: the findings depend on the profile and are
-computed in the text around it.
+computed in the text around it. The same holds for a table's caption (:data:`TABLES`): a chapter shows a table
+with ``table(frame, "06.subgroups", attribute=...)`` (:func:`skinlib.book.kernel.table`), which numbers it in
+the order the chapter shows its tables and sets the caption above it.
 """
 from __future__ import annotations
 
@@ -95,3 +97,69 @@ def apply_figure_metadata(nb: Any, chapter: str) -> list[str]:
             meta["mystnb"] = new
             changed.append(cell_id)
     return changed
+
+
+# "chapter number.key" -> caption ({name} fields filled by the call); what a table shows, never what it finds
+TABLES: dict[str, str] = {
+    "01.index": "The first rows of the HAM10000 index: one row per image, with its lesion, diagnosis, label and "
+                "metadata.",
+    "01.classes": "Images, share and lesions per diagnosis in the images this profile uses.",
+    "01.leaks": "Lesions split across parts, and test images whose lesion is in the training part, for the "
+                "lesion-grouped and the image-level split (mean over five split seeds).",
+    "01.split": "Images per diagnosis in each part of the lesion-grouped split.",
+    "01.isic": "Images and share per diagnosis in the ISIC 2018 Task 3 test set.",
+    "01.misses": "The largest miss of any class's share from the target split proportions, per split seed (points).",
+    "02.baselines": "The paper's five baselines trained with one recipe: test metrics (mean over seeds), the "
+                    "interval of the first seed, parameters and validation bacc.",
+    "02.paper": "Table 3 of the paper beside ours, both readings of its accuracy, with the majority-class and "
+                "chance rows.",
+    "02.per_class": "Per-class test metrics of MobileNetV3-Small (first seed).",
+    "03.runs": "The pre-training study's runs: test metrics (mean over seeds), parameters and validation bacc.",
+    "03.paper": "Table 2 of the paper beside ours, both readings of its accuracy; a dash where a row was not trained.",
+    "04.cost": "Parameters and FLOPs of MobileNetV3-Small with each attention module, counted from the models.",
+    "04.latency": "Latency of each attention variant at batch 1 on one CPU thread, and its ratio to SE with the "
+                  "interval over rounds; the identical-model row is the noise floor.",
+    "04.runs": "The attention study's runs: test metrics (mean over seeds), parameters and validation bacc.",
+    "04.paired": "CaCo minus SE on the same test images: the mean paired difference over seeds with its interval, "
+                 "each seed's difference and the word it earns.",
+    "05.runs": "The loss study's runs: test metrics (mean over seeds), parameters and validation bacc.",
+    "05.paired": "Each loss minus plain CE on the same test images, one Holm family per metric: mean paired "
+                 "difference with its corrected interval, each seed's difference and the word.",
+    "05.sensitivity": "Test sensitivity per class for each loss (mean over seeds, %), rarest classes first.",
+    "05.joint": "The joint losses' validation and test bacc: the choice is made on validation.",
+    "06.runs": "Both finals: test metrics (mean over seeds), parameters and validation bacc.",
+    "06.every_metric": "Every test metric of the final model with its 95 % interval (lesions resampled), beside "
+                       "the majority-class and chance rows.",
+    "06.versus": "The final model minus each reference on the same test images: paired differences with their "
+                 "intervals and words.",
+    "06.recipes": "Both finals minus the baseline on the same test images, one family of comparisons "
+                  "(Holm-corrected intervals).",
+    "06.paper": "The paper's MobileNetV3-CaCo beside ours, both readings of its accuracy.",
+    "06.per_class": "Per-class test metrics of the final model (first seed).",
+    "06.melanoma": "Melanoma sensitivity at the arg-max and at two specificities, with intervals.",
+    "06.subgroups": "Who the models fail ({attribute}): images, lesions and share of nevi per subgroup, "
+                    "accuracy with its interval and the within-class gap against the rest of the test part.",
+    "06.cam_nulls": "Grad-CAM of the final model against its nulls, at each layer read, and against its "
+                    "randomised twin.",
+    "06.cam_final_classes": "Share of the final model's Grad-CAM mass inside the lesion mask per class, beside the "
+                            "mask's area (a uniform map's share) and another image's mask.",
+    "06.cam_classes": "Share of the Grad-CAM mass inside the lesion mask per class, for every baseline and the "
+                      "final model, beside the two nulls.",
+    "06.isic": "The final model on the ISIC 2018 Task 3 test set, with intervals and the null rows.",
+    "07.audit": "Parameters of every paper model counted with a 7-class and a 1000-class head, the paper's "
+                "figure and which count it matches, and FLOPs.",
+    "07.latency": "Latency of every model at batch 1 on one CPU thread, and its ratio to MobileNetV3-Small with "
+                  "the interval over rounds; the identical-model row is the noise floor.",
+    "08.summary": "Every number the paper publishes beside ours, both readings of its accuracy.",
+    "08.readings": "The final model's predictions under each reading of the paper's two numbers, beside the "
+                   "majority class.",
+    "08.split_gap": "Image split minus lesion split over seeds (each test set resampled on its own), with each "
+                    "seed's difference and the word.",
+    "08.naive": "The confounded view: accuracy of the image split's test images whose lesion is, or is not, in "
+                "the training part.",
+    "08.memorisation": "The memorisation test: seen against unseen multi-image lesions within class, in three "
+                       "metrics, beside the lesion-split model on never-seen multi-image lesions.",
+    "08.choices": "What the paper leaves unknown and what this book chose.",
+    "08.distance": "Each candidate cause of the distance to the paper's numbers, the evidence here and what "
+                   "stays unknown.",
+}

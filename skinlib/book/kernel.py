@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,39 @@ class GluedText(str):
 
     def _repr_markdown_(self) -> str:
         return markdown_literal(str(self))
+
+
+_SHOWN: dict[str, int] = {}  # tables shown so far per chapter, in this kernel
+
+
+@dataclass(frozen=True)
+class Table:
+    """A result table with its number and caption, rendered above it in the book and in Jupyter."""
+
+    frame: Any  # a pandas DataFrame
+    number: str
+    caption: str
+
+    def _repr_html_(self) -> str:
+        html = self.frame.to_html(classes="skinlib-table", na_rep="–", border=0)
+        title = f"<caption><span class=\"caption-number\">Table {self.number} </span>{escape(self.caption)}</caption>"
+        return re.sub(r"(<table[^>]*>)", lambda m: m.group(1) + title, html, count=1)
+
+    def __repr__(self) -> str:
+        return f"Table {self.number}. {self.caption}\n{self.frame.to_string(na_rep='–')}"
+
+
+def table(frame: Any, key: str, **fill: Any) -> Table:
+    """Show ``frame`` as the next numbered table of its chapter (``key`` is ``"NN.name"``, its caption
+    :data:`skinlib.book.figures.TABLES` ``[key]`` with ``fill`` in its fields)."""
+    from skinlib.book.figures import TABLES
+
+    if key not in TABLES:
+        raise ValueError(f"table {key!r} has no caption in skinlib.book.figures.TABLES; add one (keys: "
+                         f"'chapter number.name', e.g. {next(iter(TABLES))!r})")
+    chapter = key.split(".", 1)[0]
+    _SHOWN[chapter] = _SHOWN.get(chapter, 0) + 1
+    return Table(frame, f"{int(chapter)}.{_SHOWN[chapter]}", TABLES[key].format(**fill))
 
 
 def glue_text(**values: Any) -> None:
