@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from skinlib.evaluate import format_mean_sd, summarize_seeds
+from skinlib.runs import ABSENT_ROW
 
 # the paper's model names -> our registered models (the one mapping; Table 3 is its first five)
 PAPER_MODELS: dict[str, str] = {
@@ -57,6 +58,10 @@ def comparison(paper: Mapping[str, Mapping[str, float]], study: Any, *,
     rows = []
     for key, numbers in paper.items():
         label = labels[key] if labels else key
+        if label in getattr(study, "absent", {}):  # a partial bundle lacks it: the paper's numbers, ours absent
+            rows.append({"model": label, "paper acc %": numbers["accuracy"], "ours top-1 %": ABSENT_ROW,
+                         "paper BACC %": numbers["bacc_paper"], "paper params (M)": numbers["params_m"]})
+            continue
         if label not in study.runs:
             continue
         top1 = study.metrics(label, "accuracy")
@@ -76,8 +81,9 @@ def comparison(paper: Mapping[str, Mapping[str, float]], study: Any, *,
             "ours bacc (ISIC) %": format_mean_sd(b),
             "paper params (M)": numbers["params_m"], "ours params (M)": round(params, 2),
         })
-    if rows and nulls:
-        rows += _null_rows(study, rows[0]["model"])
+    present = [r["model"] for r in rows if r.get("ours top-1 %") != ABSENT_ROW]
+    if present and nulls:
+        rows += _null_rows(study, present[0])
     table = pd.DataFrame(rows).set_index("model")
     table = table.astype(object).where(table.notna(), "")  # the paper has no null rows: empty, not NaN
     table.attrs["null_rows"] = [r["model"] for r in rows if r["model"].endswith("(null)")]

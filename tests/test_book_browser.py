@@ -292,6 +292,9 @@ def test_a_partial_bundle_renders_and_names_what_it_lacks(book, tmp_path):
     full, part = (_glued("02_baselines", root) for root in (ROOT, clone))
     assert part["sol_02_2_bacc"] == full["sol_02_2_bacc"] and f"{full['sol_02_2_bacc']}" in page
     assert "best_bacc" not in part and "not in the bundle" in page  # a value built on the missing run is absent
+    # the baselines' table keeps every bundled row and blanks only the missing one (issue 30)
+    shown = re.search(r"Table 2\.1 </span>.*?</table>", page, flags=re.S)
+    assert shown and "not in the bundle" in shown.group(0) and "ResNet18" in shown.group(0)
 
 
 def test_the_smoke_models_learn(book):

@@ -172,3 +172,55 @@ def test_a_study_refuses_a_size_one_of_its_models_cannot_take_before_training_an
     with pytest.raises(ValueError, match="ghostnetv2_100 needs image_size >= 64"):
         study.train(runs_dir=tmp_path)
     assert not any(tmp_path.iterdir())  # ResNet18 and ShuffleNetV2 were not trained first
+
+
+def test_a_partial_bundle_blanks_only_the_variants_it_lacks(tmp_path, monkeypatch):
+    """Rendering a partial bundle, a study keeps the variants whose runs are there and names the missing one:
+    its table shows every other row with its numbers, the missing row as "not in the bundle", a paired table
+    leaves it out, and asking for its runs raises MissingRunError (that cell alone becomes a note). Rendering a
+    complete bundle, the same missing run stops the study."""
+    from skinlib.runs import NO_TRAIN_ENV, PARTIAL_ENV, MissingRunError
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 7, 80)
+    probs = 0.3 * np.eye(7)[y] + 0.7 * rng.dirichlet(np.ones(7), 80)
+    study = experiments.baseline_study(RunConfig(), [0])
+    lacking = next(iter(study.configs.values())).model
+    runs = {c.model: fake_run(tmp_path / c.model, "r", val_bacc=0.5, probs=probs, y=y) for c in study.configs.values()}
+
+    def opened(config, **_):
+        if config.model == lacking:
+            raise MissingRunError(f"run {config.model} is needed but not in the bundle")
+        return runs[config.model]
+
+    monkeypatch.setattr(experiments, "fit", opened)
+    monkeypatch.setenv(NO_TRAIN_ENV, "1")
+    with pytest.raises(MissingRunError):  # a complete bundle: a missing run is an error
+        experiments.baseline_study(RunConfig(), [0]).train()
+    monkeypatch.setenv(PARTIAL_ENV, "1")
+    study = experiments.baseline_study(RunConfig(), [0]).train()
+    label = next(k for k, c in study.configs.items() if c.model == lacking)
+    assert list(study.absent) == [label] and label not in study.runs
+    table = study.table(n_boot=20)
+    assert table.loc[label, "bacc %"] == experiments.ABSENT_ROW
+    present = [k for k in study.configs if k != label]
+    assert all(table.loc[k, "bacc %"] != experiments.ABSENT_ROW and np.isfinite(table.loc[k, "_bacc"])
+               for k in present)
+    assert list(tables.trained_rows(table).index) == present
+    with pytest.raises(MissingRunError, match="incomplete"):  # a family's words need the whole family
+        tables.paired_table(study, present[0], n_boot=20)
+    with pytest.raises(MissingRunError, match="incomplete"):
+        tables.family_rows(table)
+    assert list(tables.paired_table(study, present[0], variants=present[1:], n_boot=20).index) == present[1:]
+    beside = paper.comparison(paper.TABLE3, study, labels=paper.table3_labels())
+    assert beside.loc[label, "ours top-1 %"] == experiments.ABSENT_ROW and beside.loc[label, "paper acc %"] > 0
+    assert all(beside.loc[k, "ours top-1 %"] != experiments.ABSENT_ROW for k in present)
+    with pytest.raises(MissingRunError, match="not in the bundle"):
+        study.runs[label]
+    with pytest.raises(KeyError):
+        study.runs["no such variant"]
+    for other in study.configs.values():  # nothing at all: the study itself stops
+        runs.pop(other.model, None)
+    monkeypatch.setattr(experiments, "fit", lambda config, **_: (_ for _ in ()).throw(MissingRunError("gone")))
+    with pytest.raises(MissingRunError, match="none of"):
+        experiments.baseline_study(RunConfig(), [0]).train()

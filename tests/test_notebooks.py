@@ -492,7 +492,7 @@ def test_papermill_and_skinlib_read_parameters_in_one_dialect(tmp_path):
 
 
 def test_every_table_caption_is_shown_exactly_once_by_its_chapter():
-    """Each caption of ``TABLES`` is used by one ``table(...)`` call of its own chapter, and every key a chapter
+    """Each caption of ``TABLES`` is used by one ``show_table(...)`` call of its own chapter, and every key a chapter
     uses has a caption: no result table goes without a number and a caption."""
     import re
 
@@ -501,7 +501,7 @@ def test_every_table_caption_is_shown_exactly_once_by_its_chapter():
     used: dict[str, list[str]] = {}
     for path in NOTEBOOKS:
         code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
-        for key in re.findall(r'table\((?:[^"]|"(?!\d\d\.))*"(\d\d\.[a-z_]+)"', code, flags=re.S):
+        for key in re.findall(r'show_table\((?:[^"]|"(?!\d\d\.))*"(\d\d\.[a-z_]+)"', code, flags=re.S):
             used.setdefault(key, []).append(path.stem)
     assert set(used) == set(TABLES), set(used) ^ set(TABLES)
     for key, chapters in used.items():
@@ -512,15 +512,15 @@ def test_tables_are_numbered_in_the_order_a_chapter_shows_them(monkeypatch):
     import pandas as pd
 
     from skinlib.book import kernel
-    from skinlib.book.kernel import table
+    from skinlib.book.kernel import show_table
 
     monkeypatch.setattr(kernel, "_SHOWN", {})
-    first = table(pd.DataFrame({"a <b>": [1.0, None]}), "06.runs")
-    groups = [table(pd.DataFrame({"n": [1]}), "06.subgroups", attribute=a) for a in ("sex", "age band")]
+    first = show_table(pd.DataFrame({"a <b>": [1.0, None]}), "06.runs")
+    groups = [show_table(pd.DataFrame({"n": [1]}), "06.subgroups", attribute=a) for a in ("sex", "age band")]
     assert [first.number, *(g.number for g in groups)] == ["6.1", "6.2", "6.3"]
-    assert table(pd.DataFrame(), "08.summary").number == "8.1"
+    assert show_table(pd.DataFrame(), "08.summary").number == "8.1"
     assert groups[0].caption.startswith("Who the models fail (sex)")
     html = first._repr_html_()
     assert html.count("<caption>") == 1 and "Table 6.1" in html and "a &lt;b&gt;" in html and "–" in html
     with pytest.raises(ValueError, match="no caption"):
-        table(pd.DataFrame(), "06.nothing")
+        show_table(pd.DataFrame(), "06.nothing")

@@ -32,7 +32,7 @@ from skinlib.book.pages import (
 )
 from skinlib.data.paths import DATA_ENV, ISIC_TEST_ENV, resolve_data_dir
 from skinlib.io import atomic_write_json, atomic_write_text, replace_dir, temporary_env
-from skinlib.runs import NO_TRAIN_ENV, RUNS_ENV, runs_root
+from skinlib.runs import NO_TRAIN_ENV, PARTIAL_ENV, RUNS_ENV, runs_root
 from skinlib.study.profiles import get_profile
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,8 @@ def _open_bundle(source: Path, values: dict[str, Any], folders: dict[str, str]) 
         state = profile_runs(values, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV])
     missing = [f"{c.name} seed {c.seed}" for c in state.missing] + \
         ([] if state.final_known else ["the final model (after the loss study)"])
+    if missing:
+        folders[PARTIAL_ENV] = "1"  # a study shows the variants the bundle holds (skinlib.study.experiments.Study)
     return bundle, missing or None  # nothing lacking: any missing run is an error, as for a complete one
 
 

@@ -5,7 +5,7 @@ metadata into the image's attributes (``alt``). They live here, in one place a r
 ``skinlib notebooks parameters`` writes them into the notebooks (``--check`` fails when a notebook is out of
 step). A caption states what a figure shows, never what it finds: the findings depend on the profile and are
 computed in the text around it. The same holds for a table's caption (:data:`TABLES`): a chapter shows a table
-with ``table(frame, "06.subgroups", attribute=...)`` (:func:`skinlib.book.kernel.table`), which numbers it in
+with ``show_table(frame, "06.subgroups", attribute=...)`` (:func:`skinlib.book.kernel.show_table`), which numbers it in
 the order the chapter shows its tables and sets the caption above it.
 """
 from __future__ import annotations

@@ -246,7 +246,7 @@ class Table:
         return f"Table {self.number}. {self.caption}\n{self.frame.to_string(na_rep='–')}"
 
 
-def table(frame: Any, key: str, **fill: Any) -> Table:
+def show_table(frame: Any, key: str, **fill: Any) -> Table:
     """Show ``frame`` as the next numbered table of its chapter (``key`` is ``"NN.name"``, its caption
     :data:`skinlib.book.figures.TABLES` ``[key]`` with ``fill`` in its fields)."""
     from skinlib.book.figures import TABLES

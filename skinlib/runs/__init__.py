@@ -14,17 +14,20 @@ from skinlib.runs.config import (
     specs,
 )
 from skinlib.runs.store import (
+    ABSENT_ROW,
     BUNDLE_MARKER,
     DATA_FILE,
     HISTORY_COLUMNS,
     LOCKS_DIR,
     NO_TRAIN_ENV,
+    PARTIAL_ENV,
     PREDICTION_ID_COLUMNS,
     RUNS_ENV,
     MissingRunError,
     Run,
     RunFileError,
     load_checkpoint,
+    partial_bundle,
     prediction_columns,
     predictions_frame,
     read_history,
@@ -36,9 +39,9 @@ from skinlib.runs.store import (
 )
 
 __all__ = [
-    "BATCH_SCALINGS", "BUNDLE_MARKER", "COMPILE_MODES", "DATA_FILE", "HISTORY_COLUMNS", "LOCKS_DIR", "NO_TRAIN_ENV",
-    "OPTIMIZERS", "PREDICTION_ID_COLUMNS", "RUNS_ENV", "RUNTIME_FIELDS", "SAMPLERS", "MissingRunError", "Run",
-    "RunConfig", "RunFileError", "Spec", "check_type", "load_checkpoint", "prediction_columns", "predictions_frame",
-    "read_history", "read_predictions", "run_hash", "runs_root", "specs", "training_allowed", "write_history",
-    "write_predictions",
+    "ABSENT_ROW", "BATCH_SCALINGS", "BUNDLE_MARKER", "COMPILE_MODES", "DATA_FILE", "HISTORY_COLUMNS", "LOCKS_DIR",
+    "NO_TRAIN_ENV", "OPTIMIZERS", "PARTIAL_ENV", "PREDICTION_ID_COLUMNS", "RUNS_ENV", "RUNTIME_FIELDS",
+    "SAMPLERS", "MissingRunError", "Run", "RunConfig", "RunFileError", "Spec", "check_type", "load_checkpoint",
+    "partial_bundle", "prediction_columns", "predictions_frame", "read_history", "read_predictions", "run_hash",
+    "runs_root", "specs", "training_allowed", "write_history", "write_predictions",
 ]

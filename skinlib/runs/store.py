@@ -273,9 +273,20 @@ BUNDLE_MARKER = "bundle.json"
 NO_TRAIN_ENV = "SKINLIB_NO_TRAIN"
 
 
+# set (to 1) besides NO_TRAIN_ENV while rendering a partial bundle: a study keeps the variants the bundle holds
+PARTIAL_ENV = "SKINLIB_PARTIAL_BUNDLE"
+ABSENT_ROW = "not in the bundle"  # what a table shows in place of the numbers of a variant a partial bundle lacks
+
+
 class MissingRunError(RuntimeError):
     """A run is needed but absent while training is switched off (:data:`NO_TRAIN_ENV`)."""
 
 
 def training_allowed() -> bool:
     return os.environ.get(NO_TRAIN_ENV, "") in ("", "0")
+
+
+def partial_bundle() -> bool:
+    """Whether a partial results bundle is being rendered (:data:`PARTIAL_ENV`): a study then shows the variants
+    it holds and names the others, instead of stopping at the first missing run."""
+    return not training_allowed() and os.environ.get(PARTIAL_ENV, "") not in ("", "0")

@@ -28,7 +28,7 @@ from skinlib.evaluate import (
 )
 from skinlib.inference import arrays
 from skinlib.paper import TABLE3_MODELS
-from skinlib.runs import Run, RunConfig, specs
+from skinlib.runs import ABSENT_ROW, MissingRunError, Run, RunConfig, partial_bundle, specs
 from skinlib.train import fit
 
 log = logging.getLogger(__name__)
@@ -357,13 +357,33 @@ def loss_study(config: RunConfig, seeds: Sequence[int]) -> Study:
     return Study(configs, seeds)
 
 
+class StudyRuns(dict):
+    """A study's runs by variant; asking for a variant a partial bundle lacks raises :class:`MissingRunError`
+    (so the chapter's cell that needs it becomes a note), not ``KeyError``."""
+
+    def __init__(self, *args: Any, absent: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.absent = absent if absent is not None else {}
+
+    def __missing__(self, label: str) -> list[Run]:
+        if label in self.absent:
+            raise MissingRunError(f"{label}: {self.absent[label]}")
+        raise KeyError(label)
+
+
 @dataclass
 class Study:
-    """Variants of one experiment, each trained for several seeds; runs come from the run store."""
+    """Variants of one experiment, each trained for several seeds; runs come from the run store. Rendering a
+    partial bundle (:func:`~skinlib.runs.partial_bundle`), a variant whose runs are missing is left out of
+    ``runs`` and named in ``absent`` (its tables show it as :data:`ABSENT_ROW`)."""
 
     configs: dict[str, RunConfig]
     seeds: Sequence[int]
-    runs: dict[str, list[Run]] = field(default_factory=dict)
+    runs: dict[str, list[Run]] = field(default_factory=StudyRuns)
+
+    @property
+    def absent(self) -> dict[str, str]:
+        return getattr(self.runs, "absent", {})
 
     def train(self, *, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
               jobs: int = 1, threads: int | None = None) -> Study:
@@ -383,14 +403,28 @@ class Study:
                      "runs_dir": None if runs_dir is None else str(runs_dir)}
             trained = train_many([Job(c.replace(seed=s), **where) for c in self.configs.values() for s in self.seeds],
                                  jobs=jobs, threads=threads)
-        position = 0
+        position, partial = 0, partial_bundle()
+        self.runs = StudyRuns()
         for label, config in self.configs.items():
-            self.runs[label] = []
+            runs = []
             for s in self.seeds:  # after a parallel pass every run is finished: these calls only open them
-                run = fit(config.replace(seed=s), data_dir=data_dir, runs_dir=runs_dir)
+                try:
+                    run = fit(config.replace(seed=s), data_dir=data_dir, runs_dir=runs_dir)
+                except MissingRunError as exc:
+                    if not partial:
+                        raise
+                    self.runs.absent[label] = str(exc).splitlines()[0]
+                    break
                 run.trained = run.trained or trained.get(position, False)
-                self.runs[label].append(run)
+                runs.append(run)
                 position += 1
+            if label not in self.runs.absent:
+                self.runs[label] = runs
+        if not self.runs:
+            raise MissingRunError(f"none of {', '.join(self.configs)} is in the bundle: "
+                                  f"{next(iter(self.runs.absent.values()))}")
+        if self.runs.absent:
+            log.warning("study: %s not in the bundle; shown without them", ", ".join(self.runs.absent))
         trained = sum(r.trained for rs in self.runs.values() for r in rs)
         log.info("study: %d runs, %d trained now, %d reused", sum(map(len, self.runs.values())), trained,
                  sum(map(len, self.runs.values())) - trained)
@@ -401,7 +435,7 @@ class Study:
         """A study of finished runs gathered from other studies (to compare them paired on one test set)."""
         study = cls({label: rs[0].config for label, rs in runs.items()}, [r.config.seed for r in next(iter(
             runs.values()))])
-        study.runs = dict(runs)
+        study.runs = StudyRuns(runs)
         return study
 
     def metrics(self, label: str, key: str, *, part: str = "test") -> list[float]:
@@ -432,6 +466,9 @@ class Study:
             row["params (M)"] = round(runs[0].metrics()["parameters"] / 1e6, 3)
             row["val bacc %"] = format_mean_sd(summarize_seeds(self.metrics(label, "bacc", part="val")))
             rows.append(row)
+        for label in self.absent:
+            rows.append({"variant": label, **{f"{key} %": ABSENT_ROW for key in keys},
+                         "bacc 95 % CI (seed 0)": ABSENT_ROW, "val bacc %": ABSENT_ROW})
         first = next(iter(self.runs.values()))[0]
         y = arrays(first.predictions())[0]
         null_labels = []
@@ -448,7 +485,7 @@ class Study:
                 null_labels.append(label)
         table = pd.DataFrame(rows).set_index("variant")
         table.attrs.update(n_boot=n_boot, n_images=int(ci.attrs["n_images"]), n_lesions=int(ci.attrs["n_lesions"]),
-                           null_rows=null_labels, seeds=len(self.seeds))
+                           null_rows=null_labels, seeds=len(self.seeds), absent=list(self.absent))
         return table
 
     def per_class(self, key: str = "sensitivity") -> pd.DataFrame:

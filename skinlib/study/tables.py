@@ -18,7 +18,7 @@ from skinlib.evaluate import (
     points,
 )
 from skinlib.inference import arrays
-from skinlib.runs import Run
+from skinlib.runs import MissingRunError, Run
 from skinlib.study.experiments import Study
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,9 @@ def paired_table(study: Study, reference: str, *, metrics: Sequence[str] = ("bac
     and lesions resampled), each seed's difference, and the word the family allows
     (:func:`~skinlib.evaluate.family_verdicts`: higher or lower only when the Holm-corrected interval excludes 0
     and every seed agrees). Variant minus reference; with ``reference_minus``, reference minus variant."""
+    if variants is None and study.absent:
+        raise MissingRunError(f"{', '.join(study.absent)} not in the bundle: the family of comparisons with "
+                              f"{reference} is incomplete")
     labels = list(variants or [v for v in study.runs if v != reference])
     rows: dict[str, dict[str, Any]] = {label: {} for label in labels}
     for metric in metrics:
@@ -147,5 +150,16 @@ def public(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def trained_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """A :meth:`Study.table` without its null rows (majority class, chance)."""
-    return table.drop(index=table.attrs.get("null_rows", []))
+    """A :meth:`Study.table` without its null rows (majority class, chance) and the rows of variants a partial
+    bundle lacks."""
+    return table.drop(index=[*table.attrs.get("null_rows", []), *table.attrs.get("absent", [])])
+
+
+def family_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`trained_rows` for a sentence about the whole family (a ranking): every variant must be there, so
+    a partial bundle's missing one raises :class:`~skinlib.runs.MissingRunError` (that sentence alone becomes
+    a note) instead of ranking what happens to be bundled."""
+    absent = table.attrs.get("absent", [])
+    if absent:
+        raise MissingRunError(f"{', '.join(absent)} not in the bundle: the family is incomplete")
+    return trained_rows(table)
