@@ -381,3 +381,28 @@ def test_every_computed_solution_holds(book):
     wanted = experiments.variant(study_ce, loss="0.5*cb+0.5*focal(gamma=1)")
     assert config.identity() == wanted.identity() and config.sampler == "random"
     assert glued("07_efficiency")["sol_07_2_head"] == f"{576 * 1024 + 1024 + 1024 * 1000 + 1000:,}"
+
+
+def test_documented_commands_copy_as_written_and_the_papermill_ones_run(book, tmp_path):
+    """What a reader copies from the rendered reproduce and teachers pages is, command for command, what their
+    sources say (checked as written by tests/test_documented_commands.py); and the papermill commands, which
+    need neither the data nor a GPU, exit 0 in a scratch copy without data (each renders the committed bundle)."""
+    from tests.documented import FENCE, block_commands
+
+    for page in ("reproduce", "teachers"):
+        dom = render((book / "book" / f"{page}.html").as_uri(), tmp_path)
+        blocks = [html.unescape(re.sub(r"<[^>]+>", "", b)) for b in re.findall(r"<pre[^>]*>(.*?)</pre>", dom, re.S)]
+        shown = [c for b in blocks for c in block_commands(b)]
+        source = (ROOT / "book" / f"{page}.md").read_text(encoding="utf-8")
+        assert shown == [c for block in FENCE.findall(source) for c in block_commands(block)], page
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", "--local", str(ROOT), str(clone)], check=True)
+    env = {**os.environ, "SKINLIB_DATA_DIR": str(tmp_path / "no-data"), "SKINLIB_RUNS_DIR": str(tmp_path / "runs"),
+           "SKINLIB_CACHE_DIR": str(tmp_path / "cache"), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    source = (ROOT / "book" / "reproduce.md").read_text(encoding="utf-8")
+    commands = [c for block in FENCE.findall(source) for c in block_commands(block) if c.startswith("papermill ")]
+    assert len(commands) >= 3
+    for command in commands:
+        done = subprocess.run(shlex.split(command), cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{command}: {done.stderr[-2000:]}"
+        assert "rendering the committed results bundle" in done.stderr, command  # no data: the bundle, said so
