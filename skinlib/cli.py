@@ -267,7 +267,7 @@ def _grade_run(args: argparse.Namespace) -> int:
     values = get_profile(args.profile, extra=chapter_defaults(book_root()), **_params(args))
     rubric = read_rubric(args.rubric) if args.rubric else None
     table = grade(args.submissions, args.out, chapter=args.chapter, params=values, data_dir=args.data_dir,
-                  runs_dir=args.runs_dir, timeout=args.timeout, rubric=rubric)
+                  runs_dir=args.runs_dir, timeout=args.timeout, rubric=rubric, isolation=args.isolation)
     print(table.to_string(index=False))
     print()
     print(totals(table).to_string())
@@ -628,6 +628,10 @@ def _book_commands(sub: Any, shared: _Shared) -> None:
                    help="seconds one cell may run; a student's cell over it is stopped and scored")
     p.add_argument("--rubric", metavar="FILE", help="YAML of the written exercises graded by hand "
                                                     "(question: {points: N, criteria: ...}): rows to fill in")
+    p.add_argument("--isolation", choices=("auto", "namespace", "none"), default="auto",
+                   help="namespace: each student's kernel in Linux namespaces, the teacher's chapters, the "
+                        "submissions and the grades out of its reach (an error where the system refuses it); "
+                        "auto: where the system allows it, with a warning where not; none: no isolation")
     p.set_defaults(func=_grade_run)
     p = grading.add_parser("totals", help="total each student's points again after grading by hand", **fmt)
     p.add_argument("graded", help="the folder `grade run` wrote (grades.csv with the points filled in)")

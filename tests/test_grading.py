@@ -152,6 +152,7 @@ def test_the_data_chapters_answer_key_earns_full_points(monkeypatch):
 
 
 def _run_answer_keys(chapter: str, namespace: dict, monkeypatch) -> None:
+    from skinlib.book import show_table
     from skinlib.book.grading import GRADE_TAG
 
     monkeypatch.delenv("SKINLIB_GRADING", raising=False)
@@ -160,7 +161,7 @@ def _run_answer_keys(chapter: str, namespace: dict, monkeypatch) -> None:
     assert questions and all(f"answer_{q.replace('.', '_')} = None" in src for q, src in questions.items())
     grades = [c for c in nb.cells if GRADE_TAG in c.metadata.get("tags", [])]
     assert len(grades) == len(questions) and all("remove-cell" in c.metadata["tags"] for c in grades)
-    namespace = {**namespace, "glue_text": lambda **values: None}
+    namespace = {**namespace, "glue_text": lambda **values: None, "show_table": show_table}
     for cell in nb.cells:
         tags = set(cell.metadata.get("tags", []))
         if cell.cell_type == "code" and tags & {"answer", "solution", GRADE_TAG}:

@@ -7,6 +7,7 @@ import math
 import nbformat
 import pytest
 
+from skinlib.book import sandbox
 from skinlib.book.grader import grade, needs_review
 from skinlib.book.grading import GradingError
 from tests.test_grading import _chapter, _submission
@@ -39,6 +40,12 @@ ATTACKS = {
     "eli": "while True:\n    pass",  # never ends
     "fay": "print('x' * 3_000_000)\nanswer_1 = 6 * scale",  # a huge print, then the right answer
     "zoe": "answer_1 = 6 * scale",  # the victim of ann: hands in the right answer
+    # reads the teacher's chapter from disk and runs its solution cells
+    "gil": ("import json, os\n"
+            "nb = json.load(open(os.environ['CHAPTER']))\n"
+            "for c in nb['cells']:\n"
+            "    if 'solution' in c['metadata'].get('tags', []):\n"
+            "        exec(''.join(c['source']))"),
 }
 
 
@@ -50,6 +57,7 @@ def graded(tmp_path, monkeypatch):
     for name, code in ATTACKS.items():
         _submission(root, subs / f"{name}.ipynb", **{"1": code, "2": 'answer_2 = "nevus"'})
     monkeypatch.setenv("SUBMISSIONS", str(subs))
+    monkeypatch.setenv("CHAPTER", str(root / "notebooks" / "09_course.ipynb"))
     table = grade(subs, tmp_path / "graded", chapter="09_course", params={"profile": "smoke", "scale": 2},
                   root=root, timeout=5)
     return table, tmp_path / "graded"
@@ -64,6 +72,26 @@ def test_no_student_sets_a_score(graded):
     assert got[("cal", "1")][0] == 0 and got[("cal", "1")][1].startswith("unreadable answer: the answer is a Anything")
     assert table["points"].max() <= 3 and (table["points"] <= table["max"]).all()
     assert (out / "grades.csv").is_file() and (out / "totals.csv").is_file()
+    # the teacher's chapter is an empty folder to a student's kernel: its solutions cannot be read
+    assert got[("gil", "1")][0] == 0 and "FileNotFoundError" in got[("gil", "1")][1], got[("gil", "1")]
+
+
+@pytest.mark.skipif(sandbox.unavailable() is not None, reason="this system refuses unprivileged user namespaces")
+def test_without_isolation_the_solution_on_disk_is_in_reach(tmp_path, monkeypatch):
+    """The null of the test above: the same attack with ``isolation="none"`` scores full marks, and with
+    ``namespace`` it cannot, while an honest classmate's run is the same either way."""
+    root = tmp_path / "repo"
+    _chapter(root)
+    subs = tmp_path / "submissions"
+    for name in ("gil", "zoe"):
+        _submission(root, subs / f"{name}.ipynb", **{"1": ATTACKS[name]})
+    monkeypatch.setenv("CHAPTER", str(root / "notebooks" / "09_course.ipynb"))
+    got = {}
+    for isolation in ("none", "namespace"):
+        table = grade(subs, tmp_path / isolation, chapter="09_course", params={"profile": "smoke", "scale": 2},
+                      root=root, timeout=20, isolation=isolation)
+        got[isolation] = {r.student: r.points for r in table.itertuples() if r.question == "1"}
+    assert got["none"] == {"gil": 3, "zoe": 3} and got["namespace"] == {"gil": 0, "zoe": 3}
 
 
 def test_one_student_never_stops_the_class(graded):
@@ -111,8 +139,9 @@ def test_a_failure_in_the_teachers_cells_is_not_graded_and_a_changed_chapter_sto
     _submission(root, subs / "max.ipynb", **{"1": "import os\nopen(os.environ['CHAPTER_FILE'], 'a').write(' ')\n"
                                                   "answer_1 = 12"})
     _submission(root, subs / "zed.ipynb", **{"1": "answer_1 = 12"})
+    # the fingerprint is the defence where no isolation hides the chapter (isolated, max cannot even see it)
     with pytest.raises(GradingError, match="the grader's files changed while max's submission ran"):
-        grade(subs, tmp_path / "graded", chapter="09_course", params={"scale": 2}, root=root)
+        grade(subs, tmp_path / "graded", chapter="09_course", params={"scale": 2}, root=root, isolation="none")
     import pandas as pd
 
     table = pd.read_csv(tmp_path / "graded" / "grades.csv")

@@ -19,9 +19,12 @@ The order of work is the defence:
 5. The grader's own files (the ``skinlib`` package and the chapter) are fingerprinted before and after each
    student; a change stops the grading.
 
-Student code still runs with the grading user's rights: it can read what that user can read (including the
-chapter's solutions on disk). For marks that matter, run ``skinlib grade run`` in a container or a throwaway
-account; what this module guarantees is that no submission sets its own or another student's score.
+Where the system allows it (``isolation="namespace"``, the default where it works), each student's kernel starts
+inside Linux namespaces (:mod:`skinlib.book.sandbox`): the teacher's chapters, the project's history and built
+pages, the submissions and the grades are empty read-only folders to it, and it sees no other process. It still
+runs with the grading user's id for everything else; for marks that matter, run ``skinlib grade run`` in a
+container or a throwaway account. What this module guarantees everywhere is that no submission sets its own or
+another student's score.
 """
 from __future__ import annotations
 
@@ -103,9 +106,11 @@ def _cap_outputs(cell: Any, **_: Any) -> None:
                 data[mime] = value[:MAX_OUTPUT_CHARS]
 
 
-def execute(nb: Any, parameters: dict[str, Any], *, env: dict[str, str], timeout: float | None) -> Execution:
-    """Run a notebook with papermill's parameters in a fresh working folder, never raising for what the notebook
-    does: an error, a cell over ``timeout`` seconds, or a dead kernel ends the run and is reported."""
+def execute(nb: Any, parameters: dict[str, Any], *, env: dict[str, str], timeout: float | None,
+            kernel: str = "python3") -> Execution:
+    """Run a notebook with papermill's parameters in a fresh working folder on ``kernel`` (a kernel spec name),
+    never raising for what the notebook does: an error, a cell over ``timeout`` seconds, or a dead kernel ends
+    the run and is reported."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
     from papermill.parameterize import parameterize_notebook
@@ -118,7 +123,7 @@ def execute(nb: Any, parameters: dict[str, Any], *, env: dict[str, str], timeout
     nb = parameterize_notebook(nb, parameters, kernel_name="python3", language="python")
     where = {"cell": None}
     work = Path(tempfile.mkdtemp(prefix="skinlib-grade-"))
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(work)}},
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel, resources={"metadata": {"path": str(work)}},
                             on_cell_start=lambda cell, cell_index: where.update(cell=cell_index),
                             on_cell_executed=_cap_outputs, shutdown_kernel="immediate")
     run = Execution(nb)
@@ -334,12 +339,15 @@ def totals(grades: Any) -> Any:
 def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: str, params: dict[str, Any],
           root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
           runs_dir: str | os.PathLike | None = None, timeout: float | None = DEFAULT_TIMEOUT,
-          rubric: dict[str, RubricItem] | None = None) -> Any:
+          rubric: dict[str, RubricItem] | None = None, isolation: str = "auto") -> Any:
     """Grade every ``*.ipynb`` in ``submissions`` (as :mod:`~skinlib.book.submissions` collects them) against the
     key of ``chapter`` at ``params`` (papermill parameters; a shared run store means a run is trained once for
     all). Writes ``out/grades.csv`` (one row per student and question), ``out/totals.csv`` and each student's
     feedback in ``out/feedback/``; returns the table. Raises :class:`GradingError` before grading anyone when
-    the key cannot be computed, and after the students graded so far when the grader's files change."""
+    the key cannot be computed, and after the students graded so far when the grader's files change.
+    ``isolation``: ``namespace`` starts each student's kernel out of reach of the teacher's files
+    (:mod:`skinlib.book.sandbox`; an error where the system refuses it), ``none`` does not, ``auto`` isolates where
+    the system allows it and warns where not."""
     import nbformat
     import pandas as pd
 
@@ -364,10 +372,13 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
         env[DATA_ENV] = str(Path(data_dir).resolve())
     if runs_dir:
         env[RUNS_ENV] = str(Path(runs_dir).resolve())
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"isolation {isolation!r}: choose one of {', '.join(ISOLATIONS)}")
     keys = answer_key(source, used, env=env, timeout=timeout)
     out = Path(out)
     feedback = out / "feedback"
     feedback.mkdir(parents=True, exist_ok=True)
+    kernel, spec = _student_kernel(isolation, [folder, out], [source_path.parent.parent])
     rows: list[dict[str, Any]] = []
     for student, why in unreadable.items():
         rows += [{"student": student, "question": q, "points": 0.0, "max": k.points, "verdict": why}
@@ -381,7 +392,7 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
             continue
         start = time.perf_counter()
         nb, absent = student_notebook(source, submission)
-        run = execute(nb, used, env={**env, GRADING_ENV: "answers"}, timeout=timeout)
+        run = execute(nb, used, env={**env, GRADING_ENV: "answers", **spec}, timeout=timeout, kernel=kernel)
         graded = score(run, keys, absent)
         after = _fingerprint(source_path)
         if after != before:
@@ -390,6 +401,8 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
         rows += [{"student": student, **r} for r in graded]
         atomic_write_text(feedback / f"{student}.ipynb", nbformat.writes(feedback_notebook(run, student, graded)))
         log.info("graded %s in %.0f s", student, time.perf_counter() - start)
+    if spec:
+        shutil.rmtree(spec["JUPYTER_PATH"].split(os.pathsep)[0], ignore_errors=True)
     students = sorted({r["student"] for r in rows})
     rows += [{"student": st, "question": q, "points": math.nan, "max": item.points,
               "verdict": f"{BY_HAND}: {item.criteria}"} for st in students for q, item in (rubric or {}).items()]
@@ -399,6 +412,34 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
     if stopped is not None:
         raise GradingError(f"grading stopped: {stopped}; grades.csv marks that student and the rest not graded")
     return table
+
+
+ISOLATIONS = ("auto", "namespace", "none")
+
+
+def _student_kernel(isolation: str, hidden: list[Path], projects: list[Path]) -> tuple[str, dict[str, str]]:
+    """The kernel spec the students' runs use and the environment that finds it: the sandbox's, with ``hidden``
+    and, of each project (the chapter's and the checkout skinlib runs from), the chapters, history and built
+    pages out of reach; or plain ``python3``."""
+    from skinlib.book import sandbox
+    from skinlib.data.paths import project_root
+
+    if isolation == "none":
+        return "python3", {}
+    why = sandbox.unavailable()
+    if why is not None:
+        if isolation == "namespace":
+            raise GradingError(f"cannot isolate the students' kernels: {why}; allow unprivileged user namespaces, "
+                               f"grade in a container, or pass --isolation none")
+        log.warning("student code runs without isolation (%s): it can read the chapter's solutions on disk; grade "
+                    "in a container for marks that matter", why)
+        return "python3", {}
+    for project in {*projects, *filter(None, [project_root()])}:
+        hidden += [project / "notebooks", project / ".git", project / "book" / "executed", project / "_build"]
+    specs = Path(tempfile.mkdtemp(prefix="skinlib-kernels-"))
+    name = sandbox.write_kernel_spec(specs, hidden)
+    found = os.pathsep.join([str(specs), *filter(None, [os.environ.get("JUPYTER_PATH")])])
+    return name, {"JUPYTER_PATH": found}
 
 
 def needs_review(table: Any) -> list[str]:
