@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from skinlib.data.augment import Normalize
+from skinlib.runs import FILES
 
 MIN_CELLS = 7
 """The smallest side of the feature map Grad-CAM is read from: at 224 px the last stage of every zoo model
@@ -253,8 +254,8 @@ def randomisation_check(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 
             "n_images": len(diff)}
 
 
-CAM_SCORES_FILE = "gradcam_scores.csv"
-CAM_EXAMPLES_FILE = "gradcam_examples.npz"
+CAM_SCORES_FILE = FILES.cam_scores
+CAM_EXAMPLES_FILE = FILES.cam_examples
 
 
 @dataclass
@@ -322,7 +323,7 @@ def cam_mask_scores(run: Any, *, data_dir: str | os.PathLike | None = None, devi
                 cached = (pd.read_csv(scores_file), kept["rows"], kept["cams"], tuple(int(g) for g in kept["grid"]),
                           last)
     if cached is not None and (len(cached[0]) != len(index) or (
-            not all(c in cached[0] for c in SCORE_COLUMNS) and run.file("best.pt").is_file())):
+            not all(c in cached[0] for c in SCORE_COLUMNS) and run.file(FILES.best).is_file())):
         cached = None  # another test part, or an older table the weights at hand can complete
     if cached is not None:
         table, kept_rows, kept_cams, grid, grid_last = cached

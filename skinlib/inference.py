@@ -24,7 +24,7 @@ from skinlib.data.selection import fingerprint
 from skinlib.evaluate import classification_metrics
 from skinlib.io import atomic_write_text
 from skinlib.models import create_model
-from skinlib.runs import Run, load_checkpoint, prediction_columns, predictions_frame
+from skinlib.runs import FILES, Run, load_checkpoint, prediction_columns, predictions_frame
 from skinlib.runtime import Precision, predict, resolve_device
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ EXTERNAL = {"isic2018": "ISIC 2018 Task 3 test"}
 
 def load_model(run: Run, *, device: str | torch.device = "cpu") -> nn.Module:
     """The run's best weights in a fresh model, in evaluation mode."""
-    if not run.file("best.pt").is_file():
+    if not run.file(FILES.best).is_file():
         if run.bundled:
             raise FileNotFoundError(
                 f"run {run.path.name} came from a results bundle, which keeps its predictions but not its weights "
@@ -43,7 +43,7 @@ def load_model(run: Run, *, device: str | torch.device = "cpu") -> nn.Module:
         raise FileNotFoundError(f"run {run.path} has no best.pt; train it first (skinlib train / fit)")
     cfg = run.config
     model = create_model(cfg.model, num_classes=len(CLASSES), **cfg.model_kwargs)
-    state = load_checkpoint(run.file("best.pt"), map_location="cpu")
+    state = load_checkpoint(run.file(FILES.best), map_location="cpu")
     model.load_state_dict(state["model"])
     device = device if isinstance(device, torch.device) else resolve_device(device)
     return model.to(device).eval()
@@ -75,7 +75,7 @@ def evaluate_external(
     """Metrics of a finished run on the ISIC 2018 Task 3 test set (cached in the run folder)."""
     if not run.finished:
         raise ValueError(f"run {run.path} is not finished; external evaluation needs its best weights")
-    metrics_file, preds_file = run.file("isic2018_metrics.json"), run.file("isic2018_predictions.csv")
+    metrics_file, preds_file = run.file(FILES.isic_metrics), run.file(FILES.isic_predictions)
     index = load_isic2018_test(data_dir)
     data = fingerprint(index, source=str(index.attrs.get("source", "")))
     if metrics_file.is_file() and preds_file.is_file() and not force:
@@ -98,7 +98,7 @@ def evaluate_external(
 
 def external_predictions(run: Run) -> pd.DataFrame:
     """The ISIC 2018 test predictions written by :func:`evaluate_external`."""
-    return run.predictions("isic2018_predictions.csv")
+    return run.predictions(FILES.isic_predictions)
 
 
 def held_out_index(run: Run, data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -110,7 +110,7 @@ def held_out_index(run: Run, data_dir: str | os.PathLike | None = None) -> pd.Da
     return index.loc[ids].reset_index()
 
 
-ONNX_PARITY_FILE = "onnx_parity.json"
+ONNX_PARITY_FILE = FILES.onnx_parity  # (owned by the run store)
 """Where a run keeps its ONNX parity, measured while its weights were at hand (a bundle carries it, not them)."""
 
 
@@ -121,7 +121,7 @@ def onnx_parity_of_run(run: Run, path: str | os.PathLike, *, data_dir: str | os.
     (from a results bundle) answers with the parity recorded where it was trained (``stored``: True), if any."""
     from skinlib.efficiency import onnx_parity
 
-    if not run.file("best.pt").is_file() and run.file(ONNX_PARITY_FILE).is_file():
+    if not run.file(FILES.best).is_file() and run.file(ONNX_PARITY_FILE).is_file():
         return {**json.loads(run.file(ONNX_PARITY_FILE).read_text(encoding="utf-8")), "stored": True}
     index = held_out_index(run, data_dir).head(images)
     x = Normalize(size=run.config.image_size)(cached_images(index["path"].tolist(), run.config.image_size))

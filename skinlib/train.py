@@ -46,6 +46,7 @@ from skinlib.io import remove_stale_temporaries
 from skinlib.losses import make_loss
 from skinlib.models import check_image_size, create_model
 from skinlib.runs import (
+    FILES,
     NO_TRAIN_ENV,
     OPTIMIZERS,
     MissingRunError,
@@ -409,15 +410,15 @@ def fit(
 
 def _resume_state(run: Run, device: torch.device) -> dict[str, Any] | None:
     """The last checkpoint of an unfinished run, checked up front (its history and best weights included)."""
-    if not run.file("last.pt").is_file():
+    if not run.file(FILES.last).is_file():
         return None
-    ckpt = load_checkpoint(run.file("last.pt"), map_location=device)
+    ckpt = load_checkpoint(run.file(FILES.last), map_location=device)
     if "history" not in ckpt:  # checkpoints of skinlib <= 0.1 kept the history in history.csv only
-        ckpt["history"] = read_history(run.file("history.csv")).head(ckpt["epoch"]).to_dict("records")
+        ckpt["history"] = read_history(run.file(FILES.history)).head(ckpt["epoch"]).to_dict("records")
     if len(ckpt["history"]) != ckpt["epoch"]:
-        raise RunFileError(f"{run.file('last.pt')} records {ckpt['epoch']} epochs but a history of "
+        raise RunFileError(f"{run.file(FILES.last)} records {ckpt['epoch']} epochs but a history of "
                            f"{len(ckpt['history'])}; pass --force (force=True) to retrain {run.path.name}")
-    if ckpt["best_epoch"] > 0 and not run.file("best.pt").is_file():
+    if ckpt["best_epoch"] > 0 and not run.file(FILES.best).is_file():
         raise RunFileError(f"run {run.path} lacks best.pt (the weights of epoch {ckpt['best_epoch']}), so it "
                            "cannot be finished; pass --force (force=True) to retrain it")
     return ckpt
@@ -440,7 +441,7 @@ def _train(run: Run, selection: DataSelection, *, device: torch.device, distribu
                              lock=lock)
     except BaseException:
         # a run that failed before its first epoch leaves no folder behind as clutter
-        if distributed.main and created and not run.file("last.pt").is_file():
+        if distributed.main and created and not run.file(FILES.last).is_file():
             shutil.rmtree(run.path, ignore_errors=True)
         raise
 
@@ -534,10 +535,10 @@ def _checkpoint(run: Run, t: _Trainer, progress: _Progress, history: list[dict[s
     """Write the epoch's files (main process only): ``best.pt`` when it improved, the history, ``last.pt``."""
     config = run.config
     if improved:
-        run.save_checkpoint("best.pt", {"model": t.model.state_dict(), "epoch": progress.epoch,
+        run.save_checkpoint(FILES.best, {"model": t.model.state_dict(), "epoch": progress.epoch,
                                         "config": config.to_dict()})
     run.write_history(history)
-    run.save_checkpoint("last.pt", {"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+    run.save_checkpoint(FILES.last, {"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
                                     "scheduler": t.scheduler.state_dict(), "scaler": t.precision.scaler.state_dict(),
                                     "config": config.to_dict(), "history": history, **dataclasses.asdict(progress)})
 
@@ -593,7 +594,7 @@ def _finish(run: Run, model: nn.Module, data: Data, loss_fn: nn.Module, precisio
             state: dict, history: list[dict[str, Any]], environment: dict[str, Any], selection: DataSelection
             ) -> None:
     """Evaluate the best weights on the test part once; write predictions, then metrics.json last."""
-    best = load_checkpoint(run.file("best.pt"), map_location=precision.device)
+    best = load_checkpoint(run.file(FILES.best), map_location=precision.device)
     model.load_state_dict(best["model"])
     test_loss, probs, y = predict(model, data.test, loss_fn, precision)
     run.write_predictions(predictions_frame(data.parts["test"], probs, CLASSES))

@@ -265,3 +265,20 @@ def test_the_lock_without_fcntl_detects_dead_holders(tmp_path, monkeypatch, capl
     assert "taking over the stale lock" in caplog.text
     assert json.loads(path.read_text())["pid"] == os.getpid()
     lock.release()
+
+
+def test_the_run_store_owns_every_run_file_name():
+    """No module but the store spells a run file's name: they ask ``FILES`` (one edit renames a file everywhere)."""
+    import ast
+    from dataclasses import astuple
+    from pathlib import Path
+
+    from skinlib.runs import FILES
+
+    names = set(astuple(FILES)) - {"data.json", "bundle.json"}  # two names other files share (a bundle's own)
+    root = Path(__file__).resolve().parents[1] / "skinlib"
+    spelled = [f"{path.relative_to(root)}:{node.lineno} {node.value}"
+               for path in root.rglob("*.py") if path.name != "store.py" or path.parent.name != "runs"
+               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+               if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names]
+    assert not spelled, spelled

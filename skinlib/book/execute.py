@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from skinlib.book.notebooks import CHAPTERS, BookError, chapter_parameters, drop_solutions
+from skinlib.runs import FILES
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ def finished_runs(runs_dir: Path) -> dict[str, int]:
     """Finished runs of a run store with the modification time of their ``metrics.json``."""
     if not runs_dir.is_dir():
         return {}
-    return {p.parent.name: p.stat().st_mtime_ns for p in runs_dir.glob("*/metrics.json")}
+    return {p.parent.name: p.stat().st_mtime_ns for p in runs_dir.glob(f"*/{FILES.metrics}")}
 
 
 def _execute_until_complete(nb: Any, name: str, params: dict[str, Any], used: dict[str, Any], *, staged: Path,

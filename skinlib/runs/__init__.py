@@ -17,6 +17,7 @@ from skinlib.runs.store import (
     ABSENT_ROW,
     BUNDLE_MARKER,
     DATA_FILE,
+    FILES,
     HISTORY_COLUMNS,
     LOCKS_DIR,
     NO_TRAIN_ENV,
@@ -26,6 +27,7 @@ from skinlib.runs.store import (
     MissingRunError,
     Run,
     RunFileError,
+    RunFiles,
     load_checkpoint,
     partial_bundle,
     prediction_columns,
@@ -39,9 +41,10 @@ from skinlib.runs.store import (
 )
 
 __all__ = [
-    "ABSENT_ROW", "BATCH_SCALINGS", "BUNDLE_MARKER", "COMPILE_MODES", "DATA_FILE", "HISTORY_COLUMNS", "LOCKS_DIR",
-    "NO_TRAIN_ENV", "OPTIMIZERS", "PARTIAL_ENV", "PREDICTION_ID_COLUMNS", "RUNS_ENV", "RUNTIME_FIELDS",
-    "SAMPLERS", "MissingRunError", "Run", "RunConfig", "RunFileError", "Spec", "check_type", "load_checkpoint",
-    "partial_bundle", "prediction_columns", "predictions_frame", "read_history", "read_predictions", "run_hash",
-    "runs_root", "specs", "training_allowed", "write_history", "write_predictions",
+    "ABSENT_ROW", "BATCH_SCALINGS", "BUNDLE_MARKER", "COMPILE_MODES", "DATA_FILE", "FILES", "HISTORY_COLUMNS",
+    "LOCKS_DIR", "NO_TRAIN_ENV", "OPTIMIZERS", "PARTIAL_ENV", "PREDICTION_ID_COLUMNS", "RUNS_ENV",
+    "RUNTIME_FIELDS", "SAMPLERS", "MissingRunError", "Run", "RunConfig", "RunFileError", "RunFiles", "Spec",
+    "check_type", "load_checkpoint", "partial_bundle", "prediction_columns", "predictions_frame",
+    "read_history", "read_predictions", "run_hash", "runs_root", "specs", "training_allowed", "write_history",
+    "write_predictions",
 ]

@@ -29,7 +29,34 @@ from skinlib.runs.config import RunConfig, run_hash
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Every file a run folder may hold, by its one name: the store owns them; other modules ask here (the bundle
+    format lists which of them travel)."""
+
+    config: str = "config.yaml"
+    data: str = "data.json"  # the data key of the images the run saw
+    split: str = "split.csv"
+    history: str = "history.csv"
+    metrics: str = "metrics.json"
+    predictions: str = "predictions.csv"
+    best: str = "best.pt"
+    last: str = "last.pt"
+    isic_metrics: str = "isic2018_metrics.json"
+    isic_predictions: str = "isic2018_predictions.csv"
+    cam_scores: str = "gradcam_scores.csv"
+    cam_examples: str = "gradcam_examples.npz"
+    onnx_parity: str = "onnx_parity.json"
+    bundle_marker: str = "bundle.json"  # written by `skinlib results unpack` into each run it restores
+
+
+FILES = RunFiles()
+DATA_FILE = FILES.data
+BUNDLE_MARKER = FILES.bundle_marker
+
 RUNS_ENV = "SKINLIB_RUNS_DIR"
+
 
 def runs_root(runs_dir: str | os.PathLike | None = None) -> Path:
     """``runs_dir``, else ``$SKINLIB_RUNS_DIR``, else ``runs/`` in the project (or the working directory)."""
@@ -156,7 +183,7 @@ class Run:
     def open(cls, path: str | os.PathLike) -> Run:
         """Open an existing run folder."""
         path = Path(path)
-        cfg_file = path / "config.yaml"
+        cfg_file = path / FILES.config
         if not cfg_file.is_file():
             raise FileNotFoundError(f"{path} is not a run folder (no config.yaml)")
         try:
@@ -167,18 +194,18 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        return (self.path / "metrics.json").is_file()
+        return (self.path / FILES.metrics).is_file()
 
     def file(self, name: str) -> Path:
         return self.path / name
 
     def history(self) -> pd.DataFrame:
-        return read_history(self.file("history.csv"))
+        return read_history(self.file(FILES.history))
 
     def metrics(self) -> dict[str, Any]:
         if not self.finished:
             raise FileNotFoundError(f"run {self.path} is not finished (no metrics.json)")
-        path = self.file("metrics.json")
+        path = self.file(FILES.metrics)
         try:
             return json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -188,13 +215,13 @@ class Run:
         """The fingerprint of the data this run was trained on (``data.json``)."""
         return json.loads(self.file(DATA_FILE).read_text())
 
-    def predictions(self, name: str = "predictions.csv") -> pd.DataFrame:
+    def predictions(self, name: str = FILES.predictions) -> pd.DataFrame:
         return read_predictions(self.file(name))
 
     def split(self) -> pd.DataFrame:
         from skinlib.data.split import load_split
 
-        return load_split(self.file("split.csv"))
+        return load_split(self.file(FILES.split))
 
     @property
     def bundled(self) -> bool:
@@ -204,7 +231,7 @@ class Run:
     def check_complete(self) -> None:
         """A finished run needs its best weights (unless bundled) and predictions; say what is missing and how
         to repair it."""
-        needed = ("predictions.csv", "history.csv") if self.bundled else ("best.pt", "predictions.csv", "history.csv")
+        needed = (FILES.predictions, FILES.history) if self.bundled else (FILES.best, FILES.predictions, FILES.history)
         missing = [n for n in needed if not self.file(n).is_file()]
         if missing:
             raise RunFileError(f"run {self.path} looks finished (metrics.json) but lacks {', '.join(missing)}; "
@@ -217,7 +244,7 @@ class Run:
 
     # the run's files, written atomically (the main process of a training writes them; see skinlib.train)
     def write_config(self) -> Path:
-        return atomic_write_text(self.file("config.yaml"), yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        return atomic_write_text(self.file(FILES.config), yaml.safe_dump(self.config.to_dict(), sort_keys=False))
 
     def write_data(self, fingerprint: dict[str, Any]) -> Path:
         """The fingerprint of the data the run trains on (``data.json``)."""
@@ -226,10 +253,10 @@ class Run:
     def write_split(self, split: pd.DataFrame) -> None:
         from skinlib.data.split import save_split
 
-        save_split(split, self.file("split.csv"))
+        save_split(split, self.file(FILES.split))
 
     def write_history(self, rows: list[dict[str, Any]]) -> Path:
-        return write_history(self.file("history.csv"), rows)
+        return write_history(self.file(FILES.history), rows)
 
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
         """``best.pt`` or ``last.pt``, written atomically after checking the disk has room: a full disk is one
@@ -246,10 +273,10 @@ class Run:
             check_free_space(path.parent, needed, what=f"checkpoint {path.name}", setting=setting)
             raise
 
-    def write_predictions(self, frame: pd.DataFrame, name: str = "predictions.csv") -> Path:
+    def write_predictions(self, frame: pd.DataFrame, name: str = FILES.predictions) -> Path:
         return write_predictions(self.file(name), frame)
 
-    def write_metrics(self, metrics: dict[str, Any], name: str = "metrics.json") -> Path:
+    def write_metrics(self, metrics: dict[str, Any], name: str = FILES.metrics) -> Path:
         """``metrics.json`` (written last: the run is finished once it exists), or another metrics file."""
         return atomic_write_json(self.file(name), metrics)
 
@@ -265,10 +292,9 @@ def _tensor_bytes(obj: Any) -> int:
     return 0
 
 
-DATA_FILE = "data.json"
 LOCKS_DIR = ".locks"
-# written by `skinlib results unpack` into each run it restores: where the run came from
-BUNDLE_MARKER = "bundle.json"
+
+
 # set (to 1) while runs may only be reused, never trained: rendering a book from a results bundle
 NO_TRAIN_ENV = "SKINLIB_NO_TRAIN"
 

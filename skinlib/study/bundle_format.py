@@ -10,7 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from skinlib.runs import DATA_FILE
+from skinlib.runs import DATA_FILE, FILES
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +20,9 @@ BUNDLE_FILE = "bundle.json"
 DATA_FOLDER = "data"  # the data summary (snapshot) a bundle carries
 FORMAT = 1
 MAX_BYTES = 10 * 1024 * 1024  # per profile, committed with the code
-PLAIN_FILES = ("config.yaml", DATA_FILE, "history.csv", "metrics.json", "isic2018_metrics.json", "onnx_parity.json")
-GZIP_FILES = ("predictions.csv", "isic2018_predictions.csv", "gradcam_scores.csv")
-BINARY_FILES = ("gradcam_examples.npz",)
+PLAIN_FILES = (FILES.config, DATA_FILE, FILES.history, FILES.metrics, FILES.isic_metrics, FILES.onnx_parity)
+GZIP_FILES = (FILES.predictions, FILES.isic_predictions, FILES.cam_scores)
+BINARY_FILES = (FILES.cam_examples,)
 
 
 
@@ -80,4 +80,4 @@ def git_commit(*, full: bool = False) -> str:
 
 
 RUN_FILES = frozenset({*PLAIN_FILES, *(f"{n}.gz" for n in GZIP_FILES), *BINARY_FILES})
-REQUIRED_RUN_FILES = ("config.yaml", DATA_FILE, "history.csv", "metrics.json", "predictions.csv.gz")
+REQUIRED_RUN_FILES = (FILES.config, DATA_FILE, FILES.history, FILES.metrics, f"{FILES.predictions}.gz")

@@ -19,7 +19,7 @@ from typing import Any
 
 from skinlib.data.snapshot import ATTRIBUTION, LICENCE, write_snapshot
 from skinlib.io import atomic_write_json, file_digest, replace_dir
-from skinlib.runs import Run, RunConfig
+from skinlib.runs import FILES, Run, RunConfig
 from skinlib.study.bundle_format import (
     BINARY_FILES,
     BUNDLE_FILE,
@@ -193,8 +193,8 @@ def _pack_one(run: Run, tmp: Path) -> dict[str, Any]:
         if run.file(name).is_file():
             shutil.copyfile(run.file(name), folder / name)
     split_tmp = tmp / "split.csv.gz"
-    _gzip(run.file("split.csv"), split_tmp)
-    split = Path("splits") / f"{file_digest(run.file('split.csv'))[:16]}.csv.gz"
+    _gzip(run.file(FILES.split), split_tmp)
+    split = Path("splits") / f"{file_digest(run.file(FILES.split))[:16]}.csv.gz"
     (tmp / "splits").mkdir(exist_ok=True)
     os.replace(split_tmp, tmp / split)
     env = run.metrics().get("environment", {})

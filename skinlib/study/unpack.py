@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from skinlib.io import atomic_write_json, file_digest, make_shareable, replace_dir
-from skinlib.runs import BUNDLE_MARKER, DATA_FILE, Run, RunConfig, runs_root
+from skinlib.runs import BUNDLE_MARKER, DATA_FILE, FILES, Run, RunConfig, runs_root
 from skinlib.study.bundle_format import (
     BUNDLE_FILE,
     DATA_FOLDER,
@@ -315,7 +315,7 @@ def _restore_run(path: Path, entry: dict[str, Any], meta: dict[str, Any], tmp: P
             if leaf.endswith(".npz"):
                 _check_npz(src)
             shutil.copyfile(src, tmp / leaf)
-    _gunzip_capped(path / entry["split"], tmp / "split.csv", budget)
+    _gunzip_capped(path / entry["split"], tmp / FILES.split, budget)
     atomic_write_json(tmp / BUNDLE_MARKER, {"bundle": meta["profile"], "packed_utc": meta.get("packed_utc"),
                                             "git_commit": meta.get("git_commit")})
 

@@ -22,7 +22,7 @@ from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Any
 
-from skinlib.runs import NO_TRAIN_ENV, MissingRunError, Run, RunConfig
+from skinlib.runs import FILES, NO_TRAIN_ENV, MissingRunError, Run, RunConfig
 from skinlib.study.schedule import (
     DeviceSpeeds,
     Estimate,
@@ -273,7 +273,7 @@ class Window:
 
         for run in self.live:
             try:
-                history = read_history(run.folder / "history.csv")
+                history = read_history(run.folder / FILES.history)
             except (OSError, ValueError):
                 continue
             rows = history.to_dict("records")[run.seen_epochs:]
@@ -355,7 +355,7 @@ class Window:
         if outcome != "trained":
             return None
         try:
-            rows = read_history(run.folder / "history.csv").to_dict("records")
+            rows = read_history(run.folder / FILES.history).to_dict("records")
         except (OSError, ValueError):
             return None
         later = [float(r["seconds"]) + float(r.get("eval_seconds", 0.0)) for r in rows[1:]]
@@ -396,7 +396,7 @@ class Window:
         from skinlib.study.experiments import profile_config
         from skinlib.study.inventory import no_training
 
-        if not all((self.folder(c) / "metrics.json").is_file() for c in needed):
+        if not all((self.folder(c) / FILES.metrics).is_file() for c in needed):
             return False
         if not self.lock.acquire(timeout=0):  # the pack thread reads the store: the next poll asks again
             return False
@@ -409,7 +409,7 @@ class Window:
         finally:
             self.lock.release()
         queued = {self.folder(c) for c in self.pending} | {r.folder for r in self.live}
-        todo = [c for c in configs if not (self.folder(c) / "metrics.json").is_file() and self.folder(c) not in queued]
+        todo = [c for c in configs if not (self.folder(c) / FILES.metrics).is_file() and self.folder(c) not in queued]
         self.pending = sorted([*self.pending, *todo], key=priority)
         log.info("window: %s %d run(s) are queued", what, len(todo))
         return True
