@@ -49,17 +49,20 @@ ATTACKS = {
 }
 
 
-@pytest.fixture
-def graded(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """The hostile class graded once for the tests that read its grades (each student's run is a kernel)."""
+    tmp_path = tmp_path_factory.mktemp("class")
     root = tmp_path / "repo"
     _chapter(root)
     subs = tmp_path / "submissions"
     for name, code in ATTACKS.items():
         _submission(root, subs / f"{name}.ipynb", **{"1": code, "2": 'answer_2 = "nevus"'})
-    monkeypatch.setenv("SUBMISSIONS", str(subs))
-    monkeypatch.setenv("CHAPTER", str(root / "notebooks" / "09_course.ipynb"))
-    table = grade(subs, tmp_path / "graded", chapter="09_course", params={"profile": "smoke", "scale": 2},
-                  root=root, timeout=5)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SUBMISSIONS", str(subs))
+        patch.setenv("CHAPTER", str(root / "notebooks" / "09_course.ipynb"))
+        table = grade(subs, tmp_path / "graded", chapter="09_course", params={"profile": "smoke", "scale": 2},
+                      root=root, timeout=5)
     return table, tmp_path / "graded"
 
 
