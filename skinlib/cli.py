@@ -391,6 +391,11 @@ def _study(args: argparse.Namespace) -> int:
     from skinlib.study.experiments import profile_config, run_study
     from skinlib.study.profiles import get_profile
 
+    if args.name is None:
+        from skinlib.study.plan import plan_table
+
+        print(plan_table().to_string())
+        return 0
     params = get_profile(args.profile, **_params(args))
     config = profile_config(params)
     from skinlib.study.parallel import resolve_jobs
@@ -679,7 +684,9 @@ def _study_and_tools(sub: Any, shared: _Shared) -> None:
     data_dir, runs, jobs, profile, fmt = shared.data_dir, shared.runs, shared.jobs, shared.profile, shared.fmt
     p = sub.add_parser("study", parents=[data_dir, runs, profile, jobs],
                        help="train one of the book's studies for a profile (works under torchrun)", **fmt)
-    p.add_argument("name", choices=STUDIES, help="the study")
+    p.add_argument("name", nargs="?", choices=STUDIES,
+                   help="the study; without one, print the book's plan (every study, what it needs, its window "
+                        "order, what is derived from it and the chapters that read it)")
     _profile_option(p, default="paper")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--list", action="store_true",

@@ -224,3 +224,30 @@ def test_a_partial_bundle_blanks_only_the_variants_it_lacks(tmp_path, monkeypatc
     monkeypatch.setattr(experiments, "fit", lambda config, **_: (_ for _ in ()).throw(MissingRunError("gone")))
     with pytest.raises(MissingRunError, match="none of"):
         experiments.baseline_study(RunConfig(), [0]).train()
+
+
+def test_the_plan_declares_every_study_once_with_what_it_needs():
+    """One registry answers which studies the book has, what each needs and which chapters read it; the runs it
+    lists are those the book trains (independent ones at once, a dependent study after what it needs)."""
+    from skinlib.book.notebooks import CHAPTERS
+    from skinlib.study import plan
+
+    assert tuple(plan.PLAN) == experiments.STUDIES
+    assert [s.name for s in plan.independent()] == ["baselines", "scratch", "pretraining", "attention", "losses",
+                                                   "leakage"]
+    assert [s.name for s in plan.dependent()] == ["final", "recipes"]
+    for entry in plan.PLAN.values():
+        assert set(entry.chapters) <= set(CHAPTERS) and set(entry.needs) < set(plan.PLAN), entry.name
+        assert list(plan.PLAN).index(entry.name) > max((list(plan.PLAN).index(n) for n in entry.needs), default=-1)
+    assert set(plan.get_step("final").derived) == set(plan.DERIVED)
+    with pytest.raises(ValueError, match="registered twice"):
+        plan.step("losses", about="again", chapters=())(lambda w: None)
+    with pytest.raises(ValueError, match="must be registered before"):
+        plan.step("later", about="x", chapters=(), needs=("nothing",))
+    with pytest.raises(ValueError, match="unknown derivation"):
+        plan.step("odd", about="x", chapters=(), derived=("tsne",))
+    config = RunConfig()
+    independent = experiments.independent_runs(config, [0, 1])
+    assert len(independent) == sum(len(s.build(plan.Where(config, (0, 1))).configs) * 2 for s in plan.independent())
+    table = plan.plan_table()
+    assert list(table.index) == list(plan.PLAN) and table.loc["recipes", "needs"] == "losses, final"

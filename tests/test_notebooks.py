@@ -461,7 +461,7 @@ def test_the_pretraining_study_has_scratch_rows_only_when_asked(monkeypatch):
     assert list(both.configs) == ["ResNet18 (no pre-training)", "MobileNetV3 (no pre-training)",
                                   "ResNet18 (pre-trained)"]
     assert list(make_study("pretraining", RunConfig(), [0]).configs) == ["ResNet18 (pre-trained)"]
-    with pytest.raises(ValueError, match="unknown study 'nope'; valid: baselines, pretraining"):
+    with pytest.raises(ValueError, match="unknown study 'nope'; valid: baselines, scratch, pretraining"):
         make_study("nope", RunConfig(), [0])
 
 

@@ -29,6 +29,7 @@ from skinlib.evaluate import (
 from skinlib.inference import arrays
 from skinlib.paper import TABLE3_MODELS
 from skinlib.runs import ABSENT_ROW, MissingRunError, Run, RunConfig, partial_bundle, specs
+from skinlib.study.plan import DERIVED, PLAN, Where, dependent, get_step, independent, step
 from skinlib.train import fit
 
 log = logging.getLogger(__name__)
@@ -237,34 +238,18 @@ def pretraining_study(config: RunConfig, seeds: Sequence[int], *, scratch: bool 
     return Study(configs, seeds)
 
 
-def _baselines(config: RunConfig, seeds: Sequence[int], *, pretrained: bool) -> Study:
-    from skinlib.models.weights import weights_available
-
-    use = pretrained and all(weights_available(m) for m in TABLE3_MODELS.values())
-    return baseline_study(config, seeds, pretrained=use)
-
-
-def _needs_the_loss_study(config: RunConfig, seeds: Sequence[int], **_: Any) -> Study:
-    raise ValueError("the final study depends on the loss study's choice: use run_study('final', ...)")
+STUDIES: tuple[str, ...] = ("baselines", "scratch", "pretraining", "attention", "losses", "final", "recipes",
+                             "leakage")
+"""The book's studies by name (``skinlib study NAME``), in the order :data:`skinlib.study.plan.PLAN` registers
+them (at the end of this module)."""
 
 
-STUDY_BUILDERS: dict[str, Any] = {
-    "baselines": _baselines,
-    "pretraining": lambda config, seeds, **_: pretraining_study(config, seeds),
-    "attention": lambda config, seeds, **_: attention_study(config, seeds),
-    "losses": lambda config, seeds, **_: loss_study(config, seeds),
-    "final": _needs_the_loss_study,
-    "leakage": lambda config, seeds, **_: leakage_study(config, seeds),
-}
-"""The book's studies by name (``skinlib study NAME``): each builds its untrained :class:`Study`."""
-STUDIES: tuple[str, ...] = tuple(STUDY_BUILDERS)
-
-
-def make_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True) -> Study:
-    """One of the book's studies by name, untrained (``final`` needs the loss study: see :func:`run_study`)."""
-    if name not in STUDY_BUILDERS:
-        raise ValueError(f"unknown study {name!r}; valid: {', '.join(STUDIES)}")
-    return STUDY_BUILDERS[name](config, seeds, pretrained=pretrained)
+def make_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
+               data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
+               jobs: int = 1) -> Study:
+    """One of the book's studies by name, untrained (one that needs another, as the final model needs the loss
+    study's choice, trains or reuses that one first)."""
+    return get_step(name).build(Where(config, tuple(seeds), pretrained, data_dir, runs_dir, jobs))
 
 
 def run_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
@@ -273,23 +258,15 @@ def run_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained:
     """Train one of the book's studies by name (what ``skinlib study`` and ``torchrun`` call), ``jobs`` runs
     at a time."""
     where = {"data_dir": data_dir, "runs_dir": runs_dir, "jobs": jobs}
-    if name == "final":
-        return final_study(config, seeds, **where)[0].train(**where)
-    return make_study(name, config, seeds, pretrained=pretrained).train(**where)
+    return make_study(name, config, seeds, pretrained=pretrained, **where).train(**where)
 
 
 def study_runs(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
                data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None
                ) -> list[RunConfig]:
-    """Every run of a study, one configuration per (variant, seed), in a fixed order.
-
-    For ``final`` the loss study's choice is needed, so its runs are trained (or reused) first.
-    """
-    if name == "final":
-        study, _ = final_study(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
-    else:
-        study = make_study(name, config, seeds, pretrained=pretrained)
-    return [c.replace(seed=s) for c in study.configs.values() for s in seeds]
+    """Every run of a study, one configuration per (variant, seed), in a fixed order (a study that needs another
+    trains or reuses that one first)."""
+    return get_step(name).runs(Where(config, tuple(seeds), pretrained, data_dir, runs_dir))
 
 
 def profile_models(params: dict[str, Any]) -> list[str]:
@@ -299,11 +276,10 @@ def profile_models(params: dict[str, Any]) -> list[str]:
 
 
 def independent_runs(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True) -> list[RunConfig]:
-    """Every run of the book that depends on no other: all studies but ``final``, and the scratch baselines
-    that 08 sets beside Table 2, one configuration per (variant, seed)."""
-    studies = [make_study(n, config, seeds, pretrained=pretrained) for n in STUDIES if n != "final"]
-    studies.append(baseline_study(config, seeds))
-    return [c.replace(seed=s) for study in studies for c in study.configs.values() for s in seeds]
+    """Every run of the book that depends on no other (the plan's independent studies), one configuration per
+    (variant, seed)."""
+    where = Where(config, tuple(seeds), pretrained)
+    return [c for entry in independent() for c in entry.runs(where)]
 
 
 def final_runs(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
@@ -316,8 +292,8 @@ def final_runs(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.Pa
 def train_all(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
               data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
               jobs: int = 1, threads: int | None = None) -> dict[str, int]:
-    """Train every run the book's chapters use, ``jobs`` at a time: all independent studies (and the scratch
-    baselines) in one pool, then the final model once the loss study has chosen its joint loss.
+    """Train every run the book's chapters use, ``jobs`` at a time: the plan's independent studies in one pool,
+    then each study that needs others (both finals, once the loss study has chosen).
 
     Returns how many runs were trained and reused.
     """
@@ -327,9 +303,11 @@ def train_all(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = Tru
              "runs_dir": None if runs_dir is None else str(runs_dir)}
     todo = [Job(c, **where) for c in independent_runs(config, seeds, pretrained=pretrained)]
     trained = train_many(todo, jobs=jobs, threads=threads)
-    finals = final_runs(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
-    trained.update({len(todo) + i: t for i, t in train_many(
-        [Job(c, **where) for c in finals], jobs=jobs, threads=threads).items()})
+    for entry in dependent():  # each after what it needs: its builder reads (or trains) those runs first
+        runs = entry.runs(Where(config, tuple(seeds), pretrained, data_dir, runs_dir))
+        start = len(trained)
+        trained.update({start + i: t for i, t in train_many([Job(c, **where) for c in runs], jobs=jobs,
+                                                              threads=threads).items()})
     counts = {"trained": sum(trained.values()), "reused": sum(not t for t in trained.values())}
     log.info("all runs of the book: %d trained, %d reused", counts["trained"], counts["reused"])
     return counts
@@ -530,3 +508,66 @@ def best_by_validation(study: Study) -> str:
     """The variant with the highest mean validation ``bacc`` (never the test set)."""
     means = {label: float(np.mean(study.metrics(label, "bacc", part="val"))) for label in study.runs}
     return max(means, key=means.get)
+
+
+# the plan (skinlib.study.plan): every study once, with what it needs, its window order, what packing derives from
+# its runs and the chapters that read it
+
+
+def _weights_for(models: Sequence[str], pretrained: bool) -> bool:
+    from skinlib.models.weights import weights_available
+
+    return pretrained and all(weights_available(m) for m in models)
+
+
+@step("baselines", about="Table 3: the five lightweight baselines (ImageNet weights where all are present)",
+      chapters=("02_baselines", "06_final_model", "07_efficiency", "08_reproduction"), priority=1,
+      derived=("gradcam",))
+def _plan_baselines(w: Where) -> Study:
+    return baseline_study(w.config, w.seeds, pretrained=_weights_for(TABLE3_MODELS.values(), w.pretrained))
+
+
+@step("scratch", about="the baselines from random weights, beside the paper's Table 2 and as the final's reference",
+      chapters=("03_pretraining", "06_final_model", "08_reproduction"), priority=1)
+def _plan_scratch(w: Where) -> Study:
+    return baseline_study(w.config, w.seeds)
+
+
+@step("pretraining", about="Table 2: ResNet18 and MobileNetV3-Small from the ImageNet weights present",
+      chapters=("03_pretraining",), priority=6)
+def _plan_pretraining(w: Where) -> Study:
+    return pretraining_study(w.config, w.seeds)
+
+
+@step("attention", about="MobileNetV3-Small with each attention module in its nine slots",
+      chapters=("04_attention", "07_efficiency"), priority=4)
+def _plan_attention(w: Where) -> Study:
+    return attention_study(w.config, w.seeds)
+
+
+@step("losses", about="each loss and joint loss against CE (random sampler), and CE with the balanced sampler",
+      chapters=("05_losses", "06_final_model"), priority=0)
+def _plan_losses(w: Where) -> Study:
+    return loss_study(w.config, w.seeds)
+
+
+@step("final", about="MobileNetV3-CaCo with the joint loss chosen on validation (the paper's recipe)",
+      chapters=("06_final_model", "08_reproduction"), needs=("losses",), priority=2, derived=DERIVED)
+def _plan_final(w: Where) -> Study:
+    return final_study(w.config, w.seeds, data_dir=w.data_dir, runs_dir=w.runs_dir, jobs=w.jobs)[0]
+
+
+@step("recipes", about="both finals: the paper's recipe and the sampler and loss chosen together on validation",
+      chapters=("06_final_model", "08_reproduction"), needs=("losses", "final"), priority=3, derived=DERIVED)
+def _plan_recipes(w: Where) -> Study:
+    return recipe_study(w.config, w.seeds, data_dir=w.data_dir, runs_dir=w.runs_dir, jobs=w.jobs)[0]
+
+
+@step("leakage", about="MobileNetV3-Small on the lesion-grouped and on the image-level split",
+      chapters=("08_reproduction",), priority=5)
+def _plan_leakage(w: Where) -> Study:
+    return leakage_study(w.config, w.seeds)
+
+
+if tuple(PLAN) != STUDIES:  # the names the CLI offers are the plan's, in its order
+    raise RuntimeError(f"STUDIES {STUDIES} and the plan {tuple(PLAN)} disagree")

@@ -34,20 +34,21 @@ class ProfileRuns:
 
 def known_finals(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
                  runs_dir: str | os.PathLike | None = None) -> tuple[list[RunConfig], bool]:
-    """The final models' runs known so far, trained nothing: both finals once the whole loss study has finished
-    (``True``), the paper-recipe final alone once its joint losses have (``False``), else none (``False``)."""
+    """The runs of the plan's dependent studies known so far, trained nothing (each study's runs once what it
+    needs has finished: the paper-recipe final after its joint losses, both finals after the whole loss study),
+    and whether all of them are known."""
     from skinlib.runs import MissingRunError
-    from skinlib.study.experiments import final_runs, recipe_runs
+    from skinlib.study.plan import Where, dependent
 
+    known: list[RunConfig] = []
     with no_training():
-        try:
-            return recipe_runs(config, seeds, data_dir=data_dir, runs_dir=runs_dir), True
-        except MissingRunError:
-            pass
-        try:
-            return final_runs(config, seeds, data_dir=data_dir, runs_dir=runs_dir), False
-        except MissingRunError:
-            return [], False
+        for entry in dependent():
+            try:
+                known += [c for c in entry.runs(Where(config, tuple(seeds), True, data_dir, runs_dir))
+                          if c not in known]
+            except MissingRunError:
+                return known, False
+    return known, True
 
 
 def profile_runs(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
