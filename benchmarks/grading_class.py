@@ -18,6 +18,8 @@ executes the chapter at tiny settings) and Linux.
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -81,14 +83,21 @@ def main() -> None:
     args = parser.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     params = {"profile": "smoke", "epochs": 1, "subset": 0.05, "seeds": [0], "n_boot": 20}
-    points, seconds, rewritten = {}, {}, {}
+    points, seconds, rewritten, per_student = {}, {}, {}, {}
+    timings: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: timings.append(record.getMessage())  # the grader logs each student's time
+    logging.getLogger("skinlib.book.grader").addHandler(handler)
+    logging.getLogger("skinlib.book.grader").setLevel(logging.INFO)
     for isolation in ("none", "namespace"):
+        timings.clear()
         subs = args.out / isolation / "submissions"
         hand_in(book_root() / "notebooks" / f"{CHAPTER}.ipynb", subs)
         start = time.perf_counter()
         table = grade(subs, args.out / isolation / "graded", chapter=CHAPTER, params=params,
                       runs_dir=args.out / "runs", timeout=args.timeout, isolation=isolation)
         seconds[isolation] = time.perf_counter() - start
+        per_student[isolation] = [float(m.group(1)) for t in timings if (m := re.search(r"graded \S+ in (\d+) s", t))]
         points[isolation] = {r.student: (r.points, r.verdict) for r in table.itertuples() if r.question == "02.2"}
         rewritten[isolation] = sorted(p.stem for p in subs.glob("*.ipynb") if p.stem != "mallory"
                                       and "answer_02_2 = (0.0, 0.0)" in p.read_text())
@@ -100,8 +109,12 @@ def main() -> None:
               f"{after[1][:70]} |")
     for isolation in ("none", "namespace"):
         print(f"\nsubmissions mallory rewrote on disk ({isolation}): {', '.join(rewritten[isolation]) or 'none'}")
-    print(f"\ngrading time (key run and ten students): no isolation {seconds['none']:.0f} s, namespaces "
-          f"{seconds['namespace']:.0f} s")
+    print(f"\ngrading time (key run and ten students): no isolation {seconds['none']:.0f} s (its key run trains "
+          f"the chapter's runs), namespaces {seconds['namespace']:.0f} s (they are reused)")
+    for isolation in ("none", "namespace"):
+        times = sorted(per_student[isolation])
+        print(f"per student ({isolation}): median {times[len(times) // 2]:.0f} s, the ten together {sum(times):.0f} s "
+              f"(the endless one stopped at --timeout)")
 
 
 if __name__ == "__main__":
