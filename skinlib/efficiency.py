@@ -3,6 +3,9 @@ against the paper's counts."""
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -68,9 +71,7 @@ def measure_latency(
 
     ``threads`` sets ``torch.set_num_threads`` for the measurement (restored after).
     """
-    import time
 
-    import numpy as np
 
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got {runs}, {warmup}")
@@ -117,9 +118,7 @@ def compare_latency(models: dict[str, nn.Module], *, reference: str, image_size:
     per model (and the A/A arm) with the median ms and its interval over rounds, the ratio with its interval
     and the verdict; ``attrs`` hold the floor and the clock.
     """
-    import time
 
-    import numpy as np
 
     if reference not in models:
         raise ValueError(f"reference {reference!r} is not among the models: {', '.join(models)}")
@@ -221,7 +220,6 @@ def onnx_parity(model: nn.Module, path: str, *, image_size: int = 224, batch: in
 def measure_throughput(model: nn.Module, *, image_size: int = 224, batch: int = 256, steps: int = 20,
                        device: str | torch.device = "cuda") -> dict[str, float]:
     """Inference images/s on ``device`` (bf16 autocast and channels-last on CUDA), after warm-up."""
-    import time
 
     device = torch.device(device)
     model = model.eval().to(device, memory_format=torch.channels_last if device.type == "cuda"

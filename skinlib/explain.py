@@ -19,8 +19,15 @@ import pandas as pd
 import torch
 from torch import nn
 
+from skinlib.data import CLASSES, cached_images
 from skinlib.data.augment import Normalize
+from skinlib.data.masks import find_masks, load_masks
+from skinlib.evaluate import bootstrap_indices
+from skinlib.inference import held_out_index, load_model
+from skinlib.io import atomic_write, atomic_write_text
+from skinlib.models import create_model
 from skinlib.runs import FILES
+from skinlib.runtime import resolve_device
 
 MIN_CELLS = 7
 """The smallest side of the feature map Grad-CAM is read from: at 224 px the last stage of every zoo model
@@ -178,7 +185,6 @@ LAYERS: dict[str, str] = {"": "the deepest stage with at least 7 x 7 cells", "_l
 
 def _lesion_mean_draws(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """Bootstrap draws of the mean of ``values``, resampling whole lesions (``groups``)."""
-    from skinlib.evaluate import bootstrap_indices
 
     return np.array([values[rows].mean() for rows in bootstrap_indices(groups, len(values), n_boot, seed)])
 
@@ -278,7 +284,6 @@ class CamScores:
     @property
     def titles(self) -> list[str]:
         """"true <class>, predicted <class>" per example, on two lines."""
-        from skinlib.data import CLASSES
 
         return [f"true {dx}\npredicted {CLASSES[p]}"
                 for p, dx in zip(self.preds, self.table["dx"].to_numpy()[self.rows])]
@@ -304,10 +309,6 @@ def cam_mask_scores(run: Any, *, data_dir: str | os.PathLike | None = None, devi
     call, or a run restored from a results bundle (which has no weights), needs no model.
     ``limit`` explains only the first images (nothing is kept then).
     """
-    from skinlib.data import cached_images
-    from skinlib.data.masks import find_masks, load_masks
-    from skinlib.inference import held_out_index, load_model
-    from skinlib.io import atomic_write, atomic_write_text
 
     index = held_out_index(run, data_dir)
     preds = run.predictions()["pred"].to_numpy()
@@ -359,9 +360,6 @@ SCORE_COLUMNS = ("lesion_id", "cam_in_mask", "cam_in_mask_last", "cam_in_mask_ra
 def random_twin(run: Any, *, device: str = "auto", seed: int = 0) -> nn.Module:
     """The run's architecture with freshly initialised weights (seeded), in evaluation mode: the
     model-randomisation check's control (:func:`randomisation_check`)."""
-    from skinlib.data import CLASSES
-    from skinlib.models import create_model
-    from skinlib.runtime import resolve_device
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

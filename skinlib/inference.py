@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from skinlib.data import CLASSES, cached_images, load_isic2018_test
+from skinlib.data import CLASSES, cached_images, load_ham10000, load_isic2018_test
 from skinlib.data.augment import Normalize
 from skinlib.data.pipeline import BatchIterator
 from skinlib.data.selection import fingerprint
+from skinlib.efficiency import onnx_parity
 from skinlib.evaluate import classification_metrics
 from skinlib.io import atomic_write_text
 from skinlib.models import create_model
@@ -103,7 +105,6 @@ def external_predictions(run: Run) -> pd.DataFrame:
 
 def held_out_index(run: Run, data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """The HAM10000 index rows of a run's test part, in the order of its predictions."""
-    from skinlib.data import load_ham10000
 
     ids = run.predictions()["image_id"]
     index = load_ham10000(data_dir).set_index("image_id")
@@ -119,7 +120,6 @@ def onnx_parity_of_run(run: Run, path: str | os.PathLike, *, data_dir: str | os.
     """:func:`~skinlib.efficiency.onnx_parity` of a finished run's trained model on its first test images
     (the run's own preprocessing), so the check compares the outputs a user would see. A run without weights
     (from a results bundle) answers with the parity recorded where it was trained (``stored``: True), if any."""
-    from skinlib.efficiency import onnx_parity
 
     if not run.file(FILES.best).is_file() and run.file(ONNX_PARITY_FILE).is_file():
         return {**json.loads(run.file(ONNX_PARITY_FILE).read_text(encoding="utf-8")), "stored": True}
@@ -131,7 +131,6 @@ def onnx_parity_of_run(run: Run, path: str | os.PathLike, *, data_dir: str | os.
 def record_onnx_parity(run: Run, *, data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Measure :func:`onnx_parity_of_run` on the trained weights and keep it in the run folder
     (:data:`ONNX_PARITY_FILE`), so a bundle rendered elsewhere shows the check of the real model."""
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         parity = onnx_parity_of_run(run, os.path.join(tmp, "model.onnx"), data_dir=data_dir)

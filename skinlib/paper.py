@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skinlib.evaluate import format_mean_sd, summarize_seeds
+from skinlib.evaluate import format_mean_sd, null_metrics, summarize_seeds
 from skinlib.runs import ABSENT_ROW
 
 # the paper's model names -> our registered models (the one mapping; Table 3 is its first five)
@@ -92,7 +92,6 @@ def comparison(paper: Mapping[str, Mapping[str, float]], study: Any, *,
 
 def _null_rows(study: Any, label: str) -> list[dict[str, Any]]:
     """What learning nothing scores on the study's test labels, in :func:`comparison`'s columns (ours only)."""
-    from skinlib.evaluate import null_metrics
 
     y = study.runs[label][0].predictions()["label"].to_numpy(dtype=int)
     return [{"model": f"{name} (null)", "ours top-1 %": f"{100 * v['accuracy']:.1f}",
@@ -137,7 +136,6 @@ def distance_table(*, ours_top1: float, ours_ovr: float, gap: tuple[float, float
     """Why our headline differs from the paper's 93.39 %: each candidate cause, the evidence this book has for
     its size (fractions in, points out), and what stays unknown. ``gap`` is the leakage gap of accuracy
     (difference, low, high) from the image- vs lesion-split runs."""
-    import pandas as pd
 
     full = profile.get("image_size") == 224 and (profile.get("subset") or 1) >= 1 and profile.get("epochs", 0) >= 90
     rows = [

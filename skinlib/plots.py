@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from skinlib.data.info import CLASSES
+from skinlib.evaluate import calibration_bins
 
 PALETTE = "colorblind"
 WIDTH = 7.0  # inches, about the book's page width
@@ -132,7 +133,6 @@ def roc_curves(y_true: np.ndarray, probs: np.ndarray, *, classes: Sequence[str] 
 
 def reliability_diagram(y_true: np.ndarray, probs: np.ndarray, *, bins: int = 15) -> Figure:
     """Accuracy per top-class confidence bin (the bins of the ECE) against the diagonal; empty bins are left out."""
-    from skinlib.evaluate import calibration_bins
 
     style()
     n, correct, _ = calibration_bins(y_true, probs, bins)

@@ -30,10 +30,18 @@ from skinlib.book.pages import (
     model_card_page,
     provenance_page,
 )
+from skinlib.data.index import find_ham10000_metadata
 from skinlib.data.paths import DATA_ENV, ISIC_TEST_ENV, resolve_data_dir
+from skinlib.data.snapshot import ISIC_FOLDER
 from skinlib.io import atomic_write_json, atomic_write_text, replace_dir, temporary_env
-from skinlib.runs import NO_TRAIN_ENV, PARTIAL_ENV, RUNS_ENV, runs_root
+from skinlib.models import check_image_size
+from skinlib.models.weights import PRETRAINED_ENV
+from skinlib.runs import NO_TRAIN_ENV, PARTIAL_ENV, RUNS_ENV, Run, runs_root
+from skinlib.study.bundle_format import BUNDLE_FILE, bundle_dir
+from skinlib.study.experiments import profile_models
+from skinlib.study.inventory import profile_runs
 from skinlib.study.profiles import get_profile
+from skinlib.study.unpack import data_snapshot, unpack
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +92,6 @@ def _no_data() -> bool:
 def _check_models_fit(values: dict[str, Any]) -> None:
     """Every model the book trains accepts the profile's image size: one error line before any chapter runs,
     not a failure in the middle of chapter 02 (``-p image_size 32``)."""
-    from skinlib.models import check_image_size
-    from skinlib.study.experiments import profile_models
 
     for model in profile_models(values):
         check_image_size(model, int(values["image_size"]))
@@ -95,7 +101,6 @@ def _bundle_source(profile: str, root: Path, *, from_results: bool | str | os.Pa
                    data_dir: str | os.PathLike | None) -> Path | None:
     """The results bundle a build renders: the one asked for, the committed ``results/<profile>`` when there is
     no data here to train on, else none (the chapters train)."""
-    from skinlib.study.bundle_format import BUNDLE_FILE, bundle_dir
 
     if not from_results and not data_dir and _no_data():
         if (bundle_dir(profile, root / "results") / BUNDLE_FILE).is_file():
@@ -110,7 +115,6 @@ def _bundle_source(profile: str, root: Path, *, from_results: bool | str | os.Pa
 def data_folders(data_dir: str | os.PathLike | None, source: Path | None) -> dict[str, str]:
     """The data folders the chapters read (as environment variables): the data found here, else, rendering a
     bundle, its data summary (whose data keys the runs' are checked against)."""
-    from skinlib.data.index import find_ham10000_metadata
 
     try:
         found = resolve_data_dir(data_dir)
@@ -121,8 +125,6 @@ def data_folders(data_dir: str | os.PathLike | None, source: Path | None) -> dic
             raise
         if data_dir:  # a data folder that holds no HAM10000: the bundle's summary instead, said in one line
             log.warning("%s; rendering %s from its data summary instead", str(exc).split(";")[0], source)
-    from skinlib.data.snapshot import ISIC_FOLDER
-    from skinlib.study.unpack import data_snapshot
 
     snapshot = data_snapshot(source)
     log.info("no data here: rendering %s from its data summary", source)
@@ -151,10 +153,6 @@ def _check_only(chapters: list[str], stamps: dict[str, Any], stamp: dict[str, An
 def _open_bundle(source: Path, values: dict[str, Any], folders: dict[str, str]) -> tuple[dict, list[str] | None]:
     """Unpack the bundle into the run store and switch training off (in ``folders``, the chapters'
     environment); return its metadata and, for a partial bundle, the runs it lacks."""
-    from skinlib.models.weights import PRETRAINED_ENV
-    from skinlib.runs import Run
-    from skinlib.study.inventory import profile_runs
-    from skinlib.study.unpack import unpack
 
     bundle = unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV]).meta
     folders[NO_TRAIN_ENV] = "1"

@@ -4,13 +4,18 @@ side when nothing is left to train; a failing chapter stops with its name and ce
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from skinlib.book import partial
+from skinlib.book.export import glued_values
 from skinlib.book.notebooks import CHAPTERS, BookError, chapter_parameters, drop_solutions
 from skinlib.runs import FILES
+from skinlib.study.parallel import threads_per_job
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +36,6 @@ def _execute_until_complete(nb: Any, name: str, params: dict[str, Any], used: di
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from skinlib.book import partial
 
     gaps = partial.Gaps()
     profile = str(params.get("profile", "?"))
@@ -62,8 +66,6 @@ def execute_chapter(name: str, params: dict[str, Any], *, root: Path, student: b
     import nbformat
     from papermill.exceptions import PapermillExecutionError
 
-    from skinlib.book import partial
-    from skinlib.book.export import glued_values
 
     source = root / "notebooks" / f"{name}.ipynb"
     if not source.is_file():
@@ -126,10 +128,7 @@ def execute_chapters(chapters: list[str] | tuple[str, ...], params: dict[str, An
     """Execute ``chapters`` (:func:`execute_chapter`), up to ``workers`` at a time in separate processes, the
     CPU threads split between them; the :data:`TIMED_CHAPTERS` run alone at the end. ``done(name, seconds)``
     is called as each finishes. The first failure is raised once the chapters already running have ended."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from skinlib.study.parallel import threads_per_job
 
     seconds: dict[str, float] = {}
 

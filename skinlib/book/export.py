@@ -17,7 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nbconvert import HTMLExporter
+
 from skinlib.book.kernel import markdown_literal
+from skinlib.book.notebooks import CHAPTERS, book_root, drop_solutions
 from skinlib.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,6 @@ def plain_markdown(text: str, glued: dict[str, str]) -> str:
 def _read(notebook: Path, student: bool) -> Any:
     import nbformat
 
-    from skinlib.book.notebooks import drop_solutions
 
     nb = nbformat.read(notebook, as_version=4)
     if student:
@@ -103,7 +105,6 @@ def _read(notebook: Path, student: bool) -> Any:
 
 
 def _html(notebook: Path, student: bool = False) -> str:
-    from nbconvert import HTMLExporter
 
     nb = _read(notebook, student)
     for cell in nb.cells:  # glued values are records for the book's prose, not outputs a reader sees
@@ -120,7 +121,6 @@ def export_chapters(chapters: list[str], *, to: str, out: str | os.PathLike,
 
     ``student`` leaves the solution cells out (hints stay), to hand chapters out as exercises.
     """
-    from skinlib.book.notebooks import CHAPTERS, book_root
 
     if to not in FORMATS:
         raise ValueError(f"unknown export format {to!r}; valid: {', '.join(FORMATS)}")

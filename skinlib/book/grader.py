@@ -28,6 +28,7 @@ another student's score.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -40,6 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+import skinlib
+from skinlib.book import sandbox
+from skinlib.book.export import glued_values
 from skinlib.book.grading import (
     ANSWER_PREFIX,
     GRADE_TAG,
@@ -51,7 +57,11 @@ from skinlib.book.grading import (
     question_of,
     tags_of,
 )
+from skinlib.book.notebooks import SOLUTION_TAG, chapter_parameters, chapter_source
+from skinlib.book.submissions import MAX_SUBMISSION_BYTES, _read
+from skinlib.data.paths import DATA_ENV, project_root
 from skinlib.io import atomic_write_text, temporary_env
+from skinlib.runs import RUNS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +90,6 @@ class Execution:
 
     def records(self, prefix: str) -> dict[str, dict[str, Any]]:
         """The JSON records glued under ``prefix`` (a malformed record is skipped: the student's kernel made it)."""
-        from skinlib.book.export import glued_values
 
         out = {}
         for name, text in glued_values(self.nb).items():
@@ -147,7 +156,6 @@ def answer_key(source: Any, parameters: dict[str, Any], *, env: dict[str, str], 
                ) -> dict[str, Key]:
     """Execute the teacher's chapter (solutions and grade cells, no student code) and read each question's key;
     any failure is a :class:`GradingError`, before anyone is graded."""
-    import copy
 
     run = execute(copy.deepcopy(source), parameters, env={**env, GRADING_ENV: "key"}, timeout=timeout)
     if run.failed_cell is not None:
@@ -172,11 +180,9 @@ def student_notebook(source: Any, submission: Any) -> tuple[Any, list[str]]:
     """The teacher's chapter without its solutions and grade cells, each answer cell holding the submission's
     code as written (allowed to fail) followed by a cell recording the answer; and the questions the submission
     has no answer cell for (they keep the blank answer)."""
-    import copy
 
     import nbformat
 
-    from skinlib.book.notebooks import SOLUTION_TAG
 
     given = answers(submission)
     nb = copy.deepcopy(source)
@@ -256,7 +262,6 @@ def score(run: Execution, keys: dict[str, Key], absent: list[str]) -> list[dict[
 
 def _fingerprint(chapter_path: Path) -> str:
     """A digest of the grader's own code and the chapter: a student run that changes them is caught."""
-    import skinlib
 
     digest = hashlib.sha256(chapter_path.read_bytes())
     package = Path(skinlib.__file__).resolve().parent
@@ -283,7 +288,6 @@ def feedback_notebook(run: Execution, student: str, rows: list[dict[str, Any]]) 
 def _read_submissions(files: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:
     import nbformat
 
-    from skinlib.book.submissions import MAX_SUBMISSION_BYTES, _read
 
     read, unreadable = {}, {}
     for path in files:
@@ -349,11 +353,7 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
     (:mod:`skinlib.book.sandbox`; an error where the system refuses it), ``none`` does not, ``auto`` isolates where
     the system allows it and warns where not."""
     import nbformat
-    import pandas as pd
 
-    from skinlib.book.notebooks import chapter_parameters, chapter_source
-    from skinlib.data.paths import DATA_ENV
-    from skinlib.runs import RUNS_ENV
 
     source_path = chapter_source(chapter, root)
     source = nbformat.read(source_path, as_version=4)
@@ -421,8 +421,6 @@ def _student_kernel(isolation: str, hidden: list[Path], projects: list[Path]) ->
     """The kernel spec the students' runs use and the environment that finds it: the sandbox's, with ``hidden``
     and, of each project (the chapter's and the checkout skinlib runs from), the chapters, history and built
     pages out of reach; or plain ``python3``."""
-    from skinlib.book import sandbox
-    from skinlib.data.paths import project_root
 
     if isolation == "none":
         return "python3", {}

@@ -25,6 +25,8 @@ import os
 import re
 from typing import Any
 
+import numpy as np
+
 ANSWER_TAG = "answer"
 GRADE_TAG = "grade"
 GRADING_ENV = "SKINLIB_GRADING"  # "key" in the key run, "answers" in a student's run; unset in the book
@@ -79,7 +81,6 @@ def plain(value: Any, *, depth: int = 0) -> Any:
         raise TypeError("nested more than 3 levels")
     if kind in (list, tuple):
         return [plain(v, depth=depth + 1) for v in value[:MAX_ITEMS]]
-    import numpy as np
 
     if kind in (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8, np.uint8, np.bool_):
         return np.ndarray.item(np.asarray(value))

@@ -3,12 +3,14 @@ solution cells a student edition leaves out."""
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+from skinlib.book.grading import GRADE_TAG
 from skinlib.data import paths
 from skinlib.study.profiles import PROFILES
 
@@ -97,7 +99,6 @@ def chapter_defaults(root: Path, chapters: tuple[str, ...] = CHAPTERS) -> dict[s
 
 
 def _literal(text: str) -> Any:
-    import ast
 
     try:
         return ast.literal_eval(text)
@@ -108,7 +109,6 @@ def _literal(text: str) -> Any:
 def drop_solutions(nb: Any) -> int:
     """Remove the cells tagged ``solution`` and the hidden grade cells (:mod:`skinlib.book.grading`) from a notebook
     node; return how many."""
-    from skinlib.book.grading import GRADE_TAG
 
     hidden = {SOLUTION_TAG, GRADE_TAG}
     kept = [c for c in nb.cells if not hidden & set(c.get("metadata", {}).get("tags", []))]

@@ -8,8 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from skinlib.book.export import glued_values
 from skinlib.book.notebooks import CHAPTERS
 from skinlib.evaluate import ECE_BINS
+from skinlib.study.inventory import profile_runs
 from skinlib.study.profiles import SUMMARIES, comparable_with_paper
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,6 @@ def distance_summary(executed: Path) -> list[str]:
     reproduction chapter computed and glued (nothing when that chapter has not been executed)."""
     import nbformat
 
-    from skinlib.book.export import glued_values
 
     path = executed / "08_reproduction.ipynb"
     if not path.is_file():
@@ -75,7 +76,6 @@ def findings_page(profile: str, executed: Path) -> str:
     found, each sentence filled from the values its chapter computed and glued."""
     import nbformat
 
-    from skinlib.book.export import glued_values
 
     if comparable_with_paper(profile):
         head = f"Built with the `{profile}` profile: full data at the paper's scale, comparable with its numbers."
@@ -105,7 +105,6 @@ def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any]
                     bundle: dict[str, Any] | None, executed: Path | None = None, from_snapshot: bool = False) -> str:
     """The landing page's "Where these numbers come from": profile per chapter, when and on which device the
     runs were computed (from the runs' metrics, or the results bundle's metadata), and the command to redo it."""
-    from skinlib.study.inventory import profile_runs
 
     runs = profile_runs(values, data_dir=data_dir, runs_dir=runs_dir).finished
     envs = [r.metrics().get("environment", {}) for r in runs]
@@ -157,7 +156,6 @@ def model_card_page(profile: str, executed: Path) -> str:
     number from what chapter 06 computed and glued in this build; without that chapter, a line saying so."""
     import nbformat
 
-    from skinlib.book.export import glued_values
 
     path = executed / "06_final_model.ipynb"
     g = glued_values(nbformat.read(path, as_version=4)) if path.is_file() else {}

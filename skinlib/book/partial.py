@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from skinlib.book.export import GLUE_ROLE
+
 log = logging.getLogger(__name__)
 
 NOTE_TAG = "missing-runs"  # the tag of every cell this module puts in a chapter
@@ -178,7 +180,6 @@ def _summary(profile: str, missing: list[str]) -> Any:
 def blank_absent_values(nb: Any, glued: Iterable[str]) -> int:
     """Replace, in the prose of an executed chapter, each reference to a value that was not glued (a replaced
     cell would have glued it) by :data:`ABSENT`; return how many."""
-    from skinlib.book.export import GLUE_ROLE
 
     known = set(glued)
     count = 0

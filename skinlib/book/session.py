@@ -13,8 +13,12 @@ import logging
 import os
 from pathlib import Path
 
+from skinlib.book.build import data_folders
+from skinlib.data.download import ensure_data, in_cloud
+from skinlib.data.index import find_ham10000_metadata
 from skinlib.data.paths import DATA_ENV, project_root, resolve_data_dir
 from skinlib.runs import NO_TRAIN_ENV, RUNS_ENV, runs_root
+from skinlib.study.unpack import read_bundle, unpack
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,6 @@ def best_bundle(results: Path | None = None) -> Path | None:
 
 def _have_data(data_dir: str) -> bool:
     """Whether the HAM10000 metadata is where the data is looked for (a data folder, not only its name)."""
-    from skinlib.data.index import find_ham10000_metadata
 
     try:
         find_ham10000_metadata(resolve_data_dir(data_dir or None))
@@ -56,7 +59,6 @@ def open_session(*, profile: str, data_dir: str = "", runs_dir: str = "", bundle
     data set is the usual error); a folder renders that bundle. Inside ``skinlib book`` (its environment already
     set) nothing is done.
     """
-    from skinlib.data.download import ensure_data, in_cloud
 
     bundle = bundle or "auto"
     if os.environ.get(NO_TRAIN_ENV):  # `skinlib book --from-results` set everything up
@@ -79,8 +81,6 @@ def open_session(*, profile: str, data_dir: str = "", runs_dir: str = "", bundle
 def _render(source: Path, *, data_dir: str, runs_dir: str, asked: str) -> str:
     """Unpack ``source`` into the run store, read the data from its summary when there is none (as
     ``skinlib book --from-results`` does: :func:`~skinlib.book.build.data_folders`), train nothing."""
-    from skinlib.book.build import data_folders
-    from skinlib.study.unpack import read_bundle, unpack
 
     meta = read_bundle(source, verify=False)  # unpack verifies every file
     folders = {RUNS_ENV: str(runs_root(runs_dir or None)), NO_TRAIN_ENV: "1",

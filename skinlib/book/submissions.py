@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skinlib.book.grading import GradingError, answers
+from skinlib.book.notebooks import chapter_source
 from skinlib.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,6 @@ def collect(source: str | os.PathLike, out: str | os.PathLike, *, chapter: str,
     which may not lie inside ``source`` (a second collection would collect the first)."""
     import nbformat
 
-    from skinlib.book.notebooks import chapter_source
 
     src, dest = Path(source), Path(out)
     if not src.is_dir():

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from skinlib.data.cache import cache_folder
 from skinlib.io import atomic_write_json, file_digest
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ def _read_memo(memo: Path) -> dict[str, list]:
 def content_digests(paths: Sequence[str | os.PathLike], *, cache_dir: str | os.PathLike | None = None,
                     workers: int | None = None) -> list[str]:
     """The SHA-256 of each file in ``paths`` (in order), hashing only files not seen unchanged before."""
-    from skinlib.data.cache import cache_folder
 
     folder = cache_folder(cache_dir)
     memo = folder / MEMO_NAME

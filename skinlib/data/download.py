@@ -33,6 +33,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skinlib.data.paths import DATA_ENV, resolve_data_dir
+from skinlib.data.verify import verify as verify_dataset
 from skinlib.fetch import Checksum, DownloadError, FetchResult, download, fetch_json, head, mirror_url, mirrored
 from skinlib.io import atomic_write_json, replace_dir
 
@@ -318,7 +320,6 @@ def download_data(dest: str | os.PathLike = "data", *, what: str | Iterable[str]
 def _verify_parts(parts: Sequence[str], dest: Path, report: DownloadReport) -> None:
     """``skinlib data verify`` on each downloaded data set; one that fails is no longer recorded as complete
     (the next call downloads and extracts it again) and stops with the verifier's report."""
-    from skinlib.data.verify import verify as verify_dataset
 
     for dataset in ("ham10000", "isic2018_test"):
         if dataset in parts:
@@ -343,7 +344,6 @@ def ensure_data(dest: str | os.PathLike = "data", *, data_dir: str | os.PathLike
     the usual way; when absent and ``download`` (default: only in Colab/Binder), fetched into ``data_dir`` (or
     ``dest``) and exported as ``SKINLIB_DATA_DIR``. Elsewhere a missing data set raises the usual error naming
     `skinlib data download`; present data is never touched."""
-    from skinlib.data.paths import DATA_ENV, resolve_data_dir
 
     try:
         return resolve_data_dir(data_dir)

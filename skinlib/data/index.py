@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from skinlib.data import snapshot
 from skinlib.data.cache import decode_problems
 from skinlib.data.info import CLASSES, IMAGE_SUFFIXES
 from skinlib.data.metadata import Problems, check_index, finish_index, read_metadata
 from skinlib.data.paths import ISIC_TEST_ENV, checked_dir, find_named, resolve_data_dir, walk_files
+from skinlib.io import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,6 @@ def find_images(root: Path, duplicates: dict[str, list[Path]] | None = None) -> 
 def _image_problems(meta: pd.DataFrame, images: dict[str, Path], duplicates: dict[str, list[Path]],
                     problems: Problems) -> None:
     """Broken links, and an image id found twice with different bytes (which copy is meant cannot be told)."""
-    from skinlib.io import file_digest
 
     for pos, image_id in enumerate(meta["image_id"]):
         if not isinstance(image_id, str) or image_id not in images:
@@ -151,7 +152,6 @@ def load_ham10000(data_dir: str | os.PathLike | None = None, *, skip_bad: bool =
     by :func:`skinlib.data.verify` and by the decoded-image cache, which names a bad file.
     A results bundle's data snapshot (:mod:`skinlib.data.snapshot`) gives the same table.
     """
-    from skinlib.data import snapshot
 
     root = resolve_data_dir(data_dir)
     if snapshot.is_snapshot(root):
@@ -221,7 +221,6 @@ def raw_isic2018_test(data_dir: str | os.PathLike | None = None) -> RawIndex:
 
 def load_isic2018_test(data_dir: str | os.PathLike | None = None, *, skip_bad: bool = False) -> pd.DataFrame:
     """Index the official ISIC 2018 Task 3 test set (1,512 images), same columns as HAM10000."""
-    from skinlib.data import snapshot
 
     folder = find_isic2018_test_dir(data_dir)
     if snapshot.is_snapshot(folder.parent):

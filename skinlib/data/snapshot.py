@@ -27,7 +27,10 @@ from typing import Any
 
 import pandas as pd
 
+from skinlib.data.digests import content_digests
 from skinlib.data.info import CLASSES
+from skinlib.data.masks import find_masks
+from skinlib.data.metadata import check_index, finish_index, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +92,6 @@ def write_snapshot(dest: str | os.PathLike, *, ham: pd.DataFrame, isic: pd.DataF
     """Write the snapshot of the indexes ``ham`` (and ``isic``) into the new folder ``dest``, with the image files
     of the ``images`` ids and the lesion masks of the ``masks`` ids (found under ``mask_dir``); return the files
     written, relative to ``dest``."""
-    from skinlib.data.digests import content_digests
-    from skinlib.data.masks import find_masks
 
     dest = Path(dest)
     dest.mkdir(parents=True)
@@ -141,7 +142,6 @@ def readme(info: dict[str, Any]) -> str:
 
 
 def _read(path: Path, what: str) -> pd.DataFrame:
-    from skinlib.data.metadata import read_metadata
 
     table = read_metadata(path)
     if DIGEST_COLUMN not in table.columns:
@@ -158,7 +158,6 @@ def _read(path: Path, what: str) -> pd.DataFrame:
 def _finish(table: pd.DataFrame, folder: Path, source: Path) -> pd.DataFrame:
     """The index a loader returns (:func:`skinlib.data.metadata.finish_index`, the same columns): paths where an
     image would be, the digests recorded for them."""
-    from skinlib.data.metadata import finish_index
 
     present = {p.stem: p for p in (folder / IMAGES).glob("*") if p.is_file()} if (folder / IMAGES).is_dir() else {}
     images = {i: present.get(i, folder / IMAGES / f"{i}.jpg") for i in table["image_id"]}
@@ -170,7 +169,6 @@ def _finish(table: pd.DataFrame, folder: Path, source: Path) -> pd.DataFrame:
 
 def load_ham10000(folder: str | os.PathLike) -> pd.DataFrame:
     """The HAM10000 index of a snapshot, with the columns and order :func:`skinlib.data.load_ham10000` gives."""
-    from skinlib.data.metadata import check_index
 
     folder = Path(folder)
     source = folder / HAM_TABLE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -48,7 +49,6 @@ def check_image_size(name: str, image_size: int) -> None:
 def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     """Raise ``ValueError`` for a keyword that :func:`create_model` of ``name`` does not take (naming the valid
     ones), a BatchNorm momentum outside (0, 1], or an unknown attention kind."""
-    import inspect
 
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(list_models())}")

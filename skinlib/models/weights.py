@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from skinlib.fetch import Checksum, FetchResult
+from skinlib.fetch import Checksum, FetchResult, download, fetch_json
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,6 @@ def weights_checksum(base: str, *, mirror: str | None = None, timeout: float = 6
     torchvision: the SHA-256 prefix in the file name (as ``torch.hub`` checks it);
     timm: the SHA-256 the Hugging Face hub lists for the file (its model API).
     """
-    from skinlib.fetch import fetch_json
 
     kind, ident = SOURCES[base]
     url = weights_url(base)
@@ -147,7 +146,6 @@ def _offline_hint(base: str) -> str:
 def fetch_weights(name: str, *, mirror: str | None = None, timeout: float = 60.0,
                   progress: bool = True) -> FetchResult:
     """Download the ImageNet checkpoint of ``name`` into the file ``pretrained=True`` reads (resumable, verified)."""
-    from skinlib.fetch import download
 
     base = weights_base(name)
     target = expected_weights_file(base)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import pandas as pd
 import yaml
 
 from skinlib.data.paths import project_root
+from skinlib.data.split import load_split, save_split
 from skinlib.io import FileLock, atomic_write, atomic_write_json, atomic_write_text, check_free_space
 from skinlib.runs.config import RunConfig, run_hash
 
@@ -83,8 +86,6 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> di
     A file that would execute code when unpickled, and a truncated or empty one, raise
     :class:`RunFileError` naming the file; nothing in it is run.
     """
-    import pickle
-    import zipfile
 
     import torch
 
@@ -219,7 +220,6 @@ class Run:
         return read_predictions(self.file(name))
 
     def split(self) -> pd.DataFrame:
-        from skinlib.data.split import load_split
 
         return load_split(self.file(FILES.split))
 
@@ -251,7 +251,6 @@ class Run:
         return atomic_write_json(self.file(DATA_FILE), fingerprint)
 
     def write_split(self, split: pd.DataFrame) -> None:
-        from skinlib.data.split import save_split
 
         save_split(split, self.file(FILES.split))
 

@@ -27,8 +27,11 @@ from skinlib.evaluate import (
     summarize_seeds,
 )
 from skinlib.inference import arrays
+from skinlib.models.registry import check_image_size
+from skinlib.models.weights import weights_available
 from skinlib.paper import TABLE3_MODELS
 from skinlib.runs import ABSENT_ROW, MissingRunError, Run, RunConfig, partial_bundle, specs
+from skinlib.study.parallel import Job, train_many
 from skinlib.study.plan import DERIVED, PLAN, Where, dependent, get_step, independent, step
 from skinlib.train import fit
 
@@ -229,7 +232,6 @@ PRETRAINING_MODELS: dict[str, str] = {"ResNet18": "resnet18", "MobileNetV3": "mo
 def pretraining_study(config: RunConfig, seeds: Sequence[int], *, scratch: bool = False) -> Study:
     """Table 2: ResNet18 and MobileNetV3-Small from ImageNet weights (those present on this machine), and with
     ``scratch`` from random weights too (those runs are the baselines' own, shared through the run store)."""
-    from skinlib.models.weights import weights_available
 
     configs = {f"{label} (no pre-training)": variant(config, model=m)
                for label, m in PRETRAINING_MODELS.items()} if scratch else {}
@@ -297,7 +299,6 @@ def train_all(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = Tru
 
     Returns how many runs were trained and reused.
     """
-    from skinlib.study.parallel import Job, train_many
 
     where = {"data_dir": None if data_dir is None else str(data_dir),
              "runs_dir": None if runs_dir is None else str(runs_dir)}
@@ -369,7 +370,6 @@ class Study:
 
         Every variant's image size is checked against its model first, so a size one model cannot take stops
         the study before any run trains (not after the others have)."""
-        from skinlib.models.registry import check_image_size
 
         for config in self.configs.values():
             check_image_size(config.model, config.image_size)
@@ -515,7 +515,6 @@ def best_by_validation(study: Study) -> str:
 
 
 def _weights_for(models: Sequence[str], pretrained: bool) -> bool:
-    from skinlib.models.weights import weights_available
 
     return pretrained and all(weights_available(m) for m in models)
 

@@ -8,8 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from skinlib.data.selection import select_data
 from skinlib.io import temporary_env
-from skinlib.runs import NO_TRAIN_ENV, Run, RunConfig
+from skinlib.runs import NO_TRAIN_ENV, MissingRunError, Run, RunConfig
+from skinlib.study.experiments import independent_runs, profile_config
+from skinlib.study.plan import Where, dependent
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,6 @@ def known_finals(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.
     """The runs of the plan's dependent studies known so far, trained nothing (each study's runs once what it
     needs has finished: the paper-recipe final after its joint losses, both finals after the whole loss study),
     and whether all of them are known."""
-    from skinlib.runs import MissingRunError
-    from skinlib.study.plan import Where, dependent
 
     known: list[RunConfig] = []
     with no_training():
@@ -54,8 +55,6 @@ def known_finals(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.
 def profile_runs(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
                  runs_dir: str | os.PathLike | None = None) -> ProfileRuns:
     """Which of the book's runs for these profile parameters are in the store; trains nothing."""
-    from skinlib.data.selection import select_data
-    from skinlib.study.experiments import independent_runs, profile_config
 
     config = profile_config(params)
     configs = independent_runs(config, params["seeds"], pretrained=params["pretrained"])

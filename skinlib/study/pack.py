@@ -5,6 +5,7 @@ once, the data summary, ``bundle.json`` with every checksum."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import logging
 import os
@@ -17,9 +18,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from skinlib.data import load_ham10000, load_isic2018_test, montage_rows
+from skinlib.data.index import find_isic2018_test_dir
 from skinlib.data.snapshot import ATTRIBUTION, LICENCE, write_snapshot
+from skinlib.explain import CAM_EXAMPLES_FILE
+from skinlib.inference import held_out_index
 from skinlib.io import atomic_write_json, file_digest, replace_dir
-from skinlib.runs import FILES, Run, RunConfig
+from skinlib.models.weights import expected_weights_file
+from skinlib.runs import FILES, MissingRunError, Run, RunConfig
 from skinlib.study.bundle_format import (
     BINARY_FILES,
     BUNDLE_FILE,
@@ -32,7 +40,11 @@ from skinlib.study.bundle_format import (
     bundle_dir,
     git_commit,
 )
+from skinlib.study.experiments import make_study, profile_config
 from skinlib.study.inventory import known_finals, no_training, profile_runs
+from skinlib.study.profiles import get_profile
+from skinlib.study.tables import error_rows
+from skinlib.train import fit
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +110,6 @@ def _check_pack_target(out: Path, profile: str) -> None:
 
 def _weights_digest(config: RunConfig) -> str | None:
     """The SHA-256 of the ImageNet weight file a pre-trained run started from, when it is still here."""
-    from skinlib.models.weights import expected_weights_file
 
     try:
         path = expected_weights_file(config.model)
@@ -121,12 +132,7 @@ def drawn_images(runs: Sequence[Run], index: Any, *, data_dir: str | os.PathLike
                  ) -> tuple[set[str], set[str]]:
     """The HAM10000 images the chapters draw (the data chapter's montage; the Grad-CAM examples and the error
     gallery of each run that kept Grad-CAM examples, i.e. the final model) and those drawn with their mask."""
-    import numpy as np
 
-    from skinlib.data import montage_rows
-    from skinlib.explain import CAM_EXAMPLES_FILE
-    from skinlib.inference import held_out_index
-    from skinlib.study.tables import error_rows
 
     images = set(montage_rows(index)["image_id"])
     masks: set[str] = set()
@@ -147,8 +153,6 @@ def write_data_summary(dest: Path, runs: Sequence[Run], *, data_dir: str | os.Pa
     """Write into the new folder ``dest`` the data snapshot a bundle carries (:mod:`skinlib.data.snapshot`), its
     tables gzipped: every HAM10000 row with its file's digest, the ISIC 2018 test labels when that set is here,
     and the images (and masks) of :func:`drawn_images`; return the data's source image size."""
-    from skinlib.data import load_ham10000, load_isic2018_test
-    from skinlib.data.index import find_isic2018_test_dir
 
     try:
         find_isic2018_test_dir(data_dir)
@@ -267,7 +271,6 @@ OPTIONAL_PACKAGES: dict[str, str] = {
 
 def missing_optional() -> dict[str, str]:
     """The :data:`OPTIONAL_PACKAGES` that cannot be imported here, with what the bundle will lack."""
-    import importlib.util
 
     def absent(name: str) -> bool:
         try:
@@ -288,9 +291,6 @@ def derive(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
     Returns the run folders it touched; runs that are missing or bundled (no weights) are skipped. What could
     not be derived is recorded, per run folder, in ``not_derived`` (with why), never raised.
     """
-    from skinlib.runs import MissingRunError
-    from skinlib.study.experiments import make_study, profile_config
-    from skinlib.train import fit
 
     config, seeds = profile_config(params), params["seeds"]
     done = []
@@ -324,7 +324,6 @@ def derive_run(run: Run, *, final: bool, data_dir: str | os.PathLike | None = No
     Returns ``None`` when everything was derived, else what was left out and why: any failure (a missing
     optional package, missing masks, a damaged file, a CUDA error) is logged and returned, never raised, so the
     other runs are still packed."""
-    from skinlib.data.index import find_isic2018_test_dir
 
     lacking = []
     if final:
@@ -373,7 +372,6 @@ def pack_profile(profile: str, *, out: str | os.PathLike | None = None, data_dir
     """Derive what the chapters need (:func:`derive`) and pack every finished run of ``profile`` into
     ``out`` (default ``results/<profile>``). Missing runs are an error naming them, unless
     ``allow_missing`` (a GPU window that made part of the runs)."""
-    from skinlib.study.profiles import get_profile
 
     params = get_profile(profile, **overrides)
     derive(params, data_dir=data_dir, runs_dir=runs_dir, device=device)

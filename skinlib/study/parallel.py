@@ -20,7 +20,9 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+from skinlib.models import create_model
 from skinlib.runs import RunConfig
+from skinlib.train import EPOCH_ESTIMATE_ENV, fit
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,6 @@ def training_memory_gib(model: str, image_size: int, batch_size: int, *, amp: bo
     gradients and AdamW's two moments in float32, the CUDA context, and :data:`MEMORY_MARGIN` on top."""
     import torch
 
-    from skinlib.models import create_model
 
     net = create_model(model, num_classes=7).train()
     kept = 0
@@ -133,7 +134,6 @@ def train_in_child(config: dict[str, Any], data_dir: str | None, runs_dir: str |
     ``epoch_estimate``: a window's estimate of one epoch's seconds, for the deadline check before the first."""
     import torch
 
-    from skinlib.train import EPOCH_ESTIMATE_ENV, fit
 
     if epoch_estimate is None:
         os.environ.pop(EPOCH_ESTIMATE_ENV, None)

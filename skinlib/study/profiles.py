@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from skinlib.runs.config import SEED_RANGE, Spec, specs
+from skinlib.runs.config import SEED_RANGE, Spec, check_type, specs
+from skinlib.runtime import resolve_device
 
 MAX_SEEDS = 100  # training seeds one profile may ask for
 MAX_N_BOOT = 100_000  # bootstrap resamples: beyond this an interval changes nothing but the waiting
@@ -30,7 +31,6 @@ def _seeds(value: list[int]) -> None:
 
 
 def _device_present(value: str) -> None:
-    from skinlib.runtime import resolve_device
 
     resolve_device(value)  # unknown or absent devices are named now, not a chapter later
 
@@ -175,7 +175,6 @@ def check_parameter(name: str, value: Any, *, extra: dict[str, Any] | None = Non
     ``extra`` maps further valid names (a chapter's own parameters) to an example value
     whose type the value must share.
     """
-    from skinlib.runs.config import check_type
 
     extra = extra or {}
     if name in PARAMETERS:

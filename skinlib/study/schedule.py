@@ -29,7 +29,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from skinlib.models import create_model
+from skinlib.paper import TABLE3_MODELS
 from skinlib.runs import Run, RunConfig
+from skinlib.study.experiments import ATTENTION_MODELS, JOINT_LOSSES, LOSS_VARIANTS
 
 TEST_FACTOR = 2.0  # the test part is twice the validation part (70/10/20): its pass takes about twice as long
 EVAL_SPEEDUP = 3.0  # a forward pass alone costs about a third of a training step per image
@@ -203,7 +206,6 @@ def model_flops(model: str, image_size: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from skinlib.models import create_model
 
     net = create_model(model).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -255,8 +257,6 @@ PRIORITY: tuple[str, ...] = ("joint losses", "baselines", "final", "losses", "at
 
 def group(config: RunConfig) -> str:
     """A run's group in :data:`PRIORITY`."""
-    from skinlib.paper import TABLE3_MODELS
-    from skinlib.study.experiments import ATTENTION_MODELS, JOINT_LOSSES, LOSS_VARIANTS
 
     if config.split != "lesion" or config.pretrained:
         return "other"

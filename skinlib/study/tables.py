@@ -12,12 +12,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skinlib.data import CLASSES, cached_images
 from skinlib.evaluate import (
     family_verdicts,
     null_metrics,
     points,
+    scalar_metrics,
 )
-from skinlib.inference import arrays
+from skinlib.inference import arrays, held_out_index
 from skinlib.runs import MissingRunError, Run
 from skinlib.study.experiments import Study
 
@@ -62,7 +64,6 @@ def word_counts(table: pd.DataFrame, metric: str) -> str:
 
 def part_counts(run: Run, part: str = "val") -> pd.Series:
     """Images per class in one part of a run's split (in label order)."""
-    from skinlib.data import CLASSES
 
     split = run.split()
     return split.loc[split["split"] == part, "dx"].value_counts().reindex(list(CLASSES), fill_value=0)
@@ -72,7 +73,6 @@ def metric_readings(run: Run) -> pd.DataFrame:
     """One run's test predictions under every reading of the paper's two numbers: top-1 accuracy and the mean
     one-vs-rest accuracy of eq. 8 (for "accuracy"), ``bacc`` and ``bacc_paper`` (for "BACC"), beside what
     the majority class scores under each."""
-    from skinlib.evaluate import scalar_metrics
 
     y, probs, _ = arrays(run.predictions())
     ours = scalar_metrics(y, probs)
@@ -86,7 +86,6 @@ def metric_readings(run: Run) -> pd.DataFrame:
 def error_rows(run: Run, *, pairs: int = 3, per_pair: int = 4) -> pd.DataFrame:
     """The wrong test predictions of a run from its ``pairs`` most frequent confusion pairs, most confident first,
     ``per_pair`` each: ``image_id, pair, p_pred, p_true`` (the rows :func:`error_examples` draws)."""
-    from skinlib.data import CLASSES
 
     pred = run.predictions()
     wrong = pred[pred["pred"] != pred["label"]].copy()
@@ -106,8 +105,6 @@ def error_examples(run: Run, *, pairs: int = 3, per_pair: int = 4,
                    data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """The images of :func:`error_rows` (uint8 at the run's size) and the rows, for
     :func:`~skinlib.plots.error_gallery`."""
-    from skinlib.data import cached_images
-    from skinlib.inference import held_out_index
 
     rows = error_rows(run, pairs=pairs, per_pair=per_pair)
     size = run.config.image_size

@@ -14,13 +14,17 @@ import re
 import shutil
 import stat
 import tempfile
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skinlib.data.cache import cache_folder
+from skinlib.data.selection import select_data
+from skinlib.data.snapshot import SNAPSHOT_FILE
 from skinlib.io import atomic_write_json, file_digest, make_shareable, replace_dir
-from skinlib.runs import BUNDLE_MARKER, DATA_FILE, FILES, Run, RunConfig, runs_root
+from skinlib.runs import BUNDLE_MARKER, DATA_FILE, FILES, Run, RunConfig, run_hash, runs_root
 from skinlib.study.bundle_format import (
     BUNDLE_FILE,
     DATA_FOLDER,
@@ -166,8 +170,6 @@ def data_snapshot(source: str | os.PathLike, *, cache_dir: str | os.PathLike | N
 
     Raises :class:`BundleError` when the bundle carries no data summary (packed before bundles had one).
     """
-    from skinlib.data.cache import cache_folder
-    from skinlib.data.snapshot import SNAPSHOT_FILE
 
     path = Path(source)
     meta = read_bundle(path)
@@ -245,7 +247,6 @@ class UnpackResult:
 
 
 def _local_data_key(config: RunConfig, data_dir: str | os.PathLike | None, memo: dict) -> tuple[str, str]:
-    from skinlib.data.selection import select_data
 
     key = (config.subset, config.split_seed)
     if key not in memo:
@@ -287,7 +288,6 @@ def _gunzip_capped(src: Path, dst: Path, budget: _Budget) -> None:
 
 def _check_npz(src: Path) -> None:
     """An ``.npz`` of plain arrays whose expanded size is within the cap (arrays are loaded without pickle)."""
-    import zipfile
 
     try:
         with zipfile.ZipFile(src) as zf:
@@ -323,7 +323,6 @@ def _restore_run(path: Path, entry: dict[str, Any], meta: dict[str, Any], tmp: P
 
 def _open_bundled_run(run_path: Path, entry: dict[str, Any], bundle: Path) -> RunConfig:
     """The config of a bundled run, checked against the run's folder name (its identity) and data key."""
-    from skinlib.runs import run_hash
 
     try:
         config = Run.open(run_path).config

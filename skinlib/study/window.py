@@ -14,6 +14,9 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
+import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -22,7 +25,27 @@ from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Any
 
+from skinlib.data import cached_images
+from skinlib.data.selection import select_data
+from skinlib.losses import make_loss
+from skinlib.models import create_model
+from skinlib.models.registry import check_image_size
 from skinlib.runs import FILES, NO_TRAIN_ENV, MissingRunError, Run, RunConfig
+from skinlib.runs.store import read_history
+from skinlib.runtime import Precision, memory_format, resolve_device, to_device
+from skinlib.study.bundle_format import BUNDLE_FILE, bundle_dir
+from skinlib.study.experiments import (
+    final_runs,
+    joint_loss_runs,
+    loss_study_runs,
+    profile_config,
+    profile_models,
+    recipe_runs,
+)
+from skinlib.study.inventory import no_training, profile_runs
+from skinlib.study.pack import derive, missing_optional, pack_runs
+from skinlib.study.parallel import threads_per_job, train_in_child
+from skinlib.study.profiles import get_profile
 from skinlib.study.schedule import (
     DeviceSpeeds,
     Estimate,
@@ -42,6 +65,8 @@ from skinlib.study.schedule import (
     table_rows,
     uncovered,
 )
+from skinlib.study.unpack import unpack
+from skinlib.train import DEADLINE_ENV, DeadlineReached, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +79,6 @@ def device_kind(device: str = "auto") -> str:
     """The kind of device the runs use, as the throughput table names it (``NVIDIA H200``, ``cpu``)."""
     import torch
 
-    from skinlib.runtime import resolve_device
 
     dev = resolve_device(device)
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
@@ -67,10 +91,6 @@ def calibrate(config: RunConfig, *, images: Images, threads: int, device: str = 
     after three warm-up steps, on random batches at its size and batch; an epoch of ``images``."""
     import torch
 
-    from skinlib.losses import make_loss
-    from skinlib.models import create_model
-    from skinlib.runtime import Precision, memory_format, resolve_device, to_device
-    from skinlib.train import make_optimizer
 
     dev = resolve_device(device)
     before = torch.get_num_threads(), torch.backends.cudnn.benchmark
@@ -142,8 +162,6 @@ class WindowReport:
 def _child(conn: Any, config: dict[str, Any], data_dir: str | None, runs_dir: str | None, threads: int,
            epoch_estimate: float, deadline: float) -> None:
     """A run's own process: train it (or reuse it) and send back ``("ok", folder, trained)`` or the error."""
-    from skinlib.study.parallel import train_in_child
-    from skinlib.train import DEADLINE_ENV, DeadlineReached
 
     os.environ.pop(NO_TRAIN_ENV, None)  # the parent may be packing (which forbids training) as this one starts
     os.environ[DEADLINE_ENV] = str(deadline)
@@ -247,7 +265,6 @@ class Window:
     # --- the run store ------------------------------------------------------------------------------------
     def _selection(self, config: RunConfig) -> tuple[str, int]:
         """The data key and the number of images of ``config``'s data selection, selected once per window."""
-        from skinlib.data.selection import select_data
 
         k = (config.subset, config.split_seed)
         if k not in self._keys:
@@ -269,7 +286,6 @@ class Window:
     def observe(self, now: float) -> None:
         """Read the epochs written since the last poll (the first epoch of each run left out: autotuning and
         loading), each with the mean number of runs live meanwhile; refit the sharing and the solo times."""
-        from skinlib.runs.store import read_history
 
         for run in self.live:
             try:
@@ -297,7 +313,6 @@ class Window:
 
     # --- starting and ending runs -------------------------------------------------------------------------
     def start_fitting(self, now: float) -> None:
-        from skinlib.study.parallel import threads_per_job
 
         decision = decide(self.pending, self.prior, self.observed, self.plan, free=self.jobs - len(self.live),
                           running=len(self.live), now=now, prior_a=self.prior_a,
@@ -350,7 +365,6 @@ class Window:
 
     def _startup_of(self, run: _Live, now: float, outcome: str) -> float | None:
         """Seconds of a trained run not spent in its later epochs or test pass (ends are seen at the poll)."""
-        from skinlib.runs.store import read_history
 
         if outcome != "trained":
             return None
@@ -381,7 +395,6 @@ class Window:
     def queue_final(self) -> None:
         """Add the paper-recipe final's runs once the joint losses that choose its loss have finished, and the
         best-recipe final's once the whole loss study has (it picks sampler and loss together)."""
-        from skinlib.study.experiments import final_runs, joint_loss_runs, loss_study_runs, profile_config, recipe_runs
 
         config, seeds = profile_config(self.params), self.params["seeds"]
         if not self.final_known:
@@ -393,8 +406,6 @@ class Window:
 
     def _queue_after(self, needed: list[RunConfig], runs: Any, what: str) -> bool:
         """Queue ``runs(config, seeds, ...)`` once every run of ``needed`` has finished; whether it did."""
-        from skinlib.study.experiments import profile_config
-        from skinlib.study.inventory import no_training
 
         if not all((self.folder(c) / FILES.metrics).is_file() for c in needed):
             return False
@@ -425,12 +436,7 @@ class Window:
     def pack(self) -> None:
         """Derive what chapter 06 needs and pack every finished run into ``out/results-<profile>.tar.gz``,
         replaced atomically (a window killed later still leaves the last archive)."""
-        import shutil
-        import tarfile
-        import tempfile
 
-        from skinlib.study.inventory import profile_runs
-        from skinlib.study.pack import derive, pack_runs
 
         with self.lock:
             derive(self.params, data_dir=self.data_dir, runs_dir=self.runs_dir, not_derived=self.report.not_derived)
@@ -470,8 +476,6 @@ def _trained_on(run: Run) -> str | None:
 def _warm_cache(pending: Sequence[RunConfig], data_dir: Any) -> None:
     """Decode the images once, here, at every size the pending runs train at, before any job starts: the jobs
     then map the same cache file read-only instead of each decoding all of it at once."""
-    from skinlib.data import cached_images
-    from skinlib.data.selection import select_data
 
     seen = set()
     for config in pending:
@@ -486,13 +490,6 @@ def _prepare(w: Window, *, results_dir: Any, given: dict[Key, Estimate] | None, 
              table: DeviceSpeeds | None) -> None:
     """Restore what earlier windows made, list the missing runs, and give every one an estimate: the table,
     earlier windows' runs, the ``given`` estimates, and, for a family none of these covers, a calibration."""
-    from skinlib.models.registry import check_image_size
-    from skinlib.study.bundle_format import BUNDLE_FILE, bundle_dir
-    from skinlib.study.experiments import profile_models
-    from skinlib.study.inventory import profile_runs
-    from skinlib.study.pack import missing_optional
-    from skinlib.study.parallel import threads_per_job
-    from skinlib.study.unpack import unpack
 
     for model in profile_models(w.params):  # a size one model cannot take: refused before anything trains
         check_image_size(model, int(w.params["image_size"]))
@@ -564,7 +561,6 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
     the test pass before then is not started (:class:`~skinlib.train.DeadlineReached`). One run's failure, of
     any kind, is reported with its name and costs no other run; the last pack runs whatever happened before it.
     """
-    from skinlib.study.profiles import get_profile
 
     start = time.time() if started_at is None else started_at
     plan = Plan(deadline=start + budget_s, reserve=reserve_s, startup=startup_s)
@@ -600,6 +596,5 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
 
 
 def _any_config(params: dict[str, Any]) -> RunConfig:
-    from skinlib.study.experiments import profile_config
 
     return profile_config(params)
