@@ -237,6 +237,10 @@ def test_a_results_bundle_renders_the_same_numbers_without_training(book, tmp_pa
     os.utime(clone / "pyproject.toml", (0, 0))  # older than this .venv's stamp: make installs nothing
     packed = pack_profile("smoke", out=clone / "results" / "smoke")
     assert packed.bytes < 10 * 2**20 and len(read_bundle(packed.path)["runs"]) == len(packed.runs)
+    # committed, as a published bundle is: a clean tree has a commit for the launch buttons to pin
+    subprocess.run(["git", "-C", str(clone), "add", "results"], check=True)
+    subprocess.run(["git", "-C", str(clone), "-c", "user.name=test", "-c", "user.email=test@example.org", "commit",
+                    "--quiet", "--allow-empty", "-m", "the bundle packed here"], check=True)
     store = tmp_path / "fresh-store"
     command = shlex.split(build_command().replace('"$PROFILE"', "smoke"))
     # no data anywhere: the data directory named does not exist, no ISIC folder, a fresh image cache
