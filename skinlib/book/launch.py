@@ -43,12 +43,13 @@ def source_links(buttons: Any, *, branch: str = "", commit: str = "") -> Any:
     return buttons
 
 
-def built_commit() -> str:
-    """The full commit the book is built from, or ``""`` when it is unknown or has uncommitted changes (a link
-    to it would lead nowhere)."""
+def built_commit(root: Path | None = None) -> str:
+    """The full commit of the checkout the book is built from (``root``, the book's source folder; by default the
+    one skinlib runs from), or ``""`` when it is unknown or has uncommitted changes (a link to it would lead
+    nowhere)."""
     from skinlib.study.bundle_format import git_commit
 
-    commit = git_commit(full=True)
+    commit = git_commit(full=True, root=root)
     return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else ""
 
 
@@ -56,7 +57,7 @@ def _rewrite(app: Any, pagename: str, templatename: str, context: dict[str, Any]
     if pagename.startswith(EXECUTED) and "header_buttons" in context:
         branch = str((app.config.html_theme_options or {}).get("repository_branch", "main"))
         if not hasattr(app, "_skinlib_commit"):
-            app._skinlib_commit = built_commit()
+            app._skinlib_commit = built_commit(Path(app.srcdir))
         context["header_buttons"] = source_links(context["header_buttons"], branch=branch,
                                                  commit=app._skinlib_commit)
 
@@ -81,7 +82,9 @@ def write_launch_copies(root: Path, out: Path, commit: str) -> list[Path]:
 
 def _launch_copies(app: Any, exception: Exception | None) -> None:
     if exception is None and app.builder.format == "html":
-        write_launch_copies(Path(app.srcdir), Path(app.outdir), getattr(app, "_skinlib_commit", None) or built_commit())
+        commit = getattr(app, "_skinlib_commit", None)
+        write_launch_copies(Path(app.srcdir), Path(app.outdir), built_commit(Path(app.srcdir)) if commit is None
+                            else commit)
 
 
 def _require_executed_chapters(app: Any) -> None:

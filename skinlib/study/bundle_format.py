@@ -51,16 +51,16 @@ COMMIT_ENV = "SKINLIB_GIT_COMMIT"  # the commit of a copy without .git (a staged
 
 
 
-def git_commit(*, full: bool = False) -> str:
+def git_commit(*, full: bool = False, root: Path | None = None) -> str:
     """The commit this code is from: :data:`COMMIT_ENV` when set, else ``git rev-parse`` in this project's own
-    ``.git`` (never a repository above it), else ``"unknown"``; ``-dirty`` when tracked files were changed;
-    the whole hash with ``full``."""
+    ``.git`` (never a repository above it; or in ``root``'s, a checkout the book is built from), else
+    ``"unknown"``; ``-dirty`` when tracked files were changed; the whole hash with ``full``."""
     from skinlib.data.paths import project_root
 
     given = os.environ.get(COMMIT_ENV, "").strip()
     if given:
         return given if re.fullmatch(r"[0-9a-f]{7,40}(-dirty)?", given) else "unknown"
-    root = project_root()
+    root = root if root is not None else project_root()
     if root is None or not (root / ".git").exists():
         return "unknown"
     env = {**os.environ, "GIT_DIR": str(root / ".git"), "GIT_WORK_TREE": str(root),
