@@ -66,3 +66,14 @@ def test_the_smoke_bundle_folders_are_their_runs_identity():
         config = RunConfig.from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
         data_key = json.loads((folder / "data.json").read_text())["key"]
         assert folder.name == f"{config.name}-{run_hash(config, data_key)}"
+
+
+def test_every_profile_is_the_base_with_its_differences():
+    """Profiles are written as differences from the paper's scale: a difference names a real parameter, and the
+    complete sets hold every profile parameter (so a parameter added to the base reaches every profile)."""
+    from skinlib.study.profiles import BASE, DIFFERENCES, PARAMETERS
+
+    assert set(BASE) == set(PARAMETERS) and set(DIFFERENCES) == set(PROFILES)
+    for name, values in PROFILES.items():
+        assert values == {"profile": name, **BASE, **DIFFERENCES[name]}
+        assert all(BASE[k] != v for k, v in DIFFERENCES[name].items()), f"{name} restates a base value"
