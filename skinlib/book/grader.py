@@ -372,13 +372,12 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
         env[DATA_ENV] = str(Path(data_dir).resolve())
     if runs_dir:
         env[RUNS_ENV] = str(Path(runs_dir).resolve())
-    if isolation not in ISOLATIONS:
-        raise ValueError(f"isolation {isolation!r}: choose one of {', '.join(ISOLATIONS)}")
+    isolated = _isolation(isolation)  # before the key run: a refusal writes nothing
     keys = answer_key(source, used, env=env, timeout=timeout)
     out = Path(out)
     feedback = out / "feedback"
     feedback.mkdir(parents=True, exist_ok=True)
-    kernel, spec = _student_kernel(isolation, [folder, out], [source_path.parent.parent])
+    kernel, spec = _student_kernel(isolated, [folder, out], [source_path.parent.parent])
     rows: list[dict[str, Any]] = []
     for student, why in unreadable.items():
         rows += [{"student": student, "question": q, "points": 0.0, "max": k.points, "verdict": why}
@@ -417,20 +416,29 @@ def grade(submissions: str | os.PathLike, out: str | os.PathLike, *, chapter: st
 ISOLATIONS = ("auto", "namespace", "none")
 
 
-def _student_kernel(isolation: str, hidden: list[Path], projects: list[Path]) -> tuple[str, dict[str, str]]:
-    """The kernel spec the students' runs use and the environment that finds it: the sandbox's, with ``hidden``
-    and, of each project (the chapter's and the checkout skinlib runs from), the chapters, history and built
-    pages out of reach; or plain ``python3``."""
-
+def _isolation(isolation: str) -> bool:
+    """Whether the students' kernels start in namespaces: ``namespace`` requires it (a :class:`GradingError`
+    where the system refuses it), ``auto`` where the system allows it (a warning where not), ``none`` never."""
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"isolation {isolation!r}: choose one of {', '.join(ISOLATIONS)}")
     if isolation == "none":
-        return "python3", {}
+        return False
     why = sandbox.unavailable()
-    if why is not None:
-        if isolation == "namespace":
-            raise GradingError(f"cannot isolate the students' kernels: {why}; allow unprivileged user namespaces, "
-                               f"grade in a container, or pass --isolation none")
-        log.warning("student code runs without isolation (%s): it can read the chapter's solutions on disk; grade "
-                    "in a container for marks that matter", why)
+    if why is None:
+        return True
+    if isolation == "namespace":
+        raise GradingError(f"cannot isolate the students' kernels: {why}; allow unprivileged user namespaces, "
+                           f"grade in a container, or pass --isolation none")
+    log.warning("student code runs without isolation (%s): it can read the chapter's solutions on disk; grade in "
+                "a container for marks that matter", why)
+    return False
+
+
+def _student_kernel(isolated: bool, hidden: list[Path], projects: list[Path]) -> tuple[str, dict[str, str]]:
+    """The kernel spec the students' runs use and the environment that finds it: with ``isolated``, the
+    sandbox's, with ``hidden`` and, of each project (the chapter's and the checkout skinlib runs from), the
+    chapters, history and built pages out of reach; else plain ``python3``."""
+    if not isolated:
         return "python3", {}
     for project in {*projects, *filter(None, [project_root()])}:
         hidden += [project / "notebooks", project / ".git", project / "book" / "executed", project / "_build"]
