@@ -33,8 +33,10 @@ def test_workflow_builds_from_the_bundle_and_deploys_to_pages():
 
 
 def _make_n(*args: str) -> list[list[str]]:
-    out = subprocess.run(["make", "-n", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout
-    return [shlex.split(line) for line in out.splitlines() if "skinlib" in line or "ghp-import" in line]
+    out = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(ROOT), *args], capture_output=True,
+                         text=True, check=True).stdout  # (no "Entering directory .../skinlib" lines)
+    return [shlex.split(line) for line in out.splitlines()
+            if ("skinlib" in line or "ghp-import" in line) and not line.startswith(("make:", "make["))]
 
 
 def test_make_targets_render_bundles_and_publish_by_hand():
