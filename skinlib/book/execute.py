@@ -42,8 +42,11 @@ def _execute_until_complete(nb: Any, name: str, params: dict[str, Any], used: di
     while True:
         nbformat.write(partial.apply(nb, gaps, profile=profile, missing=missing or []) if gaps else nb, staged)
         try:
+            # the kernel stopped at once when the chapter is done: a graceful stop interrupts the idle kernel
+            # first, which logs "ERROR | KeyboardInterrupt caught in kernel" into a green build
             papermill.execute_notebook(str(staged), str(tmp), parameters=used, kernel_name="python3",
-                                       cwd=str(out_dir), progress_bar=False, request_save_on_cell_execute=False)
+                                       cwd=str(out_dir), progress_bar=False, request_save_on_cell_execute=False,
+                                       shutdown_kernel="immediate")
             return gaps
         except PapermillExecutionError as exc:
             if missing is None or not partial.record(gaps, nbformat.read(tmp, as_version=4), exc.ename,
