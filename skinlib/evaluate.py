@@ -391,6 +391,27 @@ def format_mean_sd(summary: dict[str, float], *, scale: float = 100, digits: int
     return f"{summary['mean'] * scale:.{digits}f} ± {summary['sd'] * scale:.{digits}f} (n={summary['n']})"
 
 
+def finite_mean(values: Sequence[float]) -> float:
+    """The mean of the finite values; NaN when there are none (a group or class missing from a draw)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def seed_lesion_draws(value: Callable[[np.ndarray, int], float], seeds: int, groups: Sequence[Any] | None, n: int,
+                      *, n_boot: int, seed: int, strata: Sequence[Any] | None) -> tuple[tuple[float, ...], np.ndarray]:
+    """A hierarchical bootstrap over seeds and lesions: each seed's ``value(rows, s)`` on every row, and
+    ``n_boot`` draws, each the mean over resampled seeds of ``value`` on one resample of the lesions (within
+    ``strata``, their class). Both sources of variance in one interval; :func:`seed_paired`,
+    :func:`within_class_gap` and the leakage analyses share it."""
+    everything = np.arange(n)
+    per_seed = tuple(float(value(everything, s)) for s in range(seeds))
+    rng = np.random.default_rng(seed + 1)
+    rows = bootstrap_indices(groups, n, n_boot, seed, strata)
+    draws = np.array([finite_mean([value(r, s) for s in rng.integers(0, seeds, seeds)]) if n else np.nan
+                      for r in rows])
+    return per_seed, draws
+
+
 @dataclass(frozen=True)
 class SeedPaired:
     """``metric(a) - metric(b)`` over paired seeds on the same test images: the mean over seeds, each seed's own
@@ -445,12 +466,8 @@ def seed_paired(y_true: np.ndarray, probs_a: Sequence[np.ndarray], probs_b: Sequ
     pb = [np.asarray(p, dtype=float) for p in probs_b]
     if any(p.shape != pa[0].shape for p in [*pa, *pb]) or len(y_true) != len(pa[0]):
         raise ValueError("seed_paired needs every seed's predictions on the same images")
-    everything = np.arange(len(y_true))
-    per_seed = tuple(float(value(everything, a) - value(everything, b)) for a, b in zip(pa, pb))
-    rng = np.random.default_rng(seed + 1)
-    rows = bootstrap_indices(groups, len(y_true), n_boot, seed, y_true if stratify else None)
-    draws = np.array([np.mean([value(r, pa[s]) - value(r, pb[s]) for s in rng.integers(0, len(pa), len(pa))])
-                      for r in rows])
+    per_seed, draws = seed_lesion_draws(lambda r, s: value(r, pa[s]) - value(r, pb[s]), len(pa), groups,
+                                        len(y_true), n_boot=n_boot, seed=seed, strata=y_true if stratify else None)
     return SeedPaired(metric, float(np.mean(per_seed)), per_seed, draws)
 
 
@@ -481,13 +498,8 @@ def within_class_gap(y_true: np.ndarray, correct: Sequence[np.ndarray], member: 
     if not hits or any(len(h) != len(y) for h in hits) or len(member) != len(y):
         raise ValueError("within_class_gap needs one correctness array per seed, each as long as y_true and member")
     k = int(y.max()) + 1 if len(y) else 1
-    everything = np.arange(len(y))
-    per_seed = tuple(pooled_within_class(y, member, h, everything, k) for h in hits)
-    rng = np.random.default_rng(seed + 1)
-    rows = bootstrap_indices(groups, len(y), n_boot, seed, y)
-    draws = np.array([np.nanmean([pooled_within_class(y, member, hits[s], r, k)
-                                  for s in rng.integers(0, len(hits), len(hits))]) if len(y) else np.nan
-                      for r in rows])
+    per_seed, draws = seed_lesion_draws(lambda r, s: pooled_within_class(y, member, hits[s], r, k), len(hits),
+                                        groups, len(y), n_boot=n_boot, seed=seed, strata=y)
     return SeedPaired("accuracy within class", float(np.mean(per_seed)), per_seed, draws)
 
 

@@ -440,8 +440,8 @@ def _student_kernel(isolated: bool, hidden: list[Path], projects: list[Path]) ->
     chapters, history and built pages out of reach; else plain ``python3``."""
     if not isolated:
         return "python3", {}
-    for project in {*projects, *filter(None, [project_root()])}:
-        hidden += [project / "notebooks", project / ".git", project / "book" / "executed", project / "_build"]
+    hidden = [*hidden, *(project / part for project in {*projects, *filter(None, [project_root()])}
+                         for part in ("notebooks", ".git", "book/executed", "_build"))]
     specs = Path(tempfile.mkdtemp(prefix="skinlib-kernels-"))
     name = sandbox.write_kernel_spec(specs, hidden)
     found = os.pathsep.join([str(specs), *filter(None, [os.environ.get("JUPYTER_PATH")])])

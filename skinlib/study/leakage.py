@@ -15,11 +15,12 @@ from scipy.stats import rankdata
 from skinlib.evaluate import (
     SeedPaired,
     Verdict,
-    bootstrap_indices,
     family_verdicts,
+    finite_mean,
     format_ci,
     points,
     pooled_within_class,
+    seed_lesion_draws,
 )
 from skinlib.inference import arrays
 from skinlib.runs import Run
@@ -108,23 +109,11 @@ class HeldOut:
                        self.multi[keep])
 
 
-def _mean(values: Sequence[float]) -> float:
-    """The mean of the finite values; NaN when there are none (a group or class missing from a draw)."""
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
 def _draws(test: HeldOut, value: Callable[[np.ndarray, np.ndarray], float], *, n_boot: int,
            seed: int) -> tuple[tuple[float, ...], np.ndarray]:
-    """Each seed's ``value(rows, probs)`` on every row, and ``n_boot`` draws that resample the seeds and the
-    lesions within their class (both sources of variance in one interval)."""
-    everything = np.arange(len(test.y))
-    per_seed = tuple(float(value(everything, p)) for p in test.probs)
-    rng = np.random.default_rng(seed + 1)
-    draws = np.array([_mean([value(r, test.probs[s]) for s in rng.integers(0, len(test.probs),
-                                                                                  len(test.probs))])
-                      for r in bootstrap_indices(test.lesions, len(test.y), n_boot, seed, test.y)])
-    return per_seed, draws
+    """:func:`~skinlib.evaluate.seed_lesion_draws` of ``value(rows, probs)`` over one arm's seeds and lesions."""
+    return seed_lesion_draws(lambda r, s: value(r, test.probs[s]), len(test.probs), test.lesions, len(test.y),
+                             n_boot=n_boot, seed=seed, strata=test.y)
 
 
 def scored(test: HeldOut, metric: str, *, n_boot: int, seed: int = 0) -> SeedPaired:
@@ -137,7 +126,7 @@ def seen_gap(test: HeldOut, metric: str, *, n_boot: int, seed: int = 0) -> SeedP
     """:func:`member_gap` of the seen images against the unseen ones, over seeds and lesions."""
     per_seed, draws = _draws(test, lambda r, p: member_gap(metric, test.y[r], p[r], test.seen[r]), n_boot=n_boot,
                              seed=seed)
-    return SeedPaired(metric, _mean(per_seed), per_seed, draws)
+    return SeedPaired(metric, finite_mean(per_seed), per_seed, draws)
 
 
 def _span(value: float, interval: tuple[float, float]) -> str:
