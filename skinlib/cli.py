@@ -382,9 +382,11 @@ def _results_status(args: argparse.Namespace) -> int:
     bundled = sum(r.bundled for r in runs.finished)
     print(f"profile {args.profile}: {len(runs.finished)} runs finished ({bundled} from a bundle), "
           f"{len(runs.missing)} missing" + ("" if runs.final_known else ", final model not yet known"))
-    for config in runs.missing:
-        print(f"missing: {config.name} seed {config.seed}")
-    return 0 if not runs.missing and runs.final_known else 1
+    for name in runs.missing_names():
+        print(f"missing: {name}")
+    for chapter, studies in runs.chapters_lacking().items():
+        print(f"{chapter} lacks runs of: {', '.join(studies)}")
+    return 0 if not runs.missing_names() else 1
 
 
 def _study(args: argparse.Namespace) -> int:

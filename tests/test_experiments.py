@@ -237,17 +237,56 @@ def test_the_plan_declares_every_study_once_with_what_it_needs():
                                                    "leakage"]
     assert [s.name for s in plan.dependent()] == ["final", "recipes"]
     for entry in plan.PLAN.values():
-        assert set(entry.chapters) <= set(CHAPTERS) and set(entry.needs) < set(plan.PLAN), entry.name
-        assert list(plan.PLAN).index(entry.name) > max((list(plan.PLAN).index(n) for n in entry.needs), default=-1)
+        needs = {n.study for n in entry.needs}
+        assert set(entry.chapters) <= set(CHAPTERS) and needs < set(plan.PLAN), entry.name
+        assert list(plan.PLAN).index(entry.name) > max((list(plan.PLAN).index(n) for n in needs), default=-1)
     assert set(plan.get_step("final").derived) == set(plan.DERIVED)
+    # the final model waits only for the joint losses, which go first in a window; both finals' runs are among
+    # their candidates (what the identity test pins)
+    config, seeds = RunConfig(), (0, 1)
+    where = plan.Where(config, seeds)
+    final_needs = plan.get_step("final").needed(where)
+    assert {c.loss for c in final_needs} == {experiments.LOSS_VARIANTS[k] for k in experiments.JOINT_LOSSES}
+    order = plan.window_order(where)
+    assert {order[plan.run_key(c)][0] for c in final_needs} == {0} and min(order.values())[0] == 0
+    assert max(order[plan.run_key(c)][0] for c in plan.get_step("attention").runs(where)) == 4
+    with pytest.raises(ValueError, match="must list its candidates"):
+        plan.step("lonely", about="x", chapters=(), needs=("losses",))
+    with pytest.raises(ValueError, match="must list its candidates"):
+        plan.step("eager", about="x", chapters=(), candidates=lambda w: None)
     with pytest.raises(ValueError, match="registered twice"):
         plan.step("losses", about="again", chapters=())(lambda w: None)
     with pytest.raises(ValueError, match="must be registered before"):
         plan.step("later", about="x", chapters=(), needs=("nothing",))
     with pytest.raises(ValueError, match="unknown derivation"):
         plan.step("odd", about="x", chapters=(), derived=("tsne",))
-    config = RunConfig()
     independent = experiments.independent_runs(config, [0, 1])
     assert len(independent) == sum(len(s.build(plan.Where(config, (0, 1))).configs) * 2 for s in plan.independent())
     table = plan.plan_table()
-    assert list(table.index) == list(plan.PLAN) and table.loc["recipes", "needs"] == "losses, final"
+    assert list(table.index) == list(plan.PLAN) and table.loc["recipes", "needs"] == "losses"
+    assert table.loc["final", "needs"].startswith("losses (") and "CB + LS (joint)" in table.loc["final", "needs"]
+
+
+BUILDERS = {"baseline_study": {"baselines", "scratch"}, "pretraining_study": {"pretraining"},
+            "attention_study": {"attention"}, "loss_study": {"losses"}, "final_study": {"final"},
+            "recipe_study": {"recipes"}, "leakage_study": {"leakage"}}
+
+
+def test_every_study_a_chapter_builds_is_one_the_plan_says_it_reads():
+    """A partial bundle's build decides before executing which chapters may lack runs from the plan's
+    ``chapters``: a chapter that builds a study the plan does not list for it would meet a missing run as an
+    error. So every study a chapter's code builds must be declared for that chapter."""
+    import re
+
+    from skinlib.book.notebooks import CHAPTERS
+    from skinlib.study import plan
+
+    root = Path(__file__).resolve().parents[1] / "notebooks"
+    for chapter in CHAPTERS:
+        cells = json.loads((root / f"{chapter}.ipynb").read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        declared = {s.name for s in plan.PLAN.values() if chapter in s.chapters}
+        built = [BUILDERS[name] for name in re.findall(r"\b(\w+_study)\(", code) if name in BUILDERS]
+        built += [{name} for name in re.findall(r"(?:run|make)_study\(\s*\"(\w+)\"", code)]
+        for options in built:
+            assert options & declared, f"{chapter} builds {sorted(options)}, which the plan does not list for it"

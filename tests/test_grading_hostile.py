@@ -66,6 +66,7 @@ def graded(tmp_path_factory):
     return table, tmp_path / "graded"
 
 
+@pytest.mark.slow  # a key run and a class of kernels (about 35 s): CI's slow step
 def test_no_student_sets_a_score(graded):
     table, out = graded
     got = {(r.student, r.question): (r.points, r.verdict) for r in table.itertuples()}
@@ -100,6 +101,7 @@ def test_isolation_where_refused_is_an_error_or_a_warning(tmp_path, monkeypatch,
     assert "can read the chapter's solutions on disk" in caplog.text and table["points"].iloc[0] == 3
 
 
+@pytest.mark.slow  # two gradings of a chapter (about 18 s): CI's slow step
 @pytest.mark.skipif(sandbox.unavailable() is not None, reason="this system refuses unprivileged user namespaces")
 def test_without_isolation_the_solution_on_disk_is_in_reach(tmp_path, monkeypatch):
     """The null of the test above: the same attack with ``isolation="none"`` scores full marks, and with

@@ -184,7 +184,7 @@ def test_a_run_whose_derivation_fails_is_skipped_not_fatal(trained, monkeypatch,
 
     monkeypatch.setattr(skinlib.explain, "cam_mask_scores", no_masks)
     with caplog.at_level(logging.WARNING):
-        why = bundles.derive_run(run, final=False, data_dir=data_dir)
+        why = bundles.derive_run(run, derived=("gradcam",), data_dir=data_dir)
     assert why == "Grad-CAM: FileNotFoundError: no lesion masks under masks"  # the reason, without the folders
     assert "packed without Grad-CAM" in caplog.text
 

@@ -10,24 +10,22 @@ import pytest
 
 from skinlib import train
 from skinlib.runs import RunConfig
-from skinlib.study.experiments import LOSS_SAMPLER, LOSS_VARIANTS, independent_runs, joint_loss_runs, profile_config
+from skinlib.study.experiments import LOSS_SAMPLER, LOSS_VARIANTS, independent_runs, profile_config
 from skinlib.study.experiments import variant as make_variant
+from skinlib.study.plan import PLAN, Where, run_key, window_order
 from skinlib.study.profiles import get_profile
 from skinlib.study.schedule import (
-    PRIORITY,
+    Clock,
     DeviceSpeeds,
     Estimate,
     Images,
     Observed,
-    Plan,
     Sharing,
     choose,
     decide,
     estimate_runs,
     fit_sharing,
-    group,
     key_of,
-    priority,
     uncovered,
 )
 from skinlib.study.window import _Timeline
@@ -46,12 +44,24 @@ def fake_flops(model: str, size: int) -> float:
             "mobilenet_v3_small_caco": 0.065, "mobilenet_v3_small_cbam": 0.064}.get(model, 0.06)
 
 
+def gpu_where() -> Where:
+    params = get_profile("gpu")
+    return Where(profile_config(params), tuple(params["seeds"]), pretrained=False)
+
+
+ORDER = window_order(gpu_where())
+
+
+def rank(config: RunConfig) -> tuple[int, int]:
+    """The window's order, as the window asks it: the plan's, or the final's own priority once it is known."""
+    return ORDER.get(run_key(config), (PLAN["final"].priority, 0))
+
+
 def gpu_runs() -> list[RunConfig]:
     """The `gpu` profile's independent runs, in the window's order."""
     params = get_profile("gpu")
-    unique = {repr(c.to_dict()): c for c in independent_runs(profile_config(params), params["seeds"],
-                                                             pretrained=False)}
-    return sorted(unique.values(), key=priority)
+    unique = {run_key(c): c for c in independent_runs(profile_config(params), params["seeds"], pretrained=False)}
+    return sorted(unique.values(), key=rank)
 
 
 def final_run() -> RunConfig:
@@ -100,12 +110,12 @@ class Outcome:
 
 
 def simulate(factor: float, monkeypatch: pytest.MonkeyPatch, *, die: str | None = None) -> Outcome:
-    plan = Plan(deadline=BUDGET, reserve=RESERVE, startup=STARTUP)
+    timing = Clock(deadline=BUDGET, reserve=RESERVE, startup=STARTUP)
     known, pending = prior(), gpu_runs()
-    joint = {c.name for c in joint_loss_runs(profile_config(get_profile("gpu")), [0])}
+    joint = {c.name for c in PLAN["final"].needed(gpu_where())}
     clock = {"now": 0.0}
     monkeypatch.setattr(train.time, "time", lambda: clock["now"])
-    monkeypatch.setenv(train.DEADLINE_ENV, str(plan.training_ends))
+    monkeypatch.setenv(train.DEADLINE_ENV, str(timing.training_ends))
     out, live, observed, timeline = Outcome(), [], [], _Timeline()
     final_known, now, next_poll = False, 0.0, 0.0
 
@@ -127,12 +137,12 @@ def simulate(factor: float, monkeypatch: pytest.MonkeyPatch, *, die: str | None 
             next_poll = now + POLL
             left = [r.solo.per_epoch * (r.config.epochs - len(r.history)) + r.solo.test
                     + (STARTUP if not r.history else 0.0) for r in live]
-            decision = decide(pending, known, observed, plan, free=JOBS - len(live), running=len(live), now=now,
+            decision = decide(pending, known, observed, timing, free=JOBS - len(live), running=len(live), now=now,
                               flops=fake_flops, running_left=left)
             for i in decision.start:
                 c, est = pending[i], decision.estimates[i].scaled(decision.sharing.factor(len(live) + 1))
-                live.append(Sim(c, now, est.per_epoch, est.total(c.epochs, plan.startup), decision.estimates[i]))
-                out.starts.append((c.name, now, est.total(c.epochs, plan.startup)))
+                live.append(Sim(c, now, est.per_epoch, est.total(c.epochs, timing.startup), decision.estimates[i]))
+                out.starts.append((c.name, now, est.total(c.epochs, timing.startup)))
                 timeline.set(now, len(live))
             pending = [c for i, c in enumerate(pending) if i not in decision.start]
             if not live:
@@ -162,7 +172,7 @@ def simulate(factor: float, monkeypatch: pytest.MonkeyPatch, *, die: str | None 
                 timeline.set(now, len(live))
                 if not final_known and joint <= set(out.finished):  # the real rule: the joint losses choose it
                     final_known, out.joint_done = True, now
-                    pending = sorted([*pending, final_run()], key=priority)
+                    pending = sorted([*pending, final_run()], key=rank)
                 continue
             row = {"seconds": run.epoch_wall * 0.9, "eval_seconds": run.epoch_wall * 0.1}
             if run.history:
@@ -222,13 +232,13 @@ def test_sharing_is_fitted_against_the_solo_speeds():
 
 
 def test_a_run_is_not_started_when_it_would_push_the_live_ones_past_the_window():
-    plan = Plan(deadline=200.0, reserve=0.0, startup=0.0)
+    clock = Clock(deadline=200.0, reserve=0.0, startup=0.0)
     config = gpu_runs()[0].replace(epochs=10)
     est = {0: Estimate(1.0, 0.0, "table")}
     sharing = Sharing(1.0)  # each of n runs n times slower
-    start, _ = choose([config], est, plan, free=1, now=0, sharing=sharing, running_left=[60.0])
+    start, _ = choose([config], est, clock, free=1, now=0, sharing=sharing, running_left=[60.0])
     assert start == [0]  # 2 live: the live run needs 120 s, the new one 20 s
-    start, why = choose([config], est, plan, free=1, now=0, sharing=sharing, running_left=[120.0])
+    start, why = choose([config], est, clock, free=1, now=0, sharing=sharing, running_left=[120.0])
     assert start == [] and "would no longer end in time" in why[0]  # the live one would need 240 s
 
 
@@ -250,15 +260,23 @@ def test_flops_scale_only_within_a_family():
     assert by_model["resnet18"] is None and by_model["efficientnet_b0"] is None  # other families: calibrated
     assert {c.model for c in uncovered(pending, known)} == {"resnet18", "shufflenet_v2_x2_0", "ghostnetv2_100",
                                                             "efficientnet_b0"}
-    _, why = choose(pending, {i: None for i in range(len(pending))}, Plan(BUDGET, RESERVE, STARTUP), free=8, now=0)
+    _, why = choose(pending, {i: None for i in range(len(pending))}, Clock(BUDGET, RESERVE, STARTUP), free=8, now=0)
     assert all("no estimate" in w for w in why.values())  # never started blind
 
 
-def test_the_order_puts_the_baselines_the_joint_losses_and_the_final_model_first():
-    order = [group(c) for c in sorted([*gpu_runs(), final_run()], key=priority)]
-    assert order == sorted(order, key=PRIORITY.index)
-    assert order.index("final") < order.index("losses") < order.index("attention")
-    assert sorted([*gpu_runs(), final_run()], key=priority)[0].model == "mobilenet_v3_small"
+def test_the_plan_puts_the_joint_losses_the_baselines_and_the_final_model_first():
+    where = gpu_where()
+    joint = {run_key(c) for c in PLAN["final"].needed(where)}
+    kinds = {"joint losses": joint, "baselines": {run_key(c) for c in PLAN["baselines"].runs(where)},
+             "final": {run_key(final_run())}, "losses": {run_key(c) for c in PLAN["losses"].runs(where)},
+             "attention": {run_key(c) for c in PLAN["attention"].runs(where)}}
+    runs = sorted([*gpu_runs(), final_run()], key=rank)
+    order = [next((k for k, keys in kinds.items() if run_key(c) in keys), "other") for c in runs]
+    assert order == sorted(order, key=[*kinds, "other"].index), order
+    assert order[:len(joint)] == ["joint losses"] * len(joint)
+    # within the baselines, the run most studies share first: plain MobileNetV3-Small (also the attention study's
+    # and the leakage study's reference, and the loss study's CE row)
+    assert runs[len(joint)].model == "mobilenet_v3_small"
 
 
 def test_a_run_stops_before_its_first_epoch_when_it_cannot_end(monkeypatch):

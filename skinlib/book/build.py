@@ -150,9 +150,11 @@ def _check_only(chapters: list[str], stamps: dict[str, Any], stamp: dict[str, An
         log.warning("chapters %s were executed with other parameters than %s now", differ, chapters)
 
 
-def _open_bundle(source: Path, values: dict[str, Any], folders: dict[str, str]) -> tuple[dict, list[str] | None]:
+def _open_bundle(source: Path, values: dict[str, Any], folders: dict[str, str]
+                 ) -> tuple[dict, dict[str, list[str]] | None]:
     """Unpack the bundle into the run store and switch training off (in ``folders``, the chapters'
-    environment); return its metadata and, for a partial bundle, the runs it lacks."""
+    environment); return its metadata and, for a partial bundle, each chapter that lacks runs with the runs it
+    lacks (the plan says which studies each chapter reads, so this is known before any chapter runs)."""
 
     bundle = unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV]).meta
     folders[NO_TRAIN_ENV] = "1"
@@ -161,14 +163,15 @@ def _open_bundle(source: Path, values: dict[str, Any], folders: dict[str, str]) 
     folders[PRETRAINED_ENV] = ",".join(sorted({c.model for c in configs if c.pretrained}))
     if bundle.get("complete") is True:
         return bundle, None
-    # a partial bundle: the chapters show what it holds and name what it lacks
+    # a partial bundle: the chapters that lack runs show what it holds and name what it lacks
     with temporary_env({PRETRAINED_ENV: folders[PRETRAINED_ENV]}):
         state = profile_runs(values, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV])
-    missing = [f"{c.name} seed {c.seed}" for c in state.missing] + \
-        ([] if state.final_known else ["the final model (after the loss study)"])
-    if missing:
+    lacking = state.missing_by_chapter()
+    for chapter, studies in state.chapters_lacking().items():
+        log.warning("partial bundle: %s lacks runs of %s; it shows the rest", chapter, ", ".join(studies))
+    if lacking:
         folders[PARTIAL_ENV] = "1"  # a study shows the variants the bundle holds (skinlib.study.experiments.Study)
-    return bundle, missing or None  # nothing lacking: any missing run is an error, as for a complete one
+    return bundle, lacking or None  # nothing lacking: any missing run is an error, as for a complete one
 
 
 def _check_book_extra() -> None:

@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -126,11 +127,13 @@ def _execute_in_child(name: str, params: dict[str, Any], root: str, student: boo
 
 
 def execute_chapters(chapters: list[str] | tuple[str, ...], params: dict[str, Any], *, root: Path,
-                     student: bool = False, missing: list[str] | None = None, workers: int = 1,
+                     student: bool = False, missing: Mapping[str, list[str]] | None = None, workers: int = 1,
                      done: Any = None) -> dict[str, float]:
     """Execute ``chapters`` (:func:`execute_chapter`), up to ``workers`` at a time in separate processes, the
     CPU threads split between them; the :data:`TIMED_CHAPTERS` run alone at the end. ``done(name, seconds)``
-    is called as each finishes. The first failure is raised once the chapters already running have ended."""
+    is called as each finishes. The first failure is raised once the chapters already running have ended.
+    ``missing`` maps each chapter that lacks runs (rendering a partial bundle) to the runs it lacks; any other
+    chapter executes as from a complete bundle, where a missing run is an error."""
 
 
     seconds: dict[str, float] = {}
@@ -144,7 +147,7 @@ def execute_chapters(chapters: list[str] | tuple[str, ...], params: dict[str, An
     if len(side_by_side) > 1:
         log.info("executing %s, %d at a time", ", ".join(side_by_side), workers)
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_execute_in_child, name, params, str(root), student, missing,
+            futures = {pool.submit(_execute_in_child, name, params, str(root), student, (missing or {}).get(name),
                                    threads_per_job(workers)): name for name in side_by_side}
             try:
                 for future in as_completed(futures):
@@ -156,7 +159,8 @@ def execute_chapters(chapters: list[str] | tuple[str, ...], params: dict[str, An
         side_by_side = []
     for name in chapters:
         if name not in side_by_side:
-            finish(name, execute_chapter(name, params, root=root, student=student, missing=missing))
+            finish(name, execute_chapter(name, params, root=root, student=student,
+                                          missing=(missing or {}).get(name)))
     return seconds
 
 

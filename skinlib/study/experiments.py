@@ -32,7 +32,7 @@ from skinlib.models.weights import weights_available
 from skinlib.paper import TABLE3_MODELS
 from skinlib.runs import ABSENT_ROW, MissingRunError, Run, RunConfig, partial_bundle, specs
 from skinlib.study.parallel import Job, train_many
-from skinlib.study.plan import DERIVED, PLAN, Where, dependent, get_step, independent, step
+from skinlib.study.plan import DERIVED, PLAN, Need, Where, dependent, get_step, independent, step
 from skinlib.train import fit
 
 log = logging.getLogger(__name__)
@@ -539,19 +539,38 @@ def _plan_attention(w: Where) -> Study:
 
 
 @step("losses", about="each loss and joint loss against CE (random sampler), and CE with the balanced sampler",
-      chapters=("05_losses", "06_final_model"), priority=0)
+      chapters=("05_losses", "06_final_model"), priority=3)
 def _plan_losses(w: Where) -> Study:
     return loss_study(w.config, w.seeds)
 
 
+def _final_candidates(w: Where) -> Study:
+    """MobileNetV3-CaCo with each joint loss: the runs the paper-recipe final can be."""
+    plain = w.config.replace(sampler=LOSS_SAMPLER)
+    return Study({label: variant(plain, model="mobilenet_v3_small_caco", loss=LOSS_VARIANTS[label])
+                  for label in JOINT_LOSSES}, w.seeds)
+
+
+def _recipe_candidates(w: Where) -> Study:
+    """MobileNetV3-CaCo with each loss study row's loss and sampler: the runs either final can be."""
+    rows = loss_study(w.config, w.seeds).configs
+    return Study({label: variant(w.config, model="mobilenet_v3_small_caco", loss=c.loss, sampler=c.sampler)
+                  for label, c in rows.items()}, w.seeds)
+
+
+# the joint losses choose the final model's loss: they go first in a training window (in the first H200 window,
+# queued behind the six baselines, they ended too late for the headline row)
 @step("final", about="MobileNetV3-CaCo with the joint loss chosen on validation (the paper's recipe)",
-      chapters=("06_final_model", "08_reproduction"), needs=("losses",), priority=2, derived=DERIVED)
+      chapters=("06_final_model", "07_efficiency", "08_reproduction"),
+      needs=(Need("losses", tuple(JOINT_LOSSES), priority=0),), priority=2, derived=DERIVED, candidates=_final_candidates)
 def _plan_final(w: Where) -> Study:
     return final_study(w.config, w.seeds, data_dir=w.data_dir, runs_dir=w.runs_dir, jobs=w.jobs)[0]
 
 
+# its paper-recipe row is the final's own run; the other row is known once the whole loss study has finished
 @step("recipes", about="both finals: the paper's recipe and the sampler and loss chosen together on validation",
-      chapters=("06_final_model", "08_reproduction"), needs=("losses", "final"), priority=3, derived=DERIVED)
+      chapters=("06_final_model", "08_reproduction"), needs=("losses",), priority=3, derived=DERIVED,
+      candidates=_recipe_candidates)
 def _plan_recipes(w: Where) -> Study:
     return recipe_study(w.config, w.seeds, data_dir=w.data_dir, runs_dir=w.runs_dir, jobs=w.jobs)[0]
 

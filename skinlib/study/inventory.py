@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from skinlib.data.selection import select_data
 from skinlib.io import temporary_env
 from skinlib.runs import NO_TRAIN_ENV, MissingRunError, Run, RunConfig
-from skinlib.study.experiments import independent_runs, profile_config
-from skinlib.study.plan import Where, dependent
+from skinlib.study.experiments import profile_config
+from skinlib.study.plan import PLAN, Where, get_step, needing
 
 log = logging.getLogger(__name__)
 
@@ -27,46 +26,62 @@ def no_training() -> Any:
 
 @dataclass
 class ProfileRuns:
-    """The runs a profile's chapters use: the finished ones and the names of those still missing."""
+    """The runs a profile's chapters use: the finished ones, those still missing, and per study of the plan what
+    it lacks (a dependent study whose needs have not finished lacks runs nobody can name yet)."""
 
     finished: list[Run]
     missing: list[RunConfig]
     final_known: bool  # False while the loss study is incomplete: the finals' runs (both recipes) are not known yet
+    lacking: dict[str, list[str]] = field(default_factory=dict)  # study: its missing runs, "name seed N"
+
+    def missing_names(self) -> list[str]:
+        """What is missing, as a bundle and a report name it."""
+        return [f"{c.name} seed {c.seed}" for c in self.missing] + \
+            ([] if self.final_known else [UNKNOWN_FINAL])
+
+    def chapters_lacking(self) -> dict[str, list[str]]:
+        """Each chapter that reads a study with missing runs (itself, or through a study that needs it), and those
+        studies: known before any chapter runs."""
+        out: dict[str, list[str]] = {}
+        for study in self.lacking:
+            for chapter in sorted({c for s in [study, *needing(study)] for c in get_step(s).chapters}):
+                out.setdefault(chapter, []).append(study)
+        return dict(sorted(out.items()))
+
+    def missing_by_chapter(self) -> dict[str, list[str]]:
+        """Each chapter that lacks runs, and the runs it lacks (a chapter not named here has all of its runs)."""
+        return {chapter: [run for study in studies for run in self.lacking[study]]
+                for chapter, studies in self.chapters_lacking().items()}
 
 
-
-def known_finals(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
-                 runs_dir: str | os.PathLike | None = None) -> tuple[list[RunConfig], bool]:
-    """The runs of the plan's dependent studies known so far, trained nothing (each study's runs once what it
-    needs has finished: the paper-recipe final after its joint losses, both finals after the whole loss study),
-    and whether all of them are known."""
-
-    known: list[RunConfig] = []
-    with no_training():
-        for entry in dependent():
-            try:
-                known += [c for c in entry.runs(Where(config, tuple(seeds), True, data_dir, runs_dir))
-                          if c not in known]
-            except MissingRunError:
-                return known, False
-    return known, True
+UNKNOWN_FINAL = "the final model (after the loss study)"
 
 
 def profile_runs(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
                  runs_dir: str | os.PathLike | None = None) -> ProfileRuns:
-    """Which of the book's runs for these profile parameters are in the store; trains nothing."""
+    """Which of the book's runs for these profile parameters are in the store, study by study of the plan;
+    trains nothing."""
 
-    config = profile_config(params)
-    configs = independent_runs(config, params["seeds"], pretrained=params["pretrained"])
-    finals, final_known = known_finals(config, params["seeds"], data_dir=data_dir, runs_dir=runs_dir)
-    configs += finals
-    finished, missing, seen, keys = [], [], set(), {}
-    for c in configs:
-        if (c.subset, c.split_seed) not in keys:
-            keys[c.subset, c.split_seed] = select_data(data_dir, subset=c.subset, seed=c.split_seed).fingerprint.key
-        run = Run.for_config(c, keys[c.subset, c.split_seed], runs_dir)
-        if run.path.name in seen:
-            continue
-        seen.add(run.path.name)
-        (finished if run.finished else missing).append(run if run.finished else c)
-    return ProfileRuns(finished, missing, final_known)
+    where = Where(profile_config(params), tuple(params["seeds"]), params["pretrained"], data_dir, runs_dir)
+    state = ProfileRuns([], [], True)
+    seen: dict[str, bool] = {}
+    keys: dict[tuple, str] = {}
+    with no_training():
+        for entry in PLAN.values():
+            try:
+                configs = entry.runs(where)
+            except MissingRunError:  # what it needs has not finished: its runs are not known yet
+                state.final_known = False
+                state.lacking[entry.name] = [f"its runs, once {'; '.join(map(str, entry.needs))} have finished"]
+                continue
+            for c in configs:
+                if (c.subset, c.split_seed) not in keys:
+                    keys[c.subset, c.split_seed] = select_data(data_dir, subset=c.subset,
+                                                               seed=c.split_seed).fingerprint.key
+                run = Run.for_config(c, keys[c.subset, c.split_seed], runs_dir)
+                if run.path.name not in seen:
+                    seen[run.path.name] = run.finished
+                    (state.finished if run.finished else state.missing).append(run if run.finished else c)
+                if not seen[run.path.name]:
+                    state.lacking.setdefault(entry.name, []).append(f"{c.name} seed {c.seed}")
+    return state

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,8 +40,9 @@ from skinlib.study.bundle_format import (
     bundle_dir,
     git_commit,
 )
-from skinlib.study.experiments import make_study, profile_config
-from skinlib.study.inventory import known_finals, no_training, profile_runs
+from skinlib.study.experiments import profile_config
+from skinlib.study.inventory import no_training, profile_runs
+from skinlib.study.plan import DERIVED, PLAN, Where, run_key
 from skinlib.study.profiles import get_profile
 from skinlib.study.tables import error_rows
 from skinlib.train import fit
@@ -285,29 +286,35 @@ def missing_optional() -> dict[str, str]:
 def derive(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
            runs_dir: str | os.PathLike | None = None, device: str = "auto",
            not_derived: dict[str, str] | None = None) -> list[str]:
-    """Compute, while the weights are at hand, what chapter 06 draws from trained models: the final model's
-    ISIC 2018 test predictions and Grad-CAM (scores and example maps), the baselines' Grad-CAM scores.
+    """Compute, while the weights are at hand, what the plan derives from its studies' first-seed runs
+    (:attr:`~skinlib.study.plan.Step.derived`): the finals' ISIC 2018 test predictions, ONNX parity and Grad-CAM
+    examples, every derived run's Grad-CAM scores.
 
-    Returns the run folders it touched; runs that are missing or bundled (no weights) are skipped. What could
-    not be derived is recorded, per run folder, in ``not_derived`` (with why), never raised.
+    Returns the run folders it touched; runs that are missing or bundled (no weights) are skipped, as is a
+    dependent study whose runs are not known yet. What could not be derived is recorded, per run folder, in
+    ``not_derived`` (with why), never raised.
     """
 
-    config, seeds = profile_config(params), params["seeds"]
+    where = Where(profile_config(params), tuple(params["seeds"]), params["pretrained"], data_dir, runs_dir)
+    wanted: dict[tuple[str, str, int], tuple[RunConfig, set[str]]] = {}
     done = []
-    known, _ = known_finals(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
-    finals = [c for c in known if c.seed == seeds[0]]
     with no_training():
-        baselines = make_study("baselines", config, seeds, pretrained=params["pretrained"])
-        wanted = [(c, True) for c in finals] + [(c.replace(seed=seeds[0]), False)
-                                                    for c in baselines.configs.values()]
-        for c, final in wanted:
+        for entry in PLAN.values():
+            try:
+                configs = entry.runs(where) if entry.derived else []
+            except MissingRunError:  # what it needs has not finished: its runs are not known yet
+                continue
+            for c in configs:
+                if c.seed == where.seeds[0]:
+                    wanted.setdefault(run_key(c), (c, set()))[1].update(entry.derived)
+        for c, derived in wanted.values():
             try:
                 run = fit(c, data_dir=data_dir, runs_dir=runs_dir)
             except MissingRunError:
                 continue
             if run.bundled:
                 continue
-            why = derive_run(run, final=final, data_dir=data_dir, device=device)
+            why = derive_run(run, derived=derived, data_dir=data_dir, device=device)
             if why is None:
                 done.append(run.path.name)
                 if not_derived is not None:
@@ -317,16 +324,18 @@ def derive(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
     return done
 
 
-
-def derive_run(run: Run, *, final: bool, data_dir: str | os.PathLike | None = None,
+def derive_run(run: Run, *, derived: Collection[str], data_dir: str | os.PathLike | None = None,
                device: str = "auto") -> str | None:
-    """What chapter 06 draws from one trained run (ISIC 2018 predictions for the final model, Grad-CAM).
-    Returns ``None`` when everything was derived, else what was left out and why: any failure (a missing
-    optional package, missing masks, a damaged file, a CUDA error) is logged and returned, never raised, so the
-    other runs are still packed."""
+    """Derive ``derived`` (names of :data:`~skinlib.study.plan.DERIVED`) from one trained run. Returns ``None``
+    when everything was derived, else what was left out and why: any failure (a missing optional package, missing
+    masks, a damaged file, a CUDA error) is logged and returned, never raised, so the other runs are still
+    packed."""
 
+    unknown = sorted(set(derived) - set(DERIVED))
+    if unknown:
+        raise ValueError(f"unknown derivation(s) {unknown}; valid: {', '.join(DERIVED)}")
     lacking = []
-    if final:
+    if "isic2018" in derived:
         try:
             find_isic2018_test_dir(data_dir)
         except FileNotFoundError:
@@ -334,13 +343,14 @@ def derive_run(run: Run, *, final: bool, data_dir: str | os.PathLike | None = No
         else:
             lacking += _derive_step("ISIC 2018 predictions", run, "evaluate_external", data_dir=data_dir,
                                     device=device)
+    if "onnx" in derived:
         lacking += _derive_step("ONNX parity", run, "record_onnx_parity", data_dir=data_dir)
-    missing = missing_optional()
-    if "pytorch_grad_cam" in missing:
-        lacking.append("Grad-CAM: the package pytorch_grad_cam is not installed where the window ran")
-    else:
-        lacking += _derive_step("Grad-CAM", run, "cam_mask_scores", data_dir=data_dir, device=device,
-                                examples=CAM_EXAMPLES if final else 0)
+    if {"gradcam", "gradcam_examples"} & set(derived):
+        if "pytorch_grad_cam" in missing_optional():
+            lacking.append("Grad-CAM: the package pytorch_grad_cam is not installed where the window ran")
+        else:
+            lacking += _derive_step("Grad-CAM", run, "cam_mask_scores", data_dir=data_dir, device=device,
+                                    examples=CAM_EXAMPLES if "gradcam_examples" in derived else 0)
     for why in lacking:
         log.warning("%s is packed without %s", run.path.name, why)
     return "; ".join(lacking) or None
@@ -376,13 +386,10 @@ def pack_profile(profile: str, *, out: str | os.PathLike | None = None, data_dir
     params = get_profile(profile, **overrides)
     derive(params, data_dir=data_dir, runs_dir=runs_dir, device=device)
     runs = profile_runs(params, data_dir=data_dir, runs_dir=runs_dir)
-    if (runs.missing or not runs.final_known) and not allow_missing:
-        raise BundleError(f"{len(runs.missing)} runs of profile {profile} are not finished: "
-                          f"{', '.join(c.name for c in runs.missing) or 'the final model (loss study incomplete)'}; "
+    missing = runs.missing_names()
+    if missing and not allow_missing:
+        raise BundleError(f"{len(missing)} runs of profile {profile} are not finished: {', '.join(missing)}; "
                           f"train them (skinlib book --profile {profile}, or benchmarks/gpu_window.py) or pass "
                           f"--allow-missing to pack the finished ones")
-    missing = [f"{c.name} seed {c.seed}" for c in runs.missing]
-    if not runs.final_known:
-        missing.append("the final model (after the loss study)")
     return pack_runs(runs.finished, out or bundle_dir(profile), profile=profile, parameters=params, missing=missing,
                      data_dir=data_dir)

@@ -1,4 +1,4 @@
-"""A time-boxed window's arithmetic, apart from the processes that train: estimates, sharing, order, fit rule.
+"""A time-boxed window's arithmetic, apart from the processes that train: estimates, sharing, fit rule.
 
 Per run, the seconds of one epoch (training + validation) *alone on the device* come from, in order of trust:
 
@@ -15,7 +15,7 @@ Per run, the seconds of one epoch (training + validation) *alone on the device* 
 A run's estimate is that solo time times the slowdown at the number of runs that will be live with it; a run
 starts only when start-up + its epochs + its test pass end before the deadline minus the reserve kept for
 packing, and only if every run already live still does at the new concurrency (:func:`choose`). Pending runs
-are taken in :func:`priority` order.
+are taken in the plan's order (:func:`skinlib.study.plan.window_order`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from skinlib.models import create_model
-from skinlib.paper import TABLE3_MODELS
 from skinlib.runs import Run, RunConfig
-from skinlib.study.experiments import ATTENTION_MODELS, JOINT_LOSSES, LOSS_VARIANTS
 
 TEST_FACTOR = 2.0  # the test part is twice the validation part (70/10/20): its pass takes about twice as long
 EVAL_SPEEDUP = 3.0  # a forward pass alone costs about a third of a training step per image
@@ -247,37 +245,10 @@ def uncovered(pending: Sequence[RunConfig], known: dict[Key, Estimate]) -> list[
     return out
 
 
-# --- order and the fit rule ---------------------------------------------------------------------------------
-
-# what the book needs most, first: the joint losses (the final model is chosen from them on validation, so they
-# gate the headline row: in the first H200 window, behind the six baselines, they ended too late for it), the
-# baselines (Table 3), the final model, the rest of the loss study, the attention study, then the rest
-PRIORITY: tuple[str, ...] = ("joint losses", "baselines", "final", "losses", "attention", "other")
-
-
-def group(config: RunConfig) -> str:
-    """A run's group in :data:`PRIORITY`."""
-
-    if config.split != "lesion" or config.pretrained:
-        return "other"
-    if config.loss != "ce":
-        if config.model == "mobilenet_v3_small_caco":
-            return "final"
-        return "joint losses" if config.loss in {LOSS_VARIANTS[k] for k in JOINT_LOSSES} else "losses"
-    if config.model in TABLE3_MODELS.values():
-        return "baselines"
-    if config.model in ATTENTION_MODELS.values():
-        return "attention"
-    return "other"
-
-
-def priority(config: RunConfig) -> tuple[int, int]:
-    """A run's place in the window's order: its group in :data:`PRIORITY`, MobileNetV3-Small first within it."""
-    return PRIORITY.index(group(config)), 0 if config.model == "mobilenet_v3_small" else 1
-
+# --- the fit rule ---------------------------------------------------------------------------------
 
 @dataclass
-class Plan:
+class Clock:
     """The window's clock: its deadline, the reserve kept at the end, a run's start-up cost."""
 
     deadline: float
@@ -300,11 +271,11 @@ def describe(pending: Sequence[RunConfig], estimates: dict[int, Estimate | None]
     return "\n".join(lines)
 
 
-def choose(pending: Sequence[RunConfig], estimates: dict[int, Estimate | None], plan: Plan, *, free: int,
+def choose(pending: Sequence[RunConfig], estimates: dict[int, Estimate | None], clock: Clock, *, free: int,
            now: float | None = None, running: int = 0, sharing: Sharing | None = None,
            running_left: Sequence[float] = ()) -> tuple[list[int], dict[int, str]]:
     """Which pending runs (positions, in order) to start now with ``free`` job slots, and why each other one
-    waits: no estimate, or an estimated end after training must end. ``estimates`` and ``plan.startup`` are
+    waits: no estimate, or an estimated end after training must end. ``estimates`` and ``clock.startup`` are
     solo; a run's start-up, epochs and test pass are slowed by ``sharing`` at the number of runs live once it
     starts (``running`` plus those chosen before it), and a run
     is started only if every run already live (``running_left``: their solo seconds left) and every run chosen
@@ -323,14 +294,14 @@ def choose(pending: Sequence[RunConfig], estimates: dict[int, Estimate | None], 
             continue
         live = running + len(start) + 1
         factor = sharing.factor(live)
-        total = factor * est.total(config.epochs, plan.startup)  # start-up too: its first epoch autotunes
-        if now + total > plan.training_ends:
+        total = factor * est.total(config.epochs, clock.startup)  # start-up too: its first epoch autotunes
+        if now + total > clock.training_ends:
             why[i] = (f"would end after the window: {total:.0f} s estimated with {live} runs live "
-                      f"({est.source}), {max(0.0, plan.training_ends - now):.0f} s of training time left")
+                      f"({est.source}), {max(0.0, clock.training_ends - now):.0f} s of training time left")
             continue
         others = [now + left * factor for left in running_left] + [
-            now + factor * estimates[j].total(pending[j].epochs, plan.startup) for j in start]
-        if any(end > plan.training_ends for end in others):
+            now + factor * estimates[j].total(pending[j].epochs, clock.startup) for j in start]
+        if any(end > clock.training_ends for end in others):
             why[i] = f"with {live} runs live, a run already live or chosen would no longer end in time"
             continue
         start.append(i)
@@ -348,13 +319,13 @@ class Decision:
     estimates: dict[int, Estimate | None]
 
 
-def decide(pending: Sequence[RunConfig], prior: Mapping[Key, Estimate], observed: Sequence[Observed], plan: Plan,
+def decide(pending: Sequence[RunConfig], prior: Mapping[Key, Estimate], observed: Sequence[Observed], clock: Clock,
            *, free: int, running: int, now: float, flops: Callable[[str, int], float] = model_flops,
            running_left: Sequence[float] = (), prior_a: float = SHARING_PRIOR) -> Decision:
     """What a window does at one poll: fit the sharing (and the solo times of models without a prior) from the
     epochs observed so far, estimate every pending run, choose."""
     sharing, fitted = fit_sharing(observed, prior, prior_a=prior_a)
     estimates = estimate_runs(pending, {**prior, **fitted}, flops=flops)
-    start, waiting = choose(pending, estimates, plan, free=free, now=now, running=running, sharing=sharing,
+    start, waiting = choose(pending, estimates, clock, free=free, now=now, running=running, sharing=sharing,
                             running_left=running_left)
     return Decision(start, waiting, sharing, estimates)

@@ -34,25 +34,19 @@ from skinlib.runs import FILES, NO_TRAIN_ENV, MissingRunError, Run, RunConfig
 from skinlib.runs.store import read_history
 from skinlib.runtime import Precision, memory_format, resolve_device, to_device
 from skinlib.study.bundle_format import BUNDLE_FILE, bundle_dir
-from skinlib.study.experiments import (
-    final_runs,
-    joint_loss_runs,
-    loss_study_runs,
-    profile_config,
-    profile_models,
-    recipe_runs,
-)
+from skinlib.study.experiments import profile_config, profile_models
 from skinlib.study.inventory import no_training, profile_runs
 from skinlib.study.pack import derive, missing_optional, pack_runs
 from skinlib.study.parallel import threads_per_job, train_in_child
+from skinlib.study.plan import Step, Where, dependent, run_key, window_order
 from skinlib.study.profiles import get_profile
 from skinlib.study.schedule import (
+    Clock,
     DeviceSpeeds,
     Estimate,
     Images,
     Key,
     Observed,
-    Plan,
     Sharing,
     decide,
     describe,
@@ -61,7 +55,6 @@ from skinlib.study.schedule import (
     estimate_runs,
     fit_sharing,
     key_of,
-    priority,
     table_rows,
     uncovered,
 )
@@ -240,17 +233,17 @@ class _Packer:
 
 
 class Window:
-    """One window's state: the plan, the queue, the live processes, what was measured."""
+    """One window's state: the clock, the queue, the live processes, what was measured."""
 
-    def __init__(self, profile: str, params: dict[str, Any], plan: Plan, out: Path, *, jobs: int,
+    def __init__(self, profile: str, params: dict[str, Any], clock: Clock, out: Path, *, jobs: int,
                  data_dir: Any, runs_dir: Any, report: WindowReport) -> None:
-        self.profile, self.params, self.plan, self.out, self.jobs = profile, params, plan, out, jobs
+        self.profile, self.params, self.clock, self.out, self.jobs = profile, params, clock, out, jobs
         self.data_dir, self.runs_dir, self.report = data_dir, runs_dir, report
         self.where = (None if data_dir is None else str(data_dir), None if runs_dir is None else str(runs_dir))
         self.live: list[_Live] = []
         self.pending: list[RunConfig] = []
-        self.final_known = False
-        self.recipes_known = False
+        self.order: dict[tuple[str, str, int], tuple[int, int]] = {}  # the plan's window order of each known run
+        self.queued: set[str] = set()  # the dependent studies whose runs are known (queued or already finished)
         self.prior: dict[Key, Estimate] = {}
         self.observed: list[Observed] = []
         self.timeline = _Timeline()
@@ -301,7 +294,7 @@ class Window:
                                                   self.timeline.mean(now - seconds, now)))
             run.seen_epochs += len(rows)
         self.sharing, self.fitted = fit_sharing(self.observed, self.prior, prior_a=self.prior_a)
-        self.plan.startup = self.startup()
+        self.clock.startup = self.startup()
 
     def startup(self) -> float:
         """A run's solo start-up seconds (process, imports, data, the first epoch's extra cost): the median of the
@@ -309,14 +302,14 @@ class Window:
         once three have finished; else the plan's."""
         spent = sorted(r["startup_s"] / self.sharing.factor(r["live_at_start"]) for r in self.report.runs
                        if r.get("startup_s") is not None)
-        return spent[len(spent) // 2] if len(spent) >= 3 else self.plan.startup
+        return spent[len(spent) // 2] if len(spent) >= 3 else self.clock.startup
 
     # --- starting and ending runs -------------------------------------------------------------------------
     def start_fitting(self, now: float) -> None:
 
-        decision = decide(self.pending, self.prior, self.observed, self.plan, free=self.jobs - len(self.live),
+        decision = decide(self.pending, self.prior, self.observed, self.clock, free=self.jobs - len(self.live),
                           running=len(self.live), now=now, prior_a=self.prior_a,
-                          running_left=[r.left(now, self.plan.startup) for r in self.live])
+                          running_left=[r.left(now, self.clock.startup) for r in self.live])
         chosen, self.waiting, self.sharing, estimates = (decision.start, decision.waiting, decision.sharing,
                                                          decision.estimates)
         context = multiprocessing.get_context("spawn")
@@ -327,11 +320,11 @@ class Window:
             receive, send = context.Pipe(duplex=False)
             process = context.Process(target=_child, name=f"run-{config.name}", daemon=True, args=(
                 send, config.to_dict(), *self.where, threads_per_job(self.jobs), shared.per_epoch,
-                self.plan.training_ends))
+                self.clock.training_ends))
             process.start()
             send.close()
             self.live.append(_Live(config, process, receive, self.folder(config), now,
-                                   factor * est.total(config.epochs, self.plan.startup), est.source, est,
+                                   factor * est.total(config.epochs, self.clock.startup), est.source, est,
                                    live_at_start=len(self.live) + 1))
             self.timeline.set(now, len(self.live))
             log.info("window: started %s seed %d (%.0f s estimated with %d live; %s)", config.name, config.seed,
@@ -392,37 +385,48 @@ class Window:
         log.warning("window: %s %s: %s: %s", name, kind, exc_type, text)
         return kind if kind == "stopped" else f"failed ({exc_type})"
 
-    def queue_final(self) -> None:
-        """Add the paper-recipe final's runs once the joint losses that choose its loss have finished, and the
-        best-recipe final's once the whole loss study has (it picks sampler and loss together)."""
+    @property
+    def study_where(self) -> Where:
+        """The plan's view of this window: the profile's base configuration, seeds and folders."""
+        return Where(profile_config(self.params), tuple(self.params["seeds"]), self.params["pretrained"],
+                     self.data_dir, self.runs_dir)
 
-        config, seeds = profile_config(self.params), self.params["seeds"]
-        if not self.final_known:
-            self.final_known = self._queue_after(joint_loss_runs(config, seeds), final_runs,
-                                                 "the joint losses have finished; the final model's")
-        if self.final_known and not self.recipes_known:
-            self.recipes_known = self._queue_after(loss_study_runs(config, seeds), recipe_runs,
-                                                   "the loss study has finished; the best-recipe final's")
+    def rank(self, config: RunConfig) -> tuple[int, int]:
+        """A run's place in the queue (the plan's window order)."""
+        return self.order.get(run_key(config), (99, 0))
 
-    def _queue_after(self, needed: list[RunConfig], runs: Any, what: str) -> bool:
-        """Queue ``runs(config, seeds, ...)`` once every run of ``needed`` has finished; whether it did."""
+    def queue_dependent(self) -> None:
+        """Queue each dependent study of the plan once every run it needs has finished: the paper-recipe final
+        after the joint losses that choose its loss, the best-recipe final after the whole loss study."""
+        for entry in dependent():
+            if entry.name not in self.queued and self._queue_after(entry):
+                self.queued.add(entry.name)
 
-        if not all((self.folder(c) / FILES.metrics).is_file() for c in needed):
-            return False
+    def _known_runs(self, entry: Step) -> list[RunConfig] | None:
+        """``entry``'s runs once every run it needs has finished, else None; trains nothing."""
         if not self.lock.acquire(timeout=0):  # the pack thread reads the store: the next poll asks again
-            return False
+            return None
         try:
             with no_training():
-                configs = runs(profile_config(self.params), self.params["seeds"], data_dir=self.data_dir,
-                               runs_dir=self.runs_dir)
+                if not all((self.folder(c) / FILES.metrics).is_file() for c in entry.needed(self.study_where)):
+                    return None
+                configs = entry.runs(self.study_where)
         except MissingRunError:
-            return False
+            return None
         finally:
             self.lock.release()
+        self.order.update({run_key(c): (entry.priority, 0) for c in configs if run_key(c) not in self.order})
+        return configs
+
+    def _queue_after(self, entry: Step) -> bool:
+        """Queue ``entry``'s missing runs once what it needs has finished; whether it did."""
+        configs = self._known_runs(entry)
+        if configs is None:
+            return False
         queued = {self.folder(c) for c in self.pending} | {r.folder for r in self.live}
         todo = [c for c in configs if not (self.folder(c) / FILES.metrics).is_file() and self.folder(c) not in queued]
-        self.pending = sorted([*self.pending, *todo], key=priority)
-        log.info("window: %s %d run(s) are queued", what, len(todo))
+        self.pending = sorted([*self.pending, *todo], key=self.rank)
+        log.info("window: what %s needs has finished: %d run(s) of it are queued", entry.name, len(todo))
         return True
 
     def stop_all(self) -> None:
@@ -441,9 +445,7 @@ class Window:
         with self.lock:
             derive(self.params, data_dir=self.data_dir, runs_dir=self.runs_dir, not_derived=self.report.not_derived)
             state = profile_runs(self.params, data_dir=self.data_dir, runs_dir=self.runs_dir)
-        missing = [f"{c.name} seed {c.seed}" for c in state.missing]
-        if not state.final_known:
-            missing.append("the final model (after the loss study)")
+        missing = state.missing_names()
         self.report.missing = missing
         if not state.finished:
             return
@@ -500,17 +502,20 @@ def _prepare(w: Window, *, results_dir: Any, given: dict[Key, Estimate] | None, 
     if (previous / BUNDLE_FILE).is_file():  # what earlier windows made
         unpack(previous, data_dir=w.data_dir, runs_dir=w.runs_dir)
     state = profile_runs(w.params, data_dir=w.data_dir, runs_dir=w.runs_dir)
-    w.pending, w.final_known = sorted(state.missing, key=priority), state.final_known
-    w.recipes_known = state.final_known
-    if not w.final_known:
-        w.queue_final()
+    w.order = window_order(w.study_where)
+    if state.final_known:  # every dependent study's runs are known: they are in state.missing when missing
+        for entry in dependent():
+            w._known_runs(entry)
+        w.queued = {entry.name for entry in dependent()}
+    w.pending = sorted(state.missing, key=w.rank)
+    w.queue_dependent()
     w.report.device = device_kind(str(w.params["device"]))
     images = w.images(w.pending[0]) if w.pending else Images(1, 1)
     same_device = [r for r in state.finished if _trained_on(r) == w.report.device]  # others' speeds say nothing
     speeds = device_speeds(w.report.device) if table is None else table
     w.prior = {**earlier_estimates(same_device), **speeds.estimates(images), **(given or {})}
     w.prior_a = speeds.sharing
-    w.plan.startup = w.plan.startup if speeds.startup_s is None else speeds.startup_s
+    w.clock.startup = w.clock.startup if speeds.startup_s is None else speeds.startup_s
     if calibrate_cold:
         for config in uncovered(w.pending, w.prior):
             w.prior[key_of(config)] = calibrate(config, images=w.images(config), threads=threads_per_job(w.jobs),
@@ -536,8 +541,8 @@ def _drive(w: Window, *, pack_every_s: float, poll_s: float) -> None:
             now = time.time()
             finished_now = w.reap(now)
             if finished_now:
-                w.queue_final()
-                if now - last_pack >= pack_every_s and now < w.plan.training_ends:
+                w.queue_dependent()
+                if now - last_pack >= pack_every_s and now < w.clock.training_ends:
                     packer.request()  # an archive as runs finish: a window killed later keeps it
                     last_pack = now
     finally:
@@ -552,8 +557,8 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
                table: DeviceSpeeds | None = None, poll_s: float = POLL_S,
                **overrides: Any) -> WindowReport:
     """One time-boxed window: unpack ``results/<profile>`` (under ``results_dir``), estimate every missing run,
-    start those that fit in :func:`~skinlib.study.schedule.priority` order, ``jobs`` at a time, each in its own
-    process, and pack every finished run into ``out/results-<profile>.tar.gz`` as runs finish and at the end.
+    start those that fit in the plan's order (:func:`~skinlib.study.plan.window_order`), ``jobs`` at a time, each
+    in its own process, and pack every finished run into ``out/results-<profile>.tar.gz`` as runs finish and at the end.
 
     The budget counts from ``started_at`` (default now; a script passes the moment its command began, so its
     own prelude is inside the budget). A run starts only when its estimate, slowed by the runs it will share
@@ -563,10 +568,10 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
     """
 
     start = time.time() if started_at is None else started_at
-    plan = Plan(deadline=start + budget_s, reserve=reserve_s, startup=startup_s)
+    clock = Clock(deadline=start + budget_s, reserve=reserve_s, startup=startup_s)
     params = get_profile(profile, **overrides)
     report = WindowReport()
-    w = Window(profile, params, plan, Path(out), jobs=jobs, data_dir=data_dir, runs_dir=runs_dir, report=report)
+    w = Window(profile, params, clock, Path(out), jobs=jobs, data_dir=data_dir, runs_dir=runs_dir, report=report)
     w.t0 = start
     try:
         _prepare(w, results_dir=results_dir, given=given, calibrate_cold=calibrate_cold, table=table)
