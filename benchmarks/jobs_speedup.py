@@ -31,7 +31,7 @@ def main() -> None:
     for jobs in (1, args.jobs):
         with tempfile.TemporaryDirectory() as runs:
             start = time.perf_counter()
-            counts = train_all(config, values["seeds"], pretrained=values["pretrained"], runs_dir=runs, jobs=jobs)
+            counts = train_all(config, values.seeds, pretrained=values.pretrained, runs_dir=runs, jobs=jobs)
             seconds[jobs] = time.perf_counter() - start
             print(f"jobs={jobs}: {counts['trained']} runs trained in {seconds[jobs]:.1f} s", flush=True)
     print(json.dumps({"profile": args.profile, "overrides": dict(args.param), "seconds": seconds,

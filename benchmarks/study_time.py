@@ -38,12 +38,12 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     values = get_profile(args.profile, **{k: yaml.safe_load(v) for k, v in args.param})
-    jobs = resolve_jobs(args.jobs, values["device"])
+    jobs = resolve_jobs(args.jobs, values.device)
     measured = {**values, "epochs": args.epochs}
     config = profile_config(measured)
     with tempfile.TemporaryDirectory() as runs:
         start = time.perf_counter()
-        train_all(config, [values["seeds"][0]], pretrained=values["pretrained"], runs_dir=runs, jobs=jobs)
+        train_all(config, [values.seeds[0]], pretrained=values.pretrained, runs_dir=runs, jobs=jobs)
         wall = time.perf_counter() - start
         per_run = {}
         for folder in sorted(p for p in Path(runs).iterdir() if (p / "metrics.json").is_file()):
@@ -55,11 +55,11 @@ def main() -> None:
     own = sum(r["run_s"] for r in per_run.values())
     gain = own / wall  # > 1 when runs overlap usefully; includes process start and data loading in the wall time
     epoch_s = sum(r["train_s_per_epoch"] + r["eval_s_per_epoch"] for r in per_run.values())
-    estimate = epoch_s * values["epochs"] * len(values["seeds"]) / max(gain, 1e-9)
+    estimate = epoch_s * values.epochs * len(values.seeds) / max(gain, 1e-9)
     figures = {"profile": args.profile, "overrides": dict(args.param), "jobs": jobs, "runs": len(per_run),
                "measured_epochs": args.epochs, "wall_s": round(wall, 1), "sum_of_run_s": round(own, 1),
-               "concurrency_gain": round(gain, 3), "profile_epochs": values["epochs"],
-               "profile_seeds": len(values["seeds"]), "estimated_profile_wall_min": round(estimate / 60, 1),
+               "concurrency_gain": round(gain, 3), "profile_epochs": values.epochs,
+               "profile_seeds": len(values.seeds), "estimated_profile_wall_min": round(estimate / 60, 1),
                "per_run": per_run}
     for name, r in per_run.items():
         print(f"{name:55s} train {r['train_s_per_epoch']:7.2f} s/epoch  eval {r['eval_s_per_epoch']:6.2f} s/epoch")

@@ -52,7 +52,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _auto_models(jobs: str, params: dict[str, Any]) -> list[str]:
+def _auto_models(jobs: str, params: Any) -> list[str]:
     """The models a profile trains, which ``--jobs auto`` sizes the GPU's share by (nothing to compute otherwise)."""
     if jobs != "auto":
         return []
@@ -228,7 +228,7 @@ def _book(args: argparse.Namespace) -> int:
     params = _params(args)
     # the profile's own parameters size --jobs; build_book checks every parameter, the chapters' own included
     profile = get_profile(args.profile, **{k: v for k, v in params.items() if k in PARAMETERS})
-    jobs = resolve_jobs(args.jobs, str(profile["device"]), params=profile, models=_auto_models(args.jobs, profile))
+    jobs = resolve_jobs(args.jobs, profile.device, params=profile, models=_auto_models(args.jobs, profile))
     result = build_book(args.profile, data_dir=args.data_dir, params=params, only=args.only,
                         runs_dir=args.runs_dir, jobs=jobs, from_results=args.from_results or False,
                         student=args.student)
@@ -266,7 +266,7 @@ def _grade_run(args: argparse.Namespace) -> int:
 
     values = get_profile(args.profile, extra=chapter_defaults(book_root()), **_params(args))
     rubric = read_rubric(args.rubric) if args.rubric else None
-    table = grade(args.submissions, args.out, chapter=args.chapter, params=values, data_dir=args.data_dir,
+    table = grade(args.submissions, args.out, chapter=args.chapter, params=values.to_dict(), data_dir=args.data_dir,
                   runs_dir=args.runs_dir, timeout=args.timeout, rubric=rubric, isolation=args.isolation)
     print(table.to_string(index=False))
     print()
@@ -332,7 +332,7 @@ def _results_window(args: argparse.Namespace) -> int:
     started = args.started_at if args.started_at is not None else COMMAND_STARTED
     params = _params(args)
     profile = get_profile(args.profile, **params)
-    jobs = resolve_jobs(args.jobs, str(profile["device"]), params=profile, models=_auto_models(args.jobs, profile))
+    jobs = resolve_jobs(args.jobs, profile.device, params=profile, models=_auto_models(args.jobs, profile))
     report = run_window(args.profile, budget_s=args.budget, out=args.out, jobs=jobs, data_dir=args.data_dir,
                         runs_dir=args.runs_dir, reserve_s=args.reserve, started_at=started, **params)
     if args.report:
@@ -404,11 +404,11 @@ def _study(args: argparse.Namespace) -> int:
 
     if args.list or args.run is not None:
         return _study_runs(args, config, params)
-    jobs = resolve_jobs(args.jobs, params["device"], params=params, models=_auto_models(args.jobs, params))
+    jobs = resolve_jobs(args.jobs, params.device, params=params, models=_auto_models(args.jobs, params))
     if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--jobs trains several runs at once and torchrun one run on several processes: "
                          "use one or the other")
-    study = run_study(args.name, config, params["seeds"], pretrained=params.get("pretrained", True),
+    study = run_study(args.name, config, params.seeds, pretrained=params.pretrained,
                       data_dir=args.data_dir, runs_dir=args.runs_dir, jobs=jobs)
     if int(os.environ.get("RANK", "0")) == 0:
         for label, runs in study.runs.items():
@@ -416,14 +416,14 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study_runs(args: argparse.Namespace, config: Any, params: dict[str, Any]) -> int:
+def _study_runs(args: argparse.Namespace, config: Any, params: Any) -> int:
     """``--list``: one command per run (for a job array); ``--run K``: train only the K-th run."""
     import shlex
 
     from skinlib.study.experiments import study_runs
     from skinlib.train import fit
 
-    runs = study_runs(args.name, config, params["seeds"], pretrained=params.get("pretrained", True),
+    runs = study_runs(args.name, config, params.seeds, pretrained=params.pretrained,
                       data_dir=args.data_dir, runs_dir=args.runs_dir)
     if args.list:
         base = ["skinlib", "study", args.name, "--profile", args.profile]

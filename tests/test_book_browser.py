@@ -310,7 +310,7 @@ def test_the_smoke_models_learn(book):
 
     params = get_profile("smoke")
     with no_training():
-        study = baseline_study(profile_config(params), params["seeds"]).train()
+        study = baseline_study(profile_config(params), params.seeds).train()
     label = next(k for k, v in TABLE3_MODELS.items() if v == "mobilenet_v3_small")
     bacc = study.runs[label][0].metrics()["test"]["bacc"]
     assert bacc >= 0.30, f"smoke MobileNetV3-Small test bacc {bacc:.3f} < 0.30"
@@ -381,7 +381,7 @@ def test_every_computed_solution_holds(book):
     command = g["sol_05_1_command"].strip("`")
     config = cli.config_from_args(cli.build_parser().parse_args(shlex.split(command)[1:]))
     params = get_profile("smoke")
-    study_ce = experiments.loss_study(experiments.profile_config(params), params["seeds"]).configs["CE"]
+    study_ce = experiments.loss_study(experiments.profile_config(params), params.seeds).configs["CE"]
     wanted = experiments.variant(study_ce, loss="0.5*cb+0.5*focal(gamma=1)")
     assert config.identity() == wanted.identity() and config.sampler == "random"
     assert glued("07_efficiency")["sol_07_2_head"] == f"{576 * 1024 + 1024 + 1024 * 1000 + 1000:,}"

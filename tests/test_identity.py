@@ -31,7 +31,7 @@ PINNED_SEED_0 = {"cpu": "9936c206dc6c36ac"}
 def book_identities(profile: str) -> list[str]:
     """Every run the plan can ask for at ``profile`` (all weights present), as name-hash-seed lines."""
     params = PROFILES[profile]
-    where = Where(profile_config(params), tuple(params["seeds"]), pretrained=True)
+    where = Where(profile_config(params), tuple(params.seeds), pretrained=True)
     with mock.patch.object(experiments, "weights_available", lambda model: True):
         runs = possible_runs(where)
     return sorted({f"{c.name}-{c.config_hash()}-s{c.seed}" for c in runs})
@@ -73,7 +73,7 @@ def test_every_profile_is_the_base_with_its_differences():
 
     assert set(BASE) == set(PARAMETERS) and set(DIFFERENCES) == set(PROFILES)
     for name, values in PROFILES.items():
-        assert values == {"profile": name, **BASE, **DIFFERENCES[name]}
+        assert values.to_dict() == {"profile": name, **BASE, **DIFFERENCES[name]}
         assert all(BASE[k] != v for k, v in DIFFERENCES[name].items()), f"{name} restates a base value"
 
 

@@ -60,22 +60,22 @@ def test_chapter_takes_unset_parameters_from_the_profile():
 
     ctx = chapter(profile="paper", show=False, image_size=None, epochs=None, subset=None, bn_momentum=None,
                   batch_size=None, lr=None, device=None, seeds=None, n_boot=None)
-    assert ctx.epochs == PROFILES["paper"]["epochs"] and ctx.seeds == PROFILES["paper"]["seeds"]
+    assert ctx.epochs == PROFILES["paper"].epochs and ctx.seeds == PROFILES["paper"].seeds
     assert ctx.config.image_size == 224 and ctx.config.subset is None and ctx.config.model_kwargs == {}
     assert ctx.overrides == {}
     smoke = chapter(profile="smoke", show=False, epochs=16, image_size=None)
-    assert smoke.epochs == 16 and smoke.image_size == PROFILES["smoke"]["image_size"]
+    assert smoke.epochs == 16 and smoke.image_size == PROFILES["smoke"].image_size
     assert smoke.overrides == {"epochs": 16}
     # a notebook passes its namespace: the parameters cell's names, other globals ignored
     cell = {"profile": "smoke", "data_dir": "", "runs_dir": "/r", "epochs": 4, "image_size": None, "np": object()}
     from_cell = chapter(cell, show=False)
     assert set(from_cell.shown) == {"epochs", "image_size"}  # what the cell declares, which its page lists
-    assert {k: from_cell.params[k] for k in from_cell.shown} == {"epochs": 4,
-                                                                 "image_size": PROFILES["smoke"]["image_size"]}
+    assert {k: getattr(from_cell, k) for k in from_cell.shown} == {"epochs": 4,
+                                                                 "image_size": PROFILES["smoke"].image_size}
     # the trap closed: a profile parameter the cell does not declare takes the profile's value in the runs (as
     # the build's pre-training does), never RunConfig's default
-    assert from_cell.config.sampler == PROFILES["smoke"]["sampler"] == "balanced"
-    assert from_cell.config.batch_size == PROFILES["smoke"]["batch_size"] and from_cell.config.epochs == 4
+    assert from_cell.config.sampler == PROFILES["smoke"].sampler == "balanced"
+    assert from_cell.config.batch_size == PROFILES["smoke"].batch_size and from_cell.config.epochs == 4
     assert from_cell.where == {"data_dir": None, "runs_dir": "/r"} and from_cell.overrides == {"epochs": 4}
     with pytest.raises(ValueError, match="needs a profile"):
         chapter({"epochs": 4}, show=False)
@@ -326,8 +326,8 @@ def test_the_teachers_page_counts_come_from_the_chapters():
     params = get_profile("paper")
     config = experiments.profile_config(params)
     independent = {(c.name, c.seed, c.config_hash()) for c in experiments.independent_runs(
-        config, params["seeds"], pretrained=True)}
-    assert stated("08.1") == len(independent) + len(params["seeds"])  # + the final model's seeds
+        config, params.seeds, pretrained=True)}
+    assert stated("08.1") == len(independent) + len(params.seeds)  # + the final model's seeds
     assert stated("04.1") == len(experiments.ATTENTION_MODELS)
 
 

@@ -108,8 +108,8 @@ def test_jobs_auto_on_cuda_is_sized_by_the_largest_run_of_the_profile(monkeypatc
     monkeypatch.setattr(parallel.os, "cpu_count", lambda: 16)
     asked = []
     monkeypatch.setattr(parallel, "profile_memory_gib",
-                        lambda params, models: asked.append(params["batch_size"]) or 40.0)
+                        lambda params, models: asked.append(params.batch_size) or 40.0)
     assert parallel.resolve_jobs("auto", "cuda", params=get_profile("gpu"), models=["resnet18"]) == 3  # 139 // 40
-    assert asked == [get_profile("gpu")["batch_size"]]
+    assert asked == [get_profile("gpu").batch_size]
     assert parallel.resolve_jobs("auto", "cuda") == min(parallel.MAX_JOBS, int(139 // parallel.GPU_MEMORY_PER_JOB_GIB))
     assert parallel.resolve_jobs("auto", "cpu", params=get_profile("gpu")) == parallel.MAX_JOBS  # 16 cores

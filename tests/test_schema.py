@@ -50,7 +50,7 @@ def test_profile_parameters_refuse_what_their_schema_refuses_and_take_every_prof
             check_parameter(name, value)
     for profile in PROFILES.values():
         if name != "device":  # resolved against this machine
-            check_parameter(name, profile[name])
+            check_parameter(name, getattr(profile, name))
 
 
 def test_the_profile_schema_is_the_run_schema_for_the_fields_a_profile_sets():
@@ -58,7 +58,26 @@ def test_the_profile_schema_is_the_run_schema_for_the_fields_a_profile_sets():
         if spec.profile:
             ours = PARAMETERS[name]
             assert (ours.help, ours.low, ours.high, ours.choices) == (spec.help, spec.low, spec.high, spec.choices)
-    assert set(PARAMETERS) <= set(PROFILES["smoke"]) and set(PROFILES["smoke"]) - set(PARAMETERS) == {"profile"}
+    assert set(PROFILES["smoke"].to_dict()) == {"profile", *PARAMETERS}
+
+
+def test_a_profile_is_frozen_typed_and_serialised_one_way():
+    """A profile cannot be changed in place; ``to_dict`` (what papermill injects and ``bundle.json`` records)
+    reads back to the same profile, chapter parameters included; an override is checked by name and value."""
+    import dataclasses
+
+    from skinlib.study.profiles import Profile, get_profile
+
+    profile = get_profile("smoke", epochs=3, extra={"examples": 3}, examples=5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        profile.epochs = 4
+    assert profile.overrides == {"epochs": 3} and dict(profile.chapter) == {"examples": 5}
+    assert Profile.from_dict(profile.to_dict(), extra={"examples": 3}) == profile
+    assert profile.replace(lr=0.01).lr == 0.01 and profile.lr == PROFILES["smoke"].lr
+    with pytest.raises(ValueError, match=r"unknown parameter 'epoch'; valid: .*epochs"):
+        profile.replace(epoch=3)
+    with pytest.raises(ValueError, match="unknown profile 'fast'; valid: smoke"):
+        Profile.from_dict({"profile": "fast"})
 
 
 def test_train_flags_are_the_fields_marked_as_flags_with_their_choices():

@@ -46,7 +46,7 @@ def fake_flops(model: str, size: int) -> float:
 
 def gpu_where() -> Where:
     params = get_profile("gpu")
-    return Where(profile_config(params), tuple(params["seeds"]), pretrained=False)
+    return Where(profile_config(params), tuple(params.seeds), pretrained=False)
 
 
 ORDER = window_order(gpu_where())
@@ -60,7 +60,7 @@ def rank(config: RunConfig) -> tuple[int, int]:
 def gpu_runs() -> list[RunConfig]:
     """The `gpu` profile's independent runs, in the window's order."""
     params = get_profile("gpu")
-    unique = {run_key(c): c for c in independent_runs(profile_config(params), params["seeds"], pretrained=False)}
+    unique = {run_key(c): c for c in independent_runs(profile_config(params), params.seeds, pretrained=False)}
     return sorted(unique.values(), key=rank)
 
 

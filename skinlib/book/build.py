@@ -40,7 +40,7 @@ from skinlib.runs import NO_TRAIN_ENV, PARTIAL_ENV, RUNS_ENV, Run, runs_root
 from skinlib.study.bundle_format import BUNDLE_FILE, bundle_dir
 from skinlib.study.experiments import profile_models
 from skinlib.study.inventory import profile_runs
-from skinlib.study.profiles import get_profile
+from skinlib.study.profiles import Profile, get_profile
 from skinlib.study.unpack import data_snapshot, unpack
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,12 @@ def _no_data() -> bool:
     return False
 
 
-def _check_models_fit(values: dict[str, Any]) -> None:
+def _check_models_fit(values: Profile) -> None:
     """Every model the book trains accepts the profile's image size: one error line before any chapter runs,
     not a failure in the middle of chapter 02 (``-p image_size 32``)."""
 
     for model in profile_models(values):
-        check_image_size(model, int(values["image_size"]))
+        check_image_size(model, values.image_size)
 
 
 def _bundle_source(profile: str, root: Path, *, from_results: bool | str | os.PathLike,
@@ -150,7 +150,7 @@ def _check_only(chapters: list[str], stamps: dict[str, Any], stamp: dict[str, An
         log.warning("chapters %s were executed with other parameters than %s now", differ, chapters)
 
 
-def _open_bundle(source: Path, values: dict[str, Any], folders: dict[str, str]
+def _open_bundle(source: Path, values: Profile, folders: dict[str, str]
                  ) -> tuple[dict, dict[str, list[str]] | None]:
     """Unpack the bundle into the run store and switch training off (in ``folders``, the chapters'
     environment); return its metadata and, for a partial bundle, each chapter that lacks runs with the runs it
@@ -193,7 +193,7 @@ def _chosen_chapters(only: list[str] | None) -> list[str]:
     return [c for c in CHAPTERS if c in only]
 
 
-def _write_pages(profile: str, values: dict[str, Any], stamps: dict[str, Any], folders: dict[str, str], *,
+def _write_pages(profile: str, values: Profile, stamps: dict[str, Any], folders: dict[str, str], *,
                  bundle: dict[str, Any] | None, executed_dir: Path) -> None:
     """The landing page's findings and provenance, from the executed chapters."""
     atomic_write_text(executed_dir / FINDINGS_FILE, findings_page(profile, executed_dir))
@@ -237,7 +237,7 @@ def build_book(
     source = _bundle_source(profile, root_path, from_results=from_results, data_dir=data_dir)
     folders.update(data_folders(data_dir, source))
     chapters = _chosen_chapters(only)
-    stamp = {**values, "data_dir": folders[DATA_ENV], "runs_dir": folders[RUNS_ENV], "student": student}
+    stamp = {**values.to_dict(), "data_dir": folders[DATA_ENV], "runs_dir": folders[RUNS_ENV], "student": student}
     executed_dir = root_path / "book" / "executed"
     stamp_file = executed_dir / PROFILE_FILE
     stamps = json.loads(stamp_file.read_text()) if stamp_file.is_file() else {}
@@ -256,7 +256,7 @@ def build_book(
             from skinlib.study.experiments import profile_config, train_all
 
             config = profile_config(values)
-            train_all(config, values["seeds"], pretrained=values["pretrained"], data_dir=folders[DATA_ENV],
+            train_all(config, values.seeds, pretrained=values.pretrained, data_dir=folders[DATA_ENV],
                       runs_dir=folders[RUNS_ENV], jobs=jobs)
         for name in chapters:
             stamps.pop(name, None)
@@ -269,7 +269,7 @@ def build_book(
 
         # nothing left to train (a bundle, or every run trained above): chapters may execute side by side
         workers = min(os.cpu_count() or 1, MAX_RENDER_JOBS) if source is not None else (jobs if not only else 1)
-        execute_chapters(chapters, values, root=root_path, student=student, missing=missing, workers=workers,
+        execute_chapters(chapters, values.to_dict(), root=root_path, student=student, missing=missing, workers=workers,
                          done=done)
         _write_pages(profile, values, stamps, folders, bundle=bundle, executed_dir=executed_dir)
     after = finished_runs(runs_path)

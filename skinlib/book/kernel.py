@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from skinlib.data.paths import project_root
-from skinlib.study.profiles import PARAMETERS, PROFILES, SUMMARIES, comparable_with_paper, get_profile
+from skinlib.study.profiles import PARAMETERS, PROFILES, SUMMARIES, Profile, comparable_with_paper, get_profile
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +43,30 @@ def profile_note(profile: str, used: dict[str, Any] | None = None, overrides: di
         f"Run `skinlib book --profile paper` on a GPU for the paper's scale.{values}{changed}\n:::")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Chapter:
-    """What a chapter notebook works with: the profile's values after the caller's overrides."""
+    """What a chapter notebook works with: the whole resolved profile (the caller's overrides applied), the
+    folders, and the parameters the chapter declares. A profile parameter reads as an attribute
+    (``ctx.seeds``)."""
 
-    profile: str
-    params: dict[str, Any]
-    overrides: dict[str, Any]
+    values: Profile
     data_dir: str | None = None
     runs_dir: str | None = None
     shown: tuple[str, ...] = ()  # the parameters the chapter declares (those its page lists)
 
     def __getattr__(self, name: str) -> Any:
-        params = self.__dict__.get("params", {})
-        if name in params:
-            return params[name]
-        raise AttributeError(f"chapter has no parameter {name!r}; it has {', '.join(params)}")
+        if name in PARAMETERS:
+            return getattr(self.values, name)
+        raise AttributeError(f"chapter has no parameter {name!r}; it has {', '.join(PARAMETERS)}")
+
+    @property
+    def profile(self) -> str:
+        return self.values.name
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The parameters that differ from the named profile's."""
+        return self.values.overrides
 
     @property
     def where(self) -> dict[str, str | None]:
@@ -70,7 +78,7 @@ class Chapter:
         """The base :class:`~skinlib.runs.RunConfig` of the chapter's runs."""
         from skinlib.study.experiments import profile_config
 
-        return profile_config(self.params)
+        return profile_config(self.values)
 
 
 def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None = None, data_dir: str | None = "",
@@ -96,17 +104,15 @@ def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None =
     import pandas as pd
 
     pd.set_option("display.max_colwidth", None)  # a table's text cells whole, never cut to "stratified by..."
-    given = {k: v for k, v in params.items() if v is not None}
-    values = get_profile(profile, **given)
-    overrides = {k: v for k, v in given.items() if PROFILES[profile].get(k) != v}
-    used = {k: values[k] for k in params}
+    values = get_profile(profile, **{k: v for k, v in params.items() if v is not None})
+    used = {k: getattr(values, k) for k in params}
     # the runs come from the whole resolved profile: a parameter the chapter forgot to declare takes the profile's
     # value (as the build's pre-training does), never the RunConfig default
-    ctx = Chapter(profile, {**values, **used}, overrides, data_dir or None, runs_dir or None, shown=tuple(used))
+    ctx = Chapter(values, data_dir or None, runs_dir or None, shown=tuple(used))
     if show:
         from IPython.display import display
 
-        display(profile_note(profile, used, overrides))
+        display(profile_note(profile, used, values.overrides))
         from skinlib.data import load_ham10000
 
         try:  # the data's notes read the index once
@@ -114,7 +120,7 @@ def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None =
         except (FileNotFoundError, ValueError):
             index = None
         if index is not None:
-            for note in (data_note(index), size_note(values["image_size"], index)):
+            for note in (data_note(index), size_note(values.image_size, index)):
                 if note is not None:
                     display(note)
     return ctx

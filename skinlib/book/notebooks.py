@@ -12,7 +12,7 @@ from typing import Any
 
 from skinlib.book.grading import GRADE_TAG
 from skinlib.data import paths
-from skinlib.study.profiles import PROFILES
+from skinlib.study.profiles import PARAMETERS
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def chapter_defaults(root: Path, chapters: tuple[str, ...] = CHAPTERS) -> dict[s
         path = root / "notebooks" / f"{name}.ipynb"
         if path.is_file():
             for key, info in notebook_parameters(path).items():
-                if key not in PROFILES["smoke"] and key not in ("profile", "data_dir", "runs_dir"):
+                if key not in PARAMETERS and key not in ("profile", "data_dir", "runs_dir"):
                     out[key] = _literal(info["default"])
     return out
 

@@ -12,7 +12,7 @@ from skinlib.book.export import glued_values
 from skinlib.book.notebooks import CHAPTERS
 from skinlib.evaluate import ECE_BINS
 from skinlib.study.inventory import profile_runs
-from skinlib.study.profiles import SUMMARIES, comparable_with_paper
+from skinlib.study.profiles import SUMMARIES, Profile, comparable_with_paper
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def findings_page(profile: str, executed: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def provenance_page(profile: str, values: dict[str, Any], stamps: dict[str, Any], *,
+def provenance_page(profile: str, values: Profile, stamps: dict[str, Any], *,
                     data_dir: str | os.PathLike | None, runs_dir: str | os.PathLike | None,
                     bundle: dict[str, Any] | None, executed: Path | None = None, from_snapshot: bool = False) -> str:
     """The landing page's "Where these numbers come from": profile per chapter, when and on which device the

@@ -33,6 +33,7 @@ from skinlib.paper import TABLE3_MODELS
 from skinlib.runs import ABSENT_ROW, MissingRunError, Run, RunConfig, partial_bundle, specs
 from skinlib.study.parallel import Job, train_many
 from skinlib.study.plan import DERIVED, PLAN, Need, Where, dependent, get_step, independent, step
+from skinlib.study.profiles import Profile
 from skinlib.train import fit
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,9 @@ def base_config(*, subset: float, bn_momentum: float | str | None, **params: Any
     return RunConfig(subset=None if subset >= 1 else subset, progress=False, model_kwargs=kwargs, **values)
 
 
-def profile_config(params: dict[str, Any]) -> RunConfig:
+def profile_config(params: Profile) -> RunConfig:
     """The base :class:`RunConfig` of a resolved profile (:func:`~skinlib.study.profiles.get_profile`)."""
-    return base_config(**{k: params[k] for k in PROFILE_CONFIG_PARAMS if k in params})
+    return base_config(**{k: getattr(params, k) for k in PROFILE_CONFIG_PARAMS})
 
 
 def run_name(config: RunConfig) -> str:
@@ -265,10 +266,10 @@ def study_runs(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained
     return get_step(name).runs(Where(config, tuple(seeds), pretrained, data_dir, runs_dir))
 
 
-def profile_models(params: dict[str, Any]) -> list[str]:
+def profile_models(params: Profile) -> list[str]:
     """The registered models the book trains for profile parameters ``params`` (the final model's is among
     them: it is a variant of the attention study)."""
-    return sorted({c.model for c in independent_runs(profile_config(params), params["seeds"][:1], pretrained=False)})
+    return sorted({c.model for c in independent_runs(profile_config(params), params.seeds[:1], pretrained=False)})
 
 
 def independent_runs(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True) -> list[RunConfig]:
@@ -562,7 +563,8 @@ def _recipe_candidates(w: Where) -> Study:
 # queued behind the six baselines, they ended too late for the headline row)
 @step("final", about="MobileNetV3-CaCo with the joint loss chosen on validation (the paper's recipe)",
       chapters=("06_final_model", "07_efficiency", "08_reproduction"),
-      needs=(Need("losses", tuple(JOINT_LOSSES), priority=0),), priority=2, derived=DERIVED, candidates=_final_candidates)
+      needs=(Need("losses", tuple(JOINT_LOSSES), priority=0),), priority=2, derived=DERIVED,
+      candidates=_final_candidates)
 def _plan_final(w: Where) -> Study:
     return final_study(w.config, w.seeds, data_dir=w.data_dir, runs_dir=w.runs_dir, jobs=w.jobs)[0]
 

@@ -12,6 +12,7 @@ from skinlib.io import temporary_env
 from skinlib.runs import NO_TRAIN_ENV, MissingRunError, Run, RunConfig
 from skinlib.study.experiments import profile_config
 from skinlib.study.plan import PLAN, Where, get_step, needing
+from skinlib.study.profiles import Profile
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,12 @@ class ProfileRuns:
 UNKNOWN_FINAL = "the final model (after the loss study)"
 
 
-def profile_runs(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
+def profile_runs(params: Profile, *, data_dir: str | os.PathLike | None = None,
                  runs_dir: str | os.PathLike | None = None) -> ProfileRuns:
     """Which of the book's runs for these profile parameters are in the store, study by study of the plan;
     trains nothing."""
 
-    where = Where(profile_config(params), tuple(params["seeds"]), params["pretrained"], data_dir, runs_dir)
+    where = Where(profile_config(params), tuple(params.seeds), params.pretrained, data_dir, runs_dir)
     state = ProfileRuns([], [], True)
     seen: dict[str, bool] = {}
     keys: dict[tuple, str] = {}

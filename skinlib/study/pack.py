@@ -43,7 +43,7 @@ from skinlib.study.bundle_format import (
 from skinlib.study.experiments import profile_config
 from skinlib.study.inventory import no_training, profile_runs
 from skinlib.study.plan import DERIVED, PLAN, Where, run_key
-from skinlib.study.profiles import get_profile
+from skinlib.study.profiles import Profile, get_profile
 from skinlib.study.tables import error_rows
 from skinlib.train import fit
 
@@ -283,7 +283,7 @@ def missing_optional() -> dict[str, str]:
 
 
 
-def derive(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
+def derive(params: Profile, *, data_dir: str | os.PathLike | None = None,
            runs_dir: str | os.PathLike | None = None, device: str = "auto",
            not_derived: dict[str, str] | None = None) -> list[str]:
     """Compute, while the weights are at hand, what the plan derives from its studies' first-seed runs
@@ -295,7 +295,7 @@ def derive(params: dict[str, Any], *, data_dir: str | os.PathLike | None = None,
     ``not_derived`` (with why), never raised.
     """
 
-    where = Where(profile_config(params), tuple(params["seeds"]), params["pretrained"], data_dir, runs_dir)
+    where = Where(profile_config(params), tuple(params.seeds), params.pretrained, data_dir, runs_dir)
     wanted: dict[tuple[str, str, int], tuple[RunConfig, set[str]]] = {}
     done = []
     with no_training():
@@ -391,5 +391,5 @@ def pack_profile(profile: str, *, out: str | os.PathLike | None = None, data_dir
         raise BundleError(f"{len(missing)} runs of profile {profile} are not finished: {', '.join(missing)}; "
                           f"train them (skinlib book --profile {profile}, or benchmarks/gpu_window.py) or pass "
                           f"--allow-missing to pack the finished ones")
-    return pack_runs(runs.finished, out or bundle_dir(profile), profile=profile, parameters=params, missing=missing,
-                     data_dir=data_dir)
+    return pack_runs(runs.finished, out or bundle_dir(profile), profile=profile, parameters=params.to_dict(),
+                     missing=missing,                     data_dir=data_dir)

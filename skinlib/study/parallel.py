@@ -22,6 +22,7 @@ from typing import Any
 
 from skinlib.models import create_model
 from skinlib.runs import RunConfig
+from skinlib.study.profiles import Profile
 from skinlib.train import EPOCH_ESTIMATE_ENV, fit
 
 log = logging.getLogger(__name__)
@@ -82,20 +83,20 @@ def data_memory_gib(images: int, image_size: int, batch_size: int) -> float:
     return (images * 3 * image_size**2 + 4 * batch_size * 3 * image_size**2 * 4) / 2**30
 
 
-def profile_memory_gib(params: dict, models: Sequence[str]) -> float:
+def profile_memory_gib(params: Profile, models: Sequence[str]) -> float:
     """The largest :func:`training_memory_gib` over ``models`` (those the profile trains:
     :func:`~skinlib.study.experiments.profile_models`), at its image size and batch (mixed precision, as training
     on CUDA uses it), plus the run's GPU-resident data (:func:`data_memory_gib`, at HAM10000's 10,015 images
     times the profile's subset)."""
-    size, batch = int(params["image_size"]), int(params["batch_size"])
-    data = data_memory_gib(int(10_015 * float(params.get("subset", 1.0))), size, batch)
+    size, batch = params.image_size, params.batch_size
+    data = data_memory_gib(int(10_015 * params.subset), size, batch)
     return max(training_memory_gib(m, size, batch) for m in models) + data
 
 
 MAX_JOBS_ASKED = 256  # runs at once a user may ask for: far beyond any machine's cores or GPU memory
 
 
-def resolve_jobs(jobs: int | str, device: str = "auto", *, params: dict | None = None,
+def resolve_jobs(jobs: int | str, device: str = "auto", *, params: Profile | None = None,
                  models: Sequence[str] = ()) -> int:
     """``jobs`` as a positive integer (``"auto"``: :func:`auto_jobs`, on CUDA sized by the memory the largest
     run of the profile ``params`` over its ``models`` needs); anything else is a ``ValueError``."""

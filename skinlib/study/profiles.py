@@ -102,19 +102,65 @@ DIFFERENCES: dict[str, dict[str, Any]] = {
 }
 
 
-def _profiles() -> dict[str, dict[str, Any]]:
+class _ProfileMethods:
+    """What a :class:`Profile` does; its fields are generated from :data:`PARAMETERS`."""
+
+    name: str
+    chapter: tuple[tuple[str, Any], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The one serialisation of a profile: ``profile`` (its name), every parameter, then the chapters' own
+        parameters (what papermill injects, ``bundle.json`` records and a chapter's stamp compares)."""
+        return {"profile": self.name, **{k: getattr(self, k) for k in PARAMETERS}, **dict(self.chapter)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, extra: dict[str, Any] | None = None) -> Profile:
+        """The profile ``values`` name (``profile``), with the parameters that differ from it applied and
+        checked (``extra``: the chapters' own parameters and their defaults, which ``values`` may set)."""
+        name = values.get("profile")
+        if name not in PROFILES:
+            raise ValueError(f"unknown profile {name!r}; valid: {', '.join(PROFILES)}")
+        return get_profile(name, extra=extra, **{k: v for k, v in values.items() if k != "profile"})
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The parameters that differ from the named profile's (the chapters' own parameters excluded)."""
+        base = PROFILES[self.name]
+        return {k: getattr(self, k) for k in PARAMETERS if getattr(self, k) != getattr(base, k)}
+
+    def replace(self, **changes: Any) -> Profile:
+        """This profile with ``changes``, each checked (a chapter parameter only where the profile has one)."""
+        extra = dict(self.chapter)
+        for key, value in changes.items():
+            check_parameter(key, value, extra=extra)
+        own = {k: v for k, v in changes.items() if k in PARAMETERS}
+        chapter = tuple((k, changes.get(k, v)) for k, v in self.chapter)
+        return dataclasses.replace(self, chapter=chapter, **own)
+
+
+Profile = dataclasses.make_dataclass(
+    "Profile", [("name", str), *[(k, spec.type) for k, spec in PARAMETERS.items()],
+                ("chapter", tuple, dataclasses.field(default=()))],
+    bases=(_ProfileMethods,), frozen=True)
+Profile.__module__ = __name__
+Profile.__doc__ = """A resolved profile, frozen: its name, one field per :data:`PARAMETERS` entry (same name, type and
+meaning) and the chapters' own parameters (``chapter``: name and value pairs). Made by :func:`get_profile`,
+written out by :meth:`~_ProfileMethods.to_dict` and read back by :meth:`~_ProfileMethods.from_dict`."""
+
+
+def _profiles() -> dict[str, Profile]:
     """Each profile: :data:`BASE` with its :data:`DIFFERENCES` (every name checked against the schema)."""
     out = {}
     for name, changes in DIFFERENCES.items():
         unknown = sorted(set(changes) - set(BASE))
         if unknown:
             raise ValueError(f"profile {name} changes {unknown}, which are not profile parameters")
-        out[name] = {"profile": name, **BASE, **changes}
+        out[name] = Profile(name=name, **{**BASE, **changes})
     return out
 
 
-PROFILES: dict[str, dict[str, Any]] = _profiles()
-"""The named profiles (smoke, cpu, gpu, paper), each a complete parameter set."""
+PROFILES: dict[str, Profile] = _profiles()
+"""The named profiles (smoke, cpu, gpu, paper), each a complete, frozen parameter set."""
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
@@ -161,13 +207,16 @@ def check_parameter(name: str, value: Any, *, extra: dict[str, Any] | None = Non
         raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(valid)}")
 
 
-def get_profile(name: str, *, extra: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
-    """The parameters of profile ``name`` with ``overrides`` applied, each checked by name and type."""
+def get_profile(name: str, *, extra: dict[str, Any] | None = None, **overrides: Any) -> Profile:
+    """Profile ``name`` with ``overrides`` applied, each checked by name and type (``extra``: the chapters' own
+    parameters with their defaults, which the profile then carries)."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; valid: {', '.join(PROFILES)}")
     for key, value in overrides.items():
         check_parameter(key, value, extra=extra)
-    return {**PROFILES[name], **overrides}
+    chapter = tuple((k, overrides.get(k, v)) for k, v in (extra or {}).items())
+    return dataclasses.replace(PROFILES[name], chapter=chapter,
+                               **{k: v for k, v in overrides.items() if k in PARAMETERS})
 
 
 SUMMARIES: dict[str, str] = {

@@ -39,7 +39,7 @@ from skinlib.study.inventory import no_training, profile_runs
 from skinlib.study.pack import derive, missing_optional, pack_runs
 from skinlib.study.parallel import threads_per_job, train_in_child
 from skinlib.study.plan import Step, Where, dependent, run_key, window_order
-from skinlib.study.profiles import get_profile
+from skinlib.study.profiles import Profile, get_profile
 from skinlib.study.schedule import (
     Clock,
     DeviceSpeeds,
@@ -235,7 +235,7 @@ class _Packer:
 class Window:
     """One window's state: the clock, the queue, the live processes, what was measured."""
 
-    def __init__(self, profile: str, params: dict[str, Any], clock: Clock, out: Path, *, jobs: int,
+    def __init__(self, profile: str, params: Profile, clock: Clock, out: Path, *, jobs: int,
                  data_dir: Any, runs_dir: Any, report: WindowReport) -> None:
         self.profile, self.params, self.clock, self.out, self.jobs = profile, params, clock, out, jobs
         self.data_dir, self.runs_dir, self.report = data_dir, runs_dir, report
@@ -388,7 +388,7 @@ class Window:
     @property
     def study_where(self) -> Where:
         """The plan's view of this window: the profile's base configuration, seeds and folders."""
-        return Where(profile_config(self.params), tuple(self.params["seeds"]), self.params["pretrained"],
+        return Where(profile_config(self.params), tuple(self.params.seeds), self.params.pretrained,
                      self.data_dir, self.runs_dir)
 
     def rank(self, config: RunConfig) -> tuple[int, int]:
@@ -453,7 +453,7 @@ class Window:
         staging = Path(tempfile.mkdtemp(prefix="bundle.", dir=self.out))
         try:
             folders = {r.path.name for r in state.finished}
-            pack_runs(state.finished, staging / self.profile, profile=self.profile, parameters=self.params,
+            pack_runs(state.finished, staging / self.profile, profile=self.profile, parameters=self.params.to_dict(),
                       missing=missing, data_dir=self.data_dir,
                       not_derived={k: v for k, v in self.report.not_derived.items() if k in folders})
             archive = self.out / f"results-{self.profile}.tar.gz"
@@ -494,7 +494,7 @@ def _prepare(w: Window, *, results_dir: Any, given: dict[Key, Estimate] | None, 
     earlier windows' runs, the ``given`` estimates, and, for a family none of these covers, a calibration."""
 
     for model in profile_models(w.params):  # a size one model cannot take: refused before anything trains
-        check_image_size(model, int(w.params["image_size"]))
+        check_image_size(model, w.params.image_size)
     w.report.optional_missing = missing_optional()
     for package, what in w.report.optional_missing.items():
         log.warning("window: %s is not installed here: the bundle will lack %s", package, what)
@@ -509,7 +509,7 @@ def _prepare(w: Window, *, results_dir: Any, given: dict[Key, Estimate] | None, 
         w.queued = {entry.name for entry in dependent()}
     w.pending = sorted(state.missing, key=w.rank)
     w.queue_dependent()
-    w.report.device = device_kind(str(w.params["device"]))
+    w.report.device = device_kind(w.params.device)
     images = w.images(w.pending[0]) if w.pending else Images(1, 1)
     same_device = [r for r in state.finished if _trained_on(r) == w.report.device]  # others' speeds say nothing
     speeds = device_speeds(w.report.device) if table is None else table
@@ -519,7 +519,7 @@ def _prepare(w: Window, *, results_dir: Any, given: dict[Key, Estimate] | None, 
     if calibrate_cold:
         for config in uncovered(w.pending, w.prior):
             w.prior[key_of(config)] = calibrate(config, images=w.images(config), threads=threads_per_job(w.jobs),
-                                                device=str(w.params["device"]))
+                                                device=w.params.device)
             log.info("window: calibrated %s: %.1f s an epoch alone", config.model, w.prior[key_of(config)].per_epoch)
     _warm_cache(w.pending, w.data_dir)
     w.report.estimates = describe(w.pending, estimate_runs(w.pending, w.prior)).splitlines()
@@ -600,6 +600,6 @@ def run_window(profile: str, *, budget_s: float, out: str | os.PathLike, jobs: i
     return report
 
 
-def _any_config(params: dict[str, Any]) -> RunConfig:
+def _any_config(params: Profile) -> RunConfig:
 
     return profile_config(params)
