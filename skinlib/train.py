@@ -45,9 +45,9 @@ from skinlib.evaluate import classification_metrics
 from skinlib.io import remove_stale_temporaries
 from skinlib.losses import make_loss
 from skinlib.models import check_image_size, create_model
+from skinlib.policy import current as current_policy
 from skinlib.runs import (
     FILES,
-    NO_TRAIN_ENV,
     OPTIMIZERS,
     MissingRunError,
     Run,
@@ -314,14 +314,8 @@ def _reduce(stats: dict[str, float], distributed: Distributed, device: torch.dev
     return out
 
 
-DEADLINE_ENV = "SKINLIB_DEADLINE"  # Unix time by which a training process must be done (a GPU window's end)
-
-
 class DeadlineReached(RuntimeError):
-    """Another epoch would not end before :data:`DEADLINE_ENV`: the run stops, resumable from ``last.pt``."""
-
-
-EPOCH_ESTIMATE_ENV = "SKINLIB_EPOCH_ESTIMATE"  # seconds of one epoch, the window's estimate for a run not yet measured
+    """Another epoch would not end before the policy's deadline: the run stops, resumable from ``last.pt``."""
 
 
 def _check_deadline(run: Run, history: list[dict[str, Any]], epochs: int) -> None:
@@ -329,21 +323,22 @@ def _check_deadline(run: Run, history: list[dict[str, Any]], epochs: int) -> Non
 
     The epoch's seconds are the mean of the last three epochs (the first left out once there are others: it
     pays for autotuning and loading; the last few follow how many runs share the device now); before the first
-    epoch, the window's estimate (:data:`EPOCH_ESTIMATE_ENV`), so a run started late stops before paying for an
+    epoch, the window's estimate (the policy's ``epoch_estimate``), so a run started late stops before paying for an
     epoch it cannot use. The test pass is taken as twice the mean validation pass (the test part is twice the
     validation part)."""
-    deadline = os.environ.get(DEADLINE_ENV)
-    if not deadline or len(history) >= epochs:
+    policy = current_policy()
+    deadline = policy.deadline
+    if deadline is None or len(history) >= epochs:
         return
     if history:
         recent = (history[1:] if len(history) > 1 else history)[-3:]
         per_epoch = sum(h["seconds"] + h.get("eval_seconds", 0.0) for h in recent) / len(recent)
         test = 2 * sum(h.get("eval_seconds", 0.0) for h in recent) / len(recent)
-    elif os.environ.get(EPOCH_ESTIMATE_ENV):
-        per_epoch, test = float(os.environ[EPOCH_ESTIMATE_ENV]), 0.0
+    elif policy.epoch_estimate is not None:
+        per_epoch, test = policy.epoch_estimate, 0.0
     else:
         return
-    if time.time() + per_epoch + test > float(deadline):
+    if time.time() + per_epoch + test > deadline:
         raise DeadlineReached(f"run {run.path.name} stopped after epoch {len(history)} of {epochs}: another "
                               f"epoch ({per_epoch:.0f} s) and the test pass would end after the time budget; the "
                               f"same command resumes it from last.pt")
@@ -382,7 +377,7 @@ def fit(
                                       "data summary): get them with `skinlib data download` (README: Data) first.")
         raise MissingRunError(
             f"run {run.path.name} is needed but neither in the run store nor in the results bundle, and "
-            f"training is switched off ({NO_TRAIN_ENV}=1, as when a book renders bundled results); make it "
+            f"training is switched off (as when a book renders bundled results); make it "
             f"where there is time (e.g. `benchmarks/gpu_window.py` on a GPU, or `skinlib train` with this "
             f"config: {json.dumps(config.identity(), sort_keys=True)}), then `skinlib results pack`.{get}")
     device = resolve_device(config.device)

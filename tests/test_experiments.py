@@ -179,7 +179,8 @@ def test_a_partial_bundle_blanks_only_the_variants_it_lacks(tmp_path, monkeypatc
     its table shows every other row with its numbers, the missing row as "not in the bundle", a paired table
     leaves it out, and asking for its runs raises MissingRunError (that cell alone becomes a note). Rendering a
     complete bundle, the same missing run stops the study."""
-    from skinlib.runs import NO_TRAIN_ENV, PARTIAL_ENV, MissingRunError
+    from skinlib.policy import ENV
+    from skinlib.runs import MissingRunError
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 7, 80)
@@ -194,10 +195,10 @@ def test_a_partial_bundle_blanks_only_the_variants_it_lacks(tmp_path, monkeypatc
         return runs[config.model]
 
     monkeypatch.setattr(experiments, "fit", opened)
-    monkeypatch.setenv(NO_TRAIN_ENV, "1")
+    monkeypatch.setenv(ENV["train"], "1")
     with pytest.raises(MissingRunError):  # a complete bundle: a missing run is an error
         experiments.baseline_study(RunConfig(), [0]).train()
-    monkeypatch.setenv(PARTIAL_ENV, "1")
+    monkeypatch.setenv(ENV["partial_bundle"], "1")
     study = experiments.baseline_study(RunConfig(), [0]).train()
     label = next(k for k, c in study.configs.items() if c.model == lacking)
     assert list(study.absent) == [label] and label not in study.runs

@@ -134,9 +134,10 @@ def test_a_chapter_opened_without_data_renders_the_best_committed_bundle(tmp_pat
     trains nothing, and says so; `none` asks for training and gets the usual missing-data error."""
     from skinlib.book import session
     from skinlib.data.paths import ISIC_TEST_ENV
-    from skinlib.runs import NO_TRAIN_ENV, RUNS_ENV
+    from skinlib.policy import ENV
+    from skinlib.runs import RUNS_ENV
 
-    for key in (DATA_ENV, ISIC_TEST_ENV, NO_TRAIN_ENV, RUNS_ENV, *dl.CLOUD_ENV):
+    for key in (DATA_ENV, ISIC_TEST_ENV, *ENV.values(), RUNS_ENV, *dl.CLOUD_ENV):
         monkeypatch.setenv(key, "")  # recorded, so whatever open_session exports is undone
         monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
@@ -145,10 +146,10 @@ def test_a_chapter_opened_without_data_renders_the_best_committed_bundle(tmp_pat
     best = session.best_bundle(ROOT / "results")
     assert best is not None and best.name in session.BUNDLE_ORDER
     profile = session.open_session(profile="smoke", runs_dir=str(tmp_path / "runs"))
-    assert profile == best.name and os.environ[NO_TRAIN_ENV] == "1"
+    assert profile == best.name and os.environ[ENV["train"]] == "1"
     assert any((tmp_path / "runs").iterdir()) and os.environ[DATA_ENV]  # the bundle's data summary
-    for key in (NO_TRAIN_ENV, DATA_ENV, ISIC_TEST_ENV):
-        monkeypatch.delenv(key)
+    for key in (*ENV.values(), DATA_ENV, ISIC_TEST_ENV):
+        monkeypatch.delenv(key, raising=False)
     with pytest.raises(FileNotFoundError, match="skinlib data download"):
         session.open_session(profile="smoke", bundle="none")
     with pytest.raises(ValueError, match="is not a folder; valid: 'auto'"):

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1] / "skinlib"
 
 # the developer guide's tree (book/developers.md), bottom up: a module may import from its own layer and below
 LAYERS: list[tuple[str, ...]] = [
-    ("io", "runtime", "losses"),
+    ("io", "runtime", "policy", "losses"),
     ("fetch",),
     ("data", "models"),
     ("runs", "evaluate"),
@@ -92,3 +92,14 @@ def test_no_two_modules_import_each_other():
         if not state.get(name):
             cycle = visit(name)
             assert cycle is None, f"an import cycle: {' -> '.join(cycle)}"
+
+
+def test_only_the_policy_spells_the_training_switches():
+    """The variables that carry the training policy into kernels and child processes are named in one module."""
+    from skinlib.policy import ENV
+
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.name != "policy.py":
+            text = path.read_text()
+            assert not [name for name in ENV.values() if name in text], path.relative_to(ROOT)
+

@@ -342,11 +342,12 @@ def test_pages_say_when_the_profile_upsamples_the_images(data_dir):
 
 
 def test_rendering_a_bundle_asks_for_the_pretrained_runs_it_holds(monkeypatch):
-    from skinlib.models.weights import PRETRAINED_ENV, weights_available
+    from skinlib.models.weights import weights_available
+    from skinlib.policy import ENV
 
-    monkeypatch.setenv(PRETRAINED_ENV, "resnet18")
+    monkeypatch.setenv(ENV["pretrained_models"], "resnet18")
     assert weights_available("resnet18") and not weights_available("mobilenet_v3_small")
-    monkeypatch.setenv(PRETRAINED_ENV, "")  # a bundle without pre-trained runs: none asked for
+    monkeypatch.setenv(ENV["pretrained_models"], "")  # a bundle without pre-trained runs: none asked for
     assert not weights_available("resnet18")
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from skinlib.explain import cam_mask_scores
 from skinlib.inference import evaluate_external, load_model
-from skinlib.runs import NO_TRAIN_ENV, MissingRunError, RunConfig
+from skinlib.policy import ENV
+from skinlib.runs import MissingRunError, RunConfig
 from skinlib.study import bundles
 from skinlib.study import pack as pack_module
 from skinlib.train import fit
@@ -66,7 +67,7 @@ def test_unpacked_run_is_finished_without_weights_and_trains_nothing(trained, tm
     restored = bundles.unpack(bundle, data_dir=data_dir, runs_dir=store)
     assert restored.restored == [run.path.name] and restored.present == []
     assert bundles.unpack(bundle, data_dir=data_dir, runs_dir=store).present == [run.path.name]
-    monkeypatch.setenv(NO_TRAIN_ENV, "1")
+    monkeypatch.setenv(ENV["train"], "1")
     again = fit(RunConfig(**TINY), runs_dir=store)
     assert not again.trained and again.bundled and not again.file("best.pt").exists()
     public = pack_module._without_folders  # a bundle keeps the data files' names, not the machine's folders
@@ -87,7 +88,7 @@ def test_unpacked_run_is_finished_without_weights_and_trains_nothing(trained, tm
 
 @pytest.mark.usefixtures("data_dir")  # needs the real images
 def test_a_missing_run_is_named_instead_of_trained(tmp_path, monkeypatch):
-    monkeypatch.setenv(NO_TRAIN_ENV, "1")
+    monkeypatch.setenv(ENV["train"], "1")
     with pytest.raises(MissingRunError, match=r"run tiny-\w+ is needed .*gpu_window\.py"):
         fit(RunConfig(**TINY).replace(seed=7), runs_dir=tmp_path)
     assert not any(tmp_path.iterdir())

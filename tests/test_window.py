@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from skinlib import train
+from skinlib.policy import ENV
 from skinlib.runs import RunConfig
 from skinlib.study.experiments import LOSS_SAMPLER, LOSS_VARIANTS, independent_runs, profile_config
 from skinlib.study.experiments import variant as make_variant
@@ -115,7 +116,7 @@ def simulate(factor: float, monkeypatch: pytest.MonkeyPatch, *, die: str | None 
     joint = {c.name for c in PLAN["final"].needed(gpu_where())}
     clock = {"now": 0.0}
     monkeypatch.setattr(train.time, "time", lambda: clock["now"])
-    monkeypatch.setenv(train.DEADLINE_ENV, str(timing.training_ends))
+    monkeypatch.setenv(ENV["deadline"], str(timing.training_ends))
     out, live, observed, timeline = Outcome(), [], [], _Timeline()
     final_known, now, next_poll = False, 0.0, 0.0
 
@@ -124,7 +125,7 @@ def simulate(factor: float, monkeypatch: pytest.MonkeyPatch, *, die: str | None 
 
     def deadline_check(run: Sim) -> bool:
         clock["now"] = now
-        monkeypatch.setenv(train.EPOCH_ESTIMATE_ENV, str(run.epoch_estimate))
+        monkeypatch.setenv(ENV["epoch_estimate"], str(run.epoch_estimate))
         named = type("R", (), {"path": type("P", (), {"name": run.config.name})})()
         try:
             train._check_deadline(named, run.history, run.config.epochs)
@@ -282,11 +283,11 @@ def test_the_plan_puts_the_joint_losses_the_baselines_and_the_final_model_first(
 def test_a_run_stops_before_its_first_epoch_when_it_cannot_end(monkeypatch):
     run = type("R", (), {"path": type("P", (), {"name": "late"})})()
     monkeypatch.setattr(train.time, "time", lambda: 1000.0)
-    monkeypatch.setenv(train.DEADLINE_ENV, "1050")
-    monkeypatch.setenv(train.EPOCH_ESTIMATE_ENV, "60")
+    monkeypatch.setenv(ENV["deadline"], "1050")
+    monkeypatch.setenv(ENV["epoch_estimate"], "60")
     with pytest.raises(train.DeadlineReached, match="after epoch 0"):
         train._check_deadline(run, [], 10)
-    monkeypatch.setenv(train.EPOCH_ESTIMATE_ENV, "40")
+    monkeypatch.setenv(ENV["epoch_estimate"], "40")
     train._check_deadline(run, [], 10)  # fits: goes on
     # after epochs: one more epoch (40 s) plus the test (2 x 5 s) ends at 1050: still allowed; 41 s is not
     train._check_deadline(run, [{"seconds": 35.0, "eval_seconds": 5.0}], 10)

@@ -35,8 +35,8 @@ from skinlib.data.paths import DATA_ENV, ISIC_TEST_ENV, resolve_data_dir
 from skinlib.data.snapshot import ISIC_FOLDER
 from skinlib.io import atomic_write_json, atomic_write_text, replace_dir, temporary_env
 from skinlib.models import check_image_size
-from skinlib.models.weights import PRETRAINED_ENV
-from skinlib.runs import NO_TRAIN_ENV, PARTIAL_ENV, RUNS_ENV, Run, runs_root
+from skinlib.policy import Policy, applied
+from skinlib.runs import RUNS_ENV, Run, runs_root
 from skinlib.study.bundle_format import BUNDLE_FILE, bundle_dir
 from skinlib.study.experiments import profile_models
 from skinlib.study.inventory import profile_runs
@@ -157,20 +157,20 @@ def _open_bundle(source: Path, values: Profile, folders: dict[str, str]
     lacks (the plan says which studies each chapter reads, so this is known before any chapter runs)."""
 
     bundle = unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV]).meta
-    folders[NO_TRAIN_ENV] = "1"
     # the book asks for the pre-trained runs the bundle holds, whatever weight files are on this machine
     configs = [Run.open(Path(folders[RUNS_ENV]) / e["folder"]).config for e in bundle["runs"]]
-    folders[PRETRAINED_ENV] = ",".join(sorted({c.model for c in configs if c.pretrained}))
+    policy = Policy(train=False, pretrained_models=tuple(sorted({c.model for c in configs if c.pretrained})))
+    folders.update(policy.env())
     if bundle.get("complete") is True:
         return bundle, None
     # a partial bundle: the chapters that lack runs show what it holds and name what it lacks
-    with temporary_env({PRETRAINED_ENV: folders[PRETRAINED_ENV]}):
+    with applied(train=False, pretrained_models=policy.pretrained_models):
         state = profile_runs(values, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV])
     lacking = state.missing_by_chapter()
     for chapter, studies in state.chapters_lacking().items():
         log.warning("partial bundle: %s lacks runs of %s; it shows the rest", chapter, ", ".join(studies))
     if lacking:
-        folders[PARTIAL_ENV] = "1"  # a study shows the variants the bundle holds (skinlib.study.experiments.Study)
+        folders.update(policy.replace(partial_bundle=True).env())  # a study shows the variants the bundle holds
     return bundle, lacking or None  # nothing lacking: any missing run is an error, as for a complete one
 
 

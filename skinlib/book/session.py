@@ -17,7 +17,8 @@ from skinlib.book.build import data_folders
 from skinlib.data.download import ensure_data, in_cloud
 from skinlib.data.index import find_ham10000_metadata
 from skinlib.data.paths import DATA_ENV, project_root, resolve_data_dir
-from skinlib.runs import NO_TRAIN_ENV, RUNS_ENV, runs_root
+from skinlib.policy import current as current_policy
+from skinlib.runs import RUNS_ENV, runs_root
 from skinlib.study.unpack import read_bundle, unpack
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def open_session(*, profile: str, data_dir: str = "", runs_dir: str = "", bundle
     """
 
     bundle = bundle or "auto"
-    if os.environ.get(NO_TRAIN_ENV):  # `skinlib book --from-results` set everything up
+    if not current_policy().train:  # `skinlib book --from-results` set everything up
         return profile
     if bundle not in ("auto", "none") and not Path(bundle).is_dir():
         raise ValueError(f"bundle {bundle!r} is not a folder; valid: {BUNDLE_CHOICES}")
@@ -83,7 +84,7 @@ def _render(source: Path, *, data_dir: str, runs_dir: str, asked: str) -> str:
     ``skinlib book --from-results`` does: :func:`~skinlib.book.build.data_folders`), train nothing."""
 
     meta = read_bundle(source, verify=False)  # unpack verifies every file
-    folders = {RUNS_ENV: str(runs_root(runs_dir or None)), NO_TRAIN_ENV: "1",
+    folders = {RUNS_ENV: str(runs_root(runs_dir or None)), **current_policy().replace(train=False).env(),
                **data_folders(data_dir or None if _have_data(data_dir) else None, source)}
     unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV])
     os.environ.update(folders)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from skinlib.fetch import Checksum, FetchResult, download, fetch_json
+from skinlib.policy import current as current_policy
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +96,13 @@ def expected_weights_file(name: str) -> Path:
     return legacy if legacy.is_file() and not path.is_file() else path
 
 
-PRETRAINED_ENV = "SKINLIB_PRETRAINED_MODELS"
-"""Set when rendering a results bundle: the comma-separated models the bundle has pre-trained runs of. The book
-then asks for exactly the runs the bundle holds, whatever weight files the rendering machine has."""
-
-
 def weights_available(name: str) -> bool:
     """Whether the ImageNet weights of ``name`` are on this machine (no network is tried), or, rendering a results
-    bundle (:data:`PRETRAINED_ENV` set), whether the bundle has pre-trained runs of it."""
-    if PRETRAINED_ENV in os.environ:
-        return name in os.environ[PRETRAINED_ENV].split(",")
+    bundle (the policy's ``pretrained_models``), whether the bundle has pre-trained runs of it: the book then asks
+    for exactly the runs the bundle holds, whatever weight files the rendering machine has."""
+    bundled = current_policy().pretrained_models
+    if bundled is not None:
+        return name in bundled
     try:
         return expected_weights_file(name).is_file()
     except ValueError:

@@ -20,8 +20,6 @@ from skinlib.runs.store import (
     FILES,
     HISTORY_COLUMNS,
     LOCKS_DIR,
-    NO_TRAIN_ENV,
-    PARTIAL_ENV,
     PREDICTION_ID_COLUMNS,
     RUNS_ENV,
     MissingRunError,
@@ -42,7 +40,7 @@ from skinlib.runs.store import (
 
 __all__ = [
     "ABSENT_ROW", "BATCH_SCALINGS", "BUNDLE_MARKER", "COMPILE_MODES", "DATA_FILE", "FILES", "HISTORY_COLUMNS",
-    "LOCKS_DIR", "NO_TRAIN_ENV", "OPTIMIZERS", "PARTIAL_ENV", "PREDICTION_ID_COLUMNS", "RUNS_ENV",
+    "LOCKS_DIR", "OPTIMIZERS", "PREDICTION_ID_COLUMNS", "RUNS_ENV",
     "RUNTIME_FIELDS", "SAMPLERS", "MissingRunError", "Run", "RunConfig", "RunFileError", "RunFiles", "Spec",
     "check_type", "load_checkpoint", "partial_bundle", "prediction_columns", "predictions_frame",
     "read_history", "read_predictions", "run_hash", "runs_root", "specs", "training_allowed", "write_history",

@@ -28,6 +28,7 @@ import yaml
 from skinlib.data.paths import project_root
 from skinlib.data.split import load_split, save_split
 from skinlib.io import FileLock, atomic_write, atomic_write_json, atomic_write_text, check_free_space
+from skinlib.policy import current as current_policy
 from skinlib.runs.config import RunConfig, run_hash
 
 log = logging.getLogger(__name__)
@@ -294,24 +295,18 @@ def _tensor_bytes(obj: Any) -> int:
 LOCKS_DIR = ".locks"
 
 
-# set (to 1) while runs may only be reused, never trained: rendering a book from a results bundle
-NO_TRAIN_ENV = "SKINLIB_NO_TRAIN"
-
-
-# set (to 1) besides NO_TRAIN_ENV while rendering a partial bundle: a study keeps the variants the bundle holds
-PARTIAL_ENV = "SKINLIB_PARTIAL_BUNDLE"
 ABSENT_ROW = "not in the bundle"  # what a table shows in place of the numbers of a variant a partial bundle lacks
 
 
 class MissingRunError(RuntimeError):
-    """A run is needed but absent while training is switched off (:data:`NO_TRAIN_ENV`)."""
+    """A run is needed but absent while training is switched off (:attr:`skinlib.policy.Policy.train`)."""
 
 
 def training_allowed() -> bool:
-    return os.environ.get(NO_TRAIN_ENV, "") in ("", "0")
+    return current_policy().train
 
 
 def partial_bundle() -> bool:
-    """Whether a partial results bundle is being rendered (:data:`PARTIAL_ENV`): a study then shows the variants
-    it holds and names the others, instead of stopping at the first missing run."""
-    return not training_allowed() and os.environ.get(PARTIAL_ENV, "") not in ("", "0")
+    """Whether a partial results bundle is being rendered: a study then shows the variants it holds and names the
+    others, instead of stopping at the first missing run."""
+    return current_policy().renders_partial_bundle

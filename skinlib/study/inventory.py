@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skinlib.data.selection import select_data
-from skinlib.io import temporary_env
-from skinlib.runs import NO_TRAIN_ENV, MissingRunError, Run, RunConfig
+from skinlib.policy import applied
+from skinlib.runs import MissingRunError, Run, RunConfig
 from skinlib.study.experiments import profile_config
 from skinlib.study.plan import PLAN, Where, get_step, needing
 from skinlib.study.profiles import Profile
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def no_training() -> Any:
     """Context manager: inside it :func:`~skinlib.train.fit` reuses runs but never trains one (also in child
     processes, which inherit the environment)."""
-    return temporary_env({NO_TRAIN_ENV: "1"})
+    return applied(train=False)
 
 
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from skinlib.models import create_model
+from skinlib.policy import current as current_policy
 from skinlib.runs import RunConfig
 from skinlib.study.profiles import Profile
-from skinlib.train import EPOCH_ESTIMATE_ENV, fit
+from skinlib.train import fit
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,7 @@ def train_in_child(config: dict[str, Any], data_dir: str | None, runs_dir: str |
     import torch
 
 
-    if epoch_estimate is None:
-        os.environ.pop(EPOCH_ESTIMATE_ENV, None)
-    else:
-        os.environ[EPOCH_ESTIMATE_ENV] = str(epoch_estimate)
+    os.environ.update(current_policy().replace(epoch_estimate=epoch_estimate).env())
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
     run = fit(RunConfig.from_dict(config), data_dir=data_dir, runs_dir=runs_dir)

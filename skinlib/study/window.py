@@ -30,7 +30,8 @@ from skinlib.data.selection import select_data
 from skinlib.losses import make_loss
 from skinlib.models import create_model
 from skinlib.models.registry import check_image_size
-from skinlib.runs import FILES, NO_TRAIN_ENV, MissingRunError, Run, RunConfig
+from skinlib.policy import current as current_policy
+from skinlib.runs import FILES, MissingRunError, Run, RunConfig
 from skinlib.runs.store import read_history
 from skinlib.runtime import Precision, memory_format, resolve_device, to_device
 from skinlib.study.bundle_format import BUNDLE_FILE, bundle_dir
@@ -59,7 +60,7 @@ from skinlib.study.schedule import (
     uncovered,
 )
 from skinlib.study.unpack import unpack
-from skinlib.train import DEADLINE_ENV, DeadlineReached, make_optimizer
+from skinlib.train import DeadlineReached, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,8 @@ def _child(conn: Any, config: dict[str, Any], data_dir: str | None, runs_dir: st
            epoch_estimate: float, deadline: float) -> None:
     """A run's own process: train it (or reuse it) and send back ``("ok", folder, trained)`` or the error."""
 
-    os.environ.pop(NO_TRAIN_ENV, None)  # the parent may be packing (which forbids training) as this one starts
-    os.environ[DEADLINE_ENV] = str(deadline)
+    # the parent may be packing (which forbids training) as this one starts
+    os.environ.update(current_policy().replace(train=True, deadline=deadline).env())
     try:
         path, trained = train_in_child(config, data_dir, runs_dir, threads, epoch_estimate)
         conn.send(("ok", path, trained))
