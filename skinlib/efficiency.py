@@ -238,3 +238,13 @@ def measure_throughput(model: nn.Module, *, image_size: int = 224, batch: int = 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     return {"images_per_s": batch * steps / (time.perf_counter() - start), "batch": batch}
+
+
+def gpu_throughput(models: dict[str, str] | None = None, *, image_size: int = 224) -> tuple[pd.DataFrame | None, str]:
+    """Inference images/s of each model (label: registered name; default the paper's six) on the GPU, and where
+    it was measured; ``(None, why)`` where there is no GPU."""
+    if not torch.cuda.is_available():
+        return None, "not measured: this build ran without a GPU"
+    table = pd.DataFrame({label: measure_throughput(create_model(name), image_size=image_size, device="cuda")
+                          for label, name in (models or PAPER_MODELS).items()}).T
+    return table.round(0), f"measured on {torch.cuda.get_device_name()}"

@@ -41,7 +41,8 @@ TABLE3_MODELS: dict[str, str] = {label: name for label, name in PAPER_MODELS.ite
 
 
 def comparison(paper: Mapping[str, Mapping[str, float]], study: Any, *,
-               labels: Mapping[str, str] | None = None, nulls: bool = True) -> pd.DataFrame:
+               labels: Mapping[str, str] | None = None, nulls: bool = True, absent: str | None = None
+               ) -> pd.DataFrame:
     """The paper's accuracy, BACC and parameters beside ours (mean ± sd over seeds) and the differences,
     with the paper's accuracy read both ways it can be read.
 
@@ -51,15 +52,17 @@ def comparison(paper: Mapping[str, Mapping[str, float]], study: Any, *,
     paper's number turned into the top-1 it implies under eq. 8 (:func:`implied_top1`). BACC is compared in the
     paper's own definition (eq. 9-11). ``paper`` maps a row name to the paper's numbers; ``labels`` maps that row
     name to the study's variant label (default: the same name), which names the row, so every table of the book
-    calls a model the same. Rows the study lacks are left out. With ``nulls``, two rows follow: what always
+    calls a model the same. Rows the study lacks are left out, or, with ``absent``, kept with the paper's numbers
+    and ``absent`` (why ours is missing) in place of ours. With ``nulls``, two rows follow: what always
     answering the majority class and uniform guessing score on the same test labels (``attrs["null_rows"]``);
     the paper's columns are empty there.
     """
     rows = []
     for key, numbers in paper.items():
         label = labels[key] if labels else key
-        if label in getattr(study, "absent", {}):  # a partial bundle lacks it: the paper's numbers, ours absent
-            rows.append({"model": label, "paper acc %": numbers["accuracy"], "ours top-1 %": ABSENT_ROW,
+        missing = ABSENT_ROW if label in getattr(study, "absent", {}) else absent  # a partial bundle lacks it
+        if label not in study.runs and missing is not None:  # the paper's numbers, ours absent
+            rows.append({"model": label, "paper acc %": numbers["accuracy"], "ours top-1 %": missing,
                          "paper BACC %": numbers["bacc_paper"], "paper params (M)": numbers["params_m"]})
             continue
         if label not in study.runs:
@@ -115,6 +118,13 @@ def implied_top1(ovr: float, k: int = 7) -> float:
 def table3_labels() -> dict[str, str]:
     """Table 3's rows (registered names) -> the baseline study's labels (the paper's names)."""
     return {name: label for label, name in TABLE3_MODELS.items()}
+
+
+TABLE2_LABELS: dict[str, str] = {
+    "resnet18 (scratch)": "ResNet18 (no pre-training)", "resnet18 (pretrained)": "ResNet18 (pre-trained)",
+    "mobilenet_v3_small (scratch)": "MobileNetV3 (no pre-training)",
+    "mobilenet_v3_small (pretrained)": "MobileNetV3 (pre-trained)"}
+"""Table 2's rows as the pre-training study labels its variants."""
 
 
 def table2_bars(paper: Mapping[str, Mapping[str, float]], study: Any, *, labels: Mapping[str, str]

@@ -28,3 +28,40 @@ def test_overlap_sentence_reads_the_table():
     assert "settled" in settled
     open_ = overlap_sentence({"a": (0.50, 0.60), "b": (0.45, 0.55), "c": (0.20, 0.30)})
     assert "a has the highest" in open_ and "b overlap" in open_ and "c lies below it" in open_
+
+
+def test_the_chapters_words_follow_their_inputs():
+    """The sentences chapters used to choose inline now come from the library, and each follows its input."""
+    import pandas as pd
+
+    from skinlib.book.claims import initialisation, rising_sentence, split_miss_verdict, top_pair
+
+    within = split_miss_verdict(pd.Series({"nv": 0.2, "df": 0.9}))
+    over = split_miss_verdict(pd.Series({"nv": 0.2, "df": 3.14}))
+    assert within.startswith("every class stays within 1 point") and "df misses by 3.1" in over
+    assert rising_sentence({}).startswith("none is still rising")
+    assert rising_sentence({"ResNet18": "[0, 2]"}).endswith("ResNet18 in [0, 2]")
+    assert top_pair(pd.DataFrame({"pair": ["mel as nv", "bkl as nv"]})) == "mel as nv"
+    assert top_pair(pd.DataFrame({"pair": []})) == "none"
+    assert (initialisation(True), initialisation(False)) == ("ImageNet weights", "random initialisation")
+
+
+def test_every_metric_sets_the_nulls_beside_the_run_where_a_constant_defines_them():
+    import pandas as pd
+
+    from skinlib.study.tables import every_metric
+
+    ci = pd.DataFrame({"estimate": [0.7, 0.5, 0.1]}, index=["accuracy", "bacc", "ece"])
+    table = every_metric(ci, {"majority class": {"accuracy": 0.67, "bacc": 1 / 7}})
+    assert list(table.index) == ["accuracy", "bacc", "ece (x100)"]
+    assert table.loc["accuracy", "estimate"] == 70.0 and table.loc["bacc", "majority class"] == 14.29
+    assert table.loc["ece (x100)", "majority class"] == ""
+
+
+def test_a_gpu_measurement_is_absent_without_a_gpu(monkeypatch):
+    import torch
+
+    from skinlib.efficiency import gpu_throughput
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_throughput() == (None, "not measured: this build ran without a GPU")

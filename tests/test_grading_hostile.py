@@ -120,6 +120,7 @@ def test_without_isolation_the_solution_on_disk_is_in_reach(tmp_path, monkeypatc
     assert got["none"] == {"gil": 3, "zoe": 3} and got["namespace"] == {"gil": 0, "zoe": 3}
 
 
+@pytest.mark.slow  # shares the class graded once (a key run and ten kernels, about 40 s): CI's slow step
 def test_one_student_never_stops_the_class(graded):
     table, out = graded
     got = {(r.student, r.question): (r.points, r.verdict) for r in table.itertuples()}

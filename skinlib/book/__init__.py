@@ -4,6 +4,16 @@ A chapter's kernel needs only the names below (``from skinlib.book import chapte
 build driver is :mod:`skinlib.book.build`.
 """
 
-from skinlib.book.kernel import admonition, chapter, glue_text, public_path, show_table, weights_note
+from skinlib.book.kernel import (
+    admonition,
+    chapter,
+    glue_text,
+    public_path,
+    show_frame,
+    show_table,
+    use_weights,
+    weights_note,
+)
 
-__all__ = ["admonition", "chapter", "glue_text", "public_path", "show_table", "weights_note"]
+__all__ = ["admonition", "chapter", "glue_text", "public_path", "show_frame", "show_table", "use_weights",
+           "weights_note"]

@@ -8,9 +8,18 @@ the metrics are stored) and returns text in percent points.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
+import pandas as pd
+
+from skinlib import explain
 from skinlib.evaluate import points
+from skinlib.inference import onnx_parity_of_run
+from skinlib.study.experiments import BEST_RECIPE, Study
 
 
 def interval_word(low: float, high: float) -> str:
@@ -147,3 +156,101 @@ def randomisation_sentence(check: Mapping[str, float | str]) -> str:
     return (f"a randomly initialised network of the same architecture scores as well ({span} of excess over "
             f"another image's mask, trained minus random{corr}): the map is **not model-specific** and says "
             f"nothing about what this model learned")
+
+
+def split_miss_verdict(miss: pd.Series, *, tolerance: float = 1.0) -> str:
+    """Whether every class of a split stays within ``tolerance`` points of its target shares (``miss``: each
+    class's largest miss in points, :func:`~skinlib.data.split_deviation`)."""
+    over = miss[miss > tolerance].round(1)
+    if over.empty:
+        return f"every class stays within {tolerance:g} point{'s' * (tolerance != 1)} of its targets"
+    return (f"not every class stays within {tolerance:g} point{'s' * (tolerance != 1)}: "
+            + ", ".join(f"{k} misses by {v}" for k, v in over.items()))
+
+
+def initialisation(pretrained: bool) -> str:
+    """How the runs start, in words."""
+    return "ImageNet weights" if pretrained else "random initialisation"
+
+
+def rising_sentence(rising: Mapping[str, Sequence[int]]) -> str:
+    """Which models were still improving at their last epoch (:func:`~skinlib.study.tables.rising_flags`)."""
+    if not rising:
+        return "none is still rising at the last epoch (each run's best validation `bacc` came earlier)"
+    return ("still rising at the last epoch (the best validation `bacc` in the last two epochs): "
+            + "; ".join(f"{label} in {seeds}" for label, seeds in rising.items()))
+
+
+def top_pair(errors: pd.DataFrame) -> str:
+    """The most frequent confusion of an error table (:func:`~skinlib.study.tables.error_examples`), or none."""
+    return str(errors["pair"].iloc[0]) if len(errors) else "none"
+
+
+def cam_findings(cam: Any, *, n_boot: int, image_size: int) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Grad-CAM scored against the lesion masks (:func:`~skinlib.explain.cam_mask_scores`): the table of its
+    two nulls and every sentence and number the chapter states about it, the last stage and the randomisation
+    check included."""
+    scores = cam.table
+    nulls = explain.cam_null_summary(scores, n_boot=n_boot)
+    last = explain.cam_null_summary(scores, n_boot=n_boot, layer="_last") if cam.has_last else None
+    recorded = cam.grid != (0, 0)
+    if cam.grid == cam.grid_last:
+        which = "the last stage itself"
+    elif cam.grid_last != (0, 0):
+        which = "an earlier stage than the last"
+    else:
+        which = "a stage whose place these scores do not record"
+    verdicts = (None, None) if last is None else tuple(last["verdict"].iloc[[0, -1]])
+    words = {
+        "cam_which": which,
+        "cam_stride": f"{image_size // cam.grid[0]}" if recorded else "an unrecorded number of",
+        "cam_last": last_stage_sentence(*verdicts, cam.grid_last, image_size),
+        "cam_sanity": randomisation_sentence(explain.randomisation_check(scores, n_boot=n_boot)),
+        "cam_grid": f"{cam.grid[0]} x {cam.grid[1]}" if recorded else "an unrecorded number of",
+        "cam_score": f"{scores['cam_in_mask'].mean():.2f}", "mask_area": f"{scores['mask_area'].mean():.2f}",
+        "other_mask": f"{scores['other_mask'].mean():.2f}",
+        "cam_vs_area": nulls["verdict"].iloc[0], "cam_vs_other": nulls["verdict"].iloc[-1],
+        "cam_above_area": f"{nulls['images above null %'].iloc[0]:.0f} %",
+        "cam_empty": f"{nulls.attrs['n_empty']} of {nulls.attrs['n_images']}",
+    }
+    return nulls.round(3), words
+
+
+def onnx_sentence(run: Any, *, data_dir: str | os.PathLike | None = None) -> str:
+    """The ONNX export of a finished run checked against PyTorch on its test images, in words: agreement within
+    the tolerance, whether the check could tell a wrong export, or why it was not run. The exported file is
+    written to a temporary folder and removed."""
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            parity = onnx_parity_of_run(run, Path(folder) / "model.onnx", data_dir=data_dir)
+    except ImportError as exc:
+        return f"skipped: {exc}"
+    except FileNotFoundError:  # a run from a results bundle has no weights
+        return "not run: this book renders a results bundle that keeps no weights and was packed without the check"
+    where = "measured where the run was trained and kept in the results bundle: " if parity.get("stored") else ""
+    verdict = "agree" if parity["within_tolerance"] else "DISAGREE"
+    caveat = "" if parity["informative"] else (" (but the model's probabilities are nearly uniform, so this check "
+                                               "cannot tell a wrong export from a right one)")
+    return (f"{where}the outputs {verdict} within {parity['atol']:g}: largest probability difference "
+            f"{parity['max_abs_diff']:.1e}, largest logit difference {parity['max_rel_logit_diff']:.1e} of the "
+            f"logits' range{caveat}")
+
+
+def best_vs_paper_sentence(two: Study, *, best: str, paper: str, n_boot: int = 1000) -> str:
+    """The best-recipe final against the paper-recipe final in ``two`` (:func:`two_finals_sentence`); when the
+    validation choice is the paper's own recipe, ``two`` has no ``best`` row and there is one final."""
+    return two_finals_sentence(two.paired(best, paper, n_boot=n_boot) if best in two.runs else None)
+
+
+def finals_against_baseline(final: Study, scratch: Study, recipes: Study, *, n_boot: int = 1000) -> dict[str, str]:
+    """Both finals (the paper's recipe, and the best recipe where it differs) against plain MobileNetV3-Small,
+    seed-paired: the sentences ``final_vs_baseline`` and ``best_vs_baseline``."""
+    runs = {"final": final.runs["MobileNetV3-CaCo"], "baseline": scratch.runs["MobileNetV3-Small"]}
+    best = recipes.runs.get(BEST_RECIPE)
+    pairs = Study.of_runs({**runs, **({"best": best} if best is not None else {})})
+    words = {"final_vs_baseline": paired_sentence(pairs.paired("final", "baseline", n_boot=n_boot),
+                                                  a="our MobileNetV3-CaCo", b="our plain MobileNetV3-Small")}
+    words["best_vs_baseline"] = two_finals_sentence(None) if best is None else paired_sentence(
+        pairs.paired("best", "baseline", n_boot=n_boot), a="CaCo with the best recipe",
+        b="our plain MobileNetV3-Small")
+    return words

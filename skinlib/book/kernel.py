@@ -307,3 +307,22 @@ def weights_note(models: Mapping[str, str], *, consequence: str) -> Any | None:
     return admonition("warning", f"No ImageNet weights for {', '.join(missing)}",
                       f"Missing: {files}. Fetch them on a connected machine ({fetch}) and copy them to the "
                       f"machine that builds the book. {consequence}")
+
+
+def use_weights(models: Mapping[str, str], *, wanted: bool = True, consequence: str) -> bool:
+    """Whether ``models`` (label: registered name) start from ImageNet weights: ``wanted`` and every weight file
+    present. Where they are wanted and a file is missing, the page shows :func:`weights_note`."""
+    from IPython.display import display
+
+    note = weights_note(models, consequence=consequence) if wanted else None
+    if note is not None:
+        display(note)
+    return wanted and note is None
+
+
+def show_frame(frame: Any) -> None:
+    """Display a table that may be absent (``None``): an optional measurement shows nothing when not made."""
+    from IPython.display import display
+
+    if frame is not None:
+        display(frame)

@@ -20,8 +20,10 @@ from skinlib.evaluate import (
     scalar_metrics,
 )
 from skinlib.inference import arrays, held_out_index
+from skinlib.losses import DEFAULT_JOINT
+from skinlib.paper import CACO, TABLE2, TABLE3, comparison, table3_labels
 from skinlib.runs import MissingRunError, Run
-from skinlib.study.experiments import Study
+from skinlib.study.experiments import JOINT_LOSSES, RecipeChoice, Study
 
 log = logging.getLogger(__name__)
 
@@ -160,3 +162,56 @@ def family_rows(table: pd.DataFrame) -> pd.DataFrame:
     if absent:
         raise MissingRunError(f"{', '.join(absent)} not in the bundle: the family is incomplete")
     return trained_rows(table)
+
+
+def every_metric(ci: pd.DataFrame, nulls: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Every test metric of one run with its interval (percent), beside what learning nothing scores on the same
+    labels (:func:`~skinlib.evaluate.null_metrics`) where a constant defines it (blank elsewhere)."""
+    table = (100 * ci).round(2).astype(object)
+    for label, values in nulls.items():
+        table[label] = [round(100 * values[k], 2) if k in values else "" for k in ci.index]
+    return table.rename(index={"ece": "ece (x100)", "brier": "brier (x100)"})
+
+
+def unknown_choices(config: Any, *, pretrained: bool, loss_label: str, recipe: RecipeChoice) -> pd.DataFrame:
+    """What the paper leaves unstated and what this book chose for it, at the profile of ``config`` (the base
+    run configuration), with the joint loss and the recipe the loss study chose on validation."""
+    rows = [
+        ("split protocol", "70 / 10 / 20, grouped by lesion, stratified by class; image split only to measure the "
+                           "leak"),
+        ("image size", f"{config.image_size} px with this profile (the paper profile: 224 px)"),
+        ("epochs", f"{config.epochs} with this profile (the paper's figure runs to about 100)"),
+        ("optimiser", f"AdamW, lr {config.lr:g}, weight decay {config.weight_decay:g}, cosine with 1 epoch warm-up"),
+        ("batch size", str(config.batch_size)),
+        ("sampler", f"{config.sampler} for the baselines and ablations with this profile; random for the loss "
+                    f"study and the final model (the loss corrects the imbalance there)"),
+        ("ImageNet pre-training", "used where the paper's tables are pre-trained and the build found the weights"
+                                  if pretrained else "not used: the build found no ImageNet weights"),
+        ("BatchNorm momentum", str(config.model_kwargs.get("bn_momentum", "each layer's own (torchvision: 0.01)"))),
+        ("augmentation", "random resized crop (0.7-1), flips, rotation, colour jitter, on batches"),
+        ("CaCo internals", "SE channel gate, then coordinate attention (reduction 32), in the 9 SE slots"),
+        ("joint loss", f"chosen on validation among {', '.join(JOINT_LOSSES)}: {loss_label}; library default "
+                       f"before the ablation: {DEFAULT_JOINT}"),
+        ("best recipe", f"sampler and loss chosen together on validation over the loss study's rows: "
+                        f"{recipe.chosen}{' (a tie, broken by the simpler recipe)' if recipe.is_tie else ''}; "
+                        f"trained as a second final beside the paper's recipe"),
+        ("model selection", "best validation bacc per run; the test part is used once"),
+        ("BACC", "reported both ways: bacc (ISIC mean recall) and bacc_paper (paper eq. 8-11)"),
+    ]
+    return pd.DataFrame(rows, columns=["unknown in the paper", "our choice"]).set_index("unknown in the paper")
+
+
+def reproduction_summary(baselines: Study, scratch: Study, recipes: Study, *, pretrained: bool) -> pd.DataFrame:
+    """Every number of the paper this book can set beside its own: the headline (both finals), Table 3 (the
+    baselines, ImageNet-initialised where ``pretrained``) and Table 2's scratch rows, with how each started."""
+    head = comparison({label: CACO for label in recipes.runs}, recipes, nulls=False)
+    head.index = [f"Headline: MobileNetV3-CaCo, {label}" for label in head.index]
+    head["init"] = "scratch"
+    t3 = comparison(TABLE3, baselines, labels=table3_labels(), nulls=False)
+    t3.index = [f"Table 3: {i}" for i in t3.index]
+    t3["init"] = "ImageNet" if pretrained else "scratch (weights absent)"
+    t2 = comparison({k: v for k, v in TABLE2.items() if "scratch" in k}, scratch,
+                    labels={"resnet18 (scratch)": "ResNet18", "mobilenet_v3_small (scratch)": "MobileNetV3-Small"})
+    t2.index = [f"Table 2: {i}" for i in t2.index]
+    t2["init"] = "scratch"
+    return pd.concat([head, t3, t2])
