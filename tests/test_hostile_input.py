@@ -306,16 +306,16 @@ def test_a_malformed_chapter_notebook_is_named_in_one_line(tmp_path):
 
 
 def test_an_empty_data_folder_renders_the_bundles_summary_with_one_note(tmp_path, caplog):
-    from skinlib.book.build import data_folders
+    from skinlib.book.build import book_workspace
     from skinlib.data.paths import DATA_ENV
     from skinlib.study.bundles import bundle_dir
 
     empty = tmp_path / "data"
     empty.mkdir()
     source = bundle_dir("cpu")
-    folders = data_folders(empty, source)
+    folders = book_workspace(empty, source).env()
     assert "snapshots" in folders[DATA_ENV] and str(empty) not in folders[DATA_ENV]
     notes = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(notes) == 1 and "rendering" in notes[0] and str(empty) in notes[0]
     with pytest.raises(FileNotFoundError):
-        data_folders(empty, None)  # no bundle to fall back on: the missing data is the error
+        book_workspace(empty, None)  # no bundle to fall back on: the missing data is the error

@@ -76,7 +76,8 @@ def test_chapter_takes_unset_parameters_from_the_profile():
     # the build's pre-training does), never RunConfig's default
     assert from_cell.config.sampler == PROFILES["smoke"].sampler == "balanced"
     assert from_cell.config.batch_size == PROFILES["smoke"].batch_size and from_cell.config.epochs == 4
-    assert from_cell.where == {"data_dir": None, "runs_dir": "/r"} and from_cell.overrides == {"epochs": 4}
+    assert from_cell.where["runs_dir"] == "/r" and from_cell.overrides == {"epochs": 4}  # the folders resolved once
+    assert from_cell.workspace.runs == Path("/r") and from_cell.workspace.cache.is_absolute()
     with pytest.raises(ValueError, match="needs a profile"):
         chapter({"epochs": 4}, show=False)
     with pytest.raises(ValueError, match=r"unknown parameter 'epoch'; valid: .*epochs"):

@@ -31,12 +31,13 @@ from skinlib.book.pages import (
     provenance_page,
 )
 from skinlib.data.index import find_ham10000_metadata
-from skinlib.data.paths import DATA_ENV, ISIC_TEST_ENV, resolve_data_dir
+from skinlib.data.paths import resolve_data_dir
 from skinlib.data.snapshot import ISIC_FOLDER
 from skinlib.io import atomic_write_json, atomic_write_text, replace_dir, temporary_env
 from skinlib.models import check_image_size
 from skinlib.policy import Policy, applied
-from skinlib.runs import RUNS_ENV, Run, runs_root
+from skinlib.runs import Run
+from skinlib.runs.workspace import Workspace
 from skinlib.study.bundle_format import BUNDLE_FILE, bundle_dir
 from skinlib.study.experiments import profile_models
 from skinlib.study.inventory import profile_runs
@@ -112,14 +113,16 @@ def _bundle_source(profile: str, root: Path, *, from_results: bool | str | os.Pa
     return bundle_dir(profile, root / "results") if from_results is True else Path(from_results)
 
 
-def data_folders(data_dir: str | os.PathLike | None, source: Path | None) -> dict[str, str]:
-    """The data folders the chapters read (as environment variables): the data found here, else, rendering a
-    bundle, its data summary (whose data keys the runs' are checked against)."""
+def book_workspace(data_dir: str | os.PathLike | None, source: Path | None, *,
+                   runs_dir: str | os.PathLike | None = None) -> Workspace:
+    """The folders a build's chapters work in, resolved once: the run store, the image cache, and the data found
+    here, else, rendering a bundle, its data summary (whose data keys the runs' are checked against)."""
 
+    here = Workspace.resolve(runs_dir=runs_dir)
     try:
         found = resolve_data_dir(data_dir)
         find_ham10000_metadata(found)
-        return {DATA_ENV: str(found)}
+        return Workspace(found, here.runs, here.cache)
     except FileNotFoundError as exc:
         if source is None:
             raise
@@ -128,7 +131,7 @@ def data_folders(data_dir: str | os.PathLike | None, source: Path | None) -> dic
 
     snapshot = data_snapshot(source)
     log.info("no data here: rendering %s from its data summary", source)
-    return {DATA_ENV: str(snapshot), ISIC_TEST_ENV: str(snapshot / ISIC_FOLDER)}
+    return Workspace(snapshot, here.runs, here.cache, snapshot / ISIC_FOLDER)
 
 
 def _check_only(chapters: list[str], stamps: dict[str, Any], stamp: dict[str, Any], *, executed_dir: Path,
@@ -150,28 +153,26 @@ def _check_only(chapters: list[str], stamps: dict[str, Any], stamp: dict[str, An
         log.warning("chapters %s were executed with other parameters than %s now", differ, chapters)
 
 
-def _open_bundle(source: Path, values: Profile, folders: dict[str, str]
-                 ) -> tuple[dict, dict[str, list[str]] | None]:
-    """Unpack the bundle into the run store and switch training off (in ``folders``, the chapters'
-    environment); return its metadata and, for a partial bundle, each chapter that lacks runs with the runs it
-    lacks (the plan says which studies each chapter reads, so this is known before any chapter runs)."""
+def _open_bundle(source: Path, values: Profile, workspace: Workspace
+                 ) -> tuple[dict, dict[str, list[str]] | None, Policy]:
+    """Unpack the bundle into the run store; return its metadata, for a partial bundle each chapter that lacks
+    runs with the runs it lacks (the plan says which studies each chapter reads, so this is known before any
+    chapter runs), and the policy the chapters render it under: training off, the bundle's pre-trained rows."""
 
-    bundle = unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV]).meta
+    bundle = unpack(source, **workspace.where).meta
     # the book asks for the pre-trained runs the bundle holds, whatever weight files are on this machine
-    configs = [Run.open(Path(folders[RUNS_ENV]) / e["folder"]).config for e in bundle["runs"]]
+    configs = [Run.open(workspace.runs / e["folder"]).config for e in bundle["runs"]]
     policy = Policy(train=False, pretrained_models=tuple(sorted({c.model for c in configs if c.pretrained})))
-    folders.update(policy.env())
     if bundle.get("complete") is True:
-        return bundle, None
+        return bundle, None, policy
     # a partial bundle: the chapters that lack runs show what it holds and name what it lacks
     with applied(train=False, pretrained_models=policy.pretrained_models):
-        state = profile_runs(values, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV])
+        state = profile_runs(values, **workspace.where)
     lacking = state.missing_by_chapter()
     for chapter, studies in state.chapters_lacking().items():
         log.warning("partial bundle: %s lacks runs of %s; it shows the rest", chapter, ", ".join(studies))
-    if lacking:
-        folders.update(policy.replace(partial_bundle=True).env())  # a study shows the variants the bundle holds
-    return bundle, lacking or None  # nothing lacking: any missing run is an error, as for a complete one
+    # nothing lacking: any missing run is an error, as for a complete one; else a study shows what it holds
+    return bundle, lacking or None, policy.replace(partial_bundle=bool(lacking))
 
 
 def _check_book_extra() -> None:
@@ -193,15 +194,14 @@ def _chosen_chapters(only: list[str] | None) -> list[str]:
     return [c for c in CHAPTERS if c in only]
 
 
-def _write_pages(profile: str, values: Profile, stamps: dict[str, Any], folders: dict[str, str], *,
+def _write_pages(profile: str, values: Profile, stamps: dict[str, Any], workspace: Workspace, *,
                  bundle: dict[str, Any] | None, executed_dir: Path) -> None:
     """The landing page's findings and provenance, from the executed chapters."""
     atomic_write_text(executed_dir / FINDINGS_FILE, findings_page(profile, executed_dir))
     atomic_write_text(executed_dir / MODEL_CARD_FILE, model_card_page(profile, executed_dir))
     atomic_write_text(executed_dir / PROVENANCE_FILE,
-                      provenance_page(profile, values, stamps, data_dir=folders[DATA_ENV],
-                                      runs_dir=folders[RUNS_ENV], bundle=bundle, executed=executed_dir,
-                                      from_snapshot=ISIC_TEST_ENV in folders))
+                      provenance_page(profile, values, stamps, **workspace.where, bundle=bundle,
+                                      executed=executed_dir, from_snapshot=workspace.isic_test is not None))
 
 
 def build_book(
@@ -232,32 +232,29 @@ def build_book(
     _check_book_extra()
     values = get_profile(profile, extra=chapter_defaults(root_path), **(params or {}))
     _check_models_fit(values)
-    # the folders reach the notebooks through the environment: no machine path is printed in the book
-    folders = {RUNS_ENV: str(runs_root(runs_dir))}
     source = _bundle_source(profile, root_path, from_results=from_results, data_dir=data_dir)
-    folders.update(data_folders(data_dir, source))
+    workspace = book_workspace(data_dir, source, runs_dir=runs_dir)
     chapters = _chosen_chapters(only)
-    stamp = {**values.to_dict(), "data_dir": folders[DATA_ENV], "runs_dir": folders[RUNS_ENV], "student": student}
+    stamp = {**values.to_dict(), **workspace.where, "student": student}
     executed_dir = root_path / "book" / "executed"
     stamp_file = executed_dir / PROFILE_FILE
     stamps = json.loads(stamp_file.read_text()) if stamp_file.is_file() else {}
     if only:
         _check_only(chapters, stamps, stamp, executed_dir=executed_dir, profile=profile, student=student)
-    bundle, missing = _open_bundle(source, values, folders) if source is not None else (None, None)
+    bundle, missing, policy = _open_bundle(source, values, workspace) if source is not None else (None, None, None)
+    # the folders and the policy reach the notebooks through the environment: no machine path is printed
     # the student edition has its own folder; a build that fails before its end leaves the last book whole
     html = root_path / "_build" / ("student" if student else "") / "html"
     result = BookResult(html)
-    runs_path = Path(folders[RUNS_ENV])
-    before = finished_runs(runs_path)
-    with temporary_env(folders):
+    before = finished_runs(workspace.runs)
+    with temporary_env({**workspace.env(), **(policy.env() if policy is not None else {})}):
         if jobs > 1 and only:
             log.info("--jobs applies to whole builds; with --only the chapters train their own runs, one at a time")
         if jobs > 1 and source is None and not only:
             from skinlib.study.experiments import profile_config, train_all
 
             config = profile_config(values)
-            train_all(config, values.seeds, pretrained=values.pretrained, data_dir=folders[DATA_ENV],
-                      runs_dir=folders[RUNS_ENV], jobs=jobs)
+            train_all(config, values.seeds, pretrained=values.pretrained, **workspace.where, jobs=jobs)
         for name in chapters:
             stamps.pop(name, None)
         atomic_write_json(stamp_file, stamps)
@@ -269,10 +266,10 @@ def build_book(
 
         # nothing left to train (a bundle, or every run trained above): chapters may execute side by side
         workers = min(os.cpu_count() or 1, MAX_RENDER_JOBS) if source is not None else (jobs if not only else 1)
-        execute_chapters(chapters, values.to_dict(), root=root_path, student=student, missing=missing, workers=workers,
-                         done=done)
-        _write_pages(profile, values, stamps, folders, bundle=bundle, executed_dir=executed_dir)
-    after = finished_runs(runs_path)
+        execute_chapters(chapters, values.to_dict(), root=root_path, student=student, missing=missing,
+                         workers=workers, done=done)
+        _write_pages(profile, values, stamps, workspace, bundle=bundle, executed_dir=executed_dir)
+    after = finished_runs(workspace.runs)
     result.trained = sorted(k for k, t in after.items() if before.get(k) != t)
     result.reused = sorted(k for k in after if k in before and before[k] == after[k])
     log.info("runs trained by this build: %d (%s)", len(result.trained), ", ".join(result.trained) or "none")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from skinlib.data.paths import project_root
+from skinlib.runs.workspace import Workspace
 from skinlib.study.profiles import PARAMETERS, PROFILES, SUMMARIES, Profile, comparable_with_paper, get_profile
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,12 @@ def profile_note(profile: str, used: dict[str, Any] | None = None, overrides: di
 
 @dataclass(frozen=True)
 class Chapter:
-    """What a chapter notebook works with: the whole resolved profile (the caller's overrides applied), the
-    folders, and the parameters the chapter declares. A profile parameter reads as an attribute
+    """What a chapter notebook works with: the whole resolved profile (the caller's overrides applied), its
+    folders resolved once, and the parameters the chapter declares. A profile parameter reads as an attribute
     (``ctx.seeds``)."""
 
     values: Profile
-    data_dir: str | None = None
-    runs_dir: str | None = None
+    workspace: Workspace
     shown: tuple[str, ...] = ()  # the parameters the chapter declares (those its page lists)
 
     def __getattr__(self, name: str) -> Any:
@@ -71,7 +71,7 @@ class Chapter:
     @property
     def where(self) -> dict[str, str | None]:
         """The data and run-store folders as keyword arguments of the training functions."""
-        return {"data_dir": self.data_dir, "runs_dir": self.runs_dir}
+        return self.workspace.where
 
     @property
     def config(self) -> Any:
@@ -108,7 +108,8 @@ def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None =
     used = {k: getattr(values, k) for k in params}
     # the runs come from the whole resolved profile: a parameter the chapter forgot to declare takes the profile's
     # value (as the build's pre-training does), never the RunConfig default
-    ctx = Chapter(values, data_dir or None, runs_dir or None, shown=tuple(used))
+    workspace = Workspace.resolve(data_dir=data_dir or None, runs_dir=runs_dir or None)
+    ctx = Chapter(values, workspace, shown=tuple(used))
     if show:
         from IPython.display import display
 
@@ -116,7 +117,7 @@ def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None =
         from skinlib.data import load_ham10000
 
         try:  # the data's notes read the index once
-            index = load_ham10000(data_dir or None)
+            index = load_ham10000(workspace.data)
         except (FileNotFoundError, ValueError):
             index = None
         if index is not None:

@@ -13,12 +13,11 @@ import logging
 import os
 from pathlib import Path
 
-from skinlib.book.build import data_folders
+from skinlib.book.build import book_workspace
 from skinlib.data.download import ensure_data, in_cloud
 from skinlib.data.index import find_ham10000_metadata
-from skinlib.data.paths import DATA_ENV, project_root, resolve_data_dir
+from skinlib.data.paths import project_root, resolve_data_dir
 from skinlib.policy import current as current_policy
-from skinlib.runs import RUNS_ENV, runs_root
 from skinlib.study.unpack import read_bundle, unpack
 
 log = logging.getLogger(__name__)
@@ -81,13 +80,12 @@ def open_session(*, profile: str, data_dir: str = "", runs_dir: str = "", bundle
 
 def _render(source: Path, *, data_dir: str, runs_dir: str, asked: str) -> str:
     """Unpack ``source`` into the run store, read the data from its summary when there is none (as
-    ``skinlib book --from-results`` does: :func:`~skinlib.book.build.data_folders`), train nothing."""
+    ``skinlib book --from-results`` does: :func:`~skinlib.book.build.book_workspace`), train nothing."""
 
     meta = read_bundle(source, verify=False)  # unpack verifies every file
-    folders = {RUNS_ENV: str(runs_root(runs_dir or None)), **current_policy().replace(train=False).env(),
-               **data_folders(data_dir or None if _have_data(data_dir) else None, source)}
-    unpack(source, data_dir=folders[DATA_ENV], runs_dir=folders[RUNS_ENV])
-    os.environ.update(folders)
+    workspace = book_workspace(data_dir or None if _have_data(data_dir) else None, source, runs_dir=runs_dir or None)
+    unpack(source, **workspace.where)
+    os.environ.update({**workspace.env(), **current_policy().replace(train=False).env()})
     profile = str(meta["profile"])
     if profile != asked:
         log.warning("no data here: rendering the committed results bundle %s (profile %s, not %s); training is "
