@@ -13,8 +13,8 @@ import yaml
 
 from skinlib import paper
 from skinlib.data import CLASSES
-from skinlib.runs import Run, RunConfig, predictions_frame
-from skinlib.study import experiments, tables
+from skinlib.runs import ABSENT_ROW, Run, RunConfig, predictions_frame
+from skinlib.study import experiments, studies, tables
 from skinlib.study.experiments import choose_joint_loss, run_name, variant
 
 
@@ -194,7 +194,7 @@ def test_a_partial_bundle_blanks_only_the_variants_it_lacks(tmp_path, monkeypatc
             raise MissingRunError(f"run {config.model} is needed but not in the bundle")
         return runs[config.model]
 
-    monkeypatch.setattr(experiments, "fit", opened)
+    monkeypatch.setattr(studies, "fit", opened)
     monkeypatch.setenv(ENV["train"], "1")
     with pytest.raises(MissingRunError):  # a complete bundle: a missing run is an error
         experiments.baseline_study(RunConfig(), [0]).train()
@@ -203,9 +203,9 @@ def test_a_partial_bundle_blanks_only_the_variants_it_lacks(tmp_path, monkeypatc
     label = next(k for k, c in study.configs.items() if c.model == lacking)
     assert list(study.absent) == [label] and label not in study.runs
     table = study.table(n_boot=20)
-    assert table.loc[label, "bacc %"] == experiments.ABSENT_ROW
+    assert table.loc[label, "bacc %"] == ABSENT_ROW
     present = [k for k in study.configs if k != label]
-    assert all(table.loc[k, "bacc %"] != experiments.ABSENT_ROW and np.isfinite(table.loc[k, "_bacc"])
+    assert all(table.loc[k, "bacc %"] != ABSENT_ROW and np.isfinite(table.loc[k, "_bacc"])
                for k in present)
     assert list(tables.trained_rows(table).index) == present
     with pytest.raises(MissingRunError, match="incomplete"):  # a family's words need the whole family
@@ -214,15 +214,15 @@ def test_a_partial_bundle_blanks_only_the_variants_it_lacks(tmp_path, monkeypatc
         tables.family_rows(table)
     assert list(tables.paired_table(study, present[0], variants=present[1:], n_boot=20).index) == present[1:]
     beside = paper.comparison(paper.TABLE3, study, labels=paper.table3_labels())
-    assert beside.loc[label, "ours top-1 %"] == experiments.ABSENT_ROW and beside.loc[label, "paper acc %"] > 0
-    assert all(beside.loc[k, "ours top-1 %"] != experiments.ABSENT_ROW for k in present)
+    assert beside.loc[label, "ours top-1 %"] == ABSENT_ROW and beside.loc[label, "paper acc %"] > 0
+    assert all(beside.loc[k, "ours top-1 %"] != ABSENT_ROW for k in present)
     with pytest.raises(MissingRunError, match="not in the bundle"):
         study.runs[label]
     with pytest.raises(KeyError):
         study.runs["no such variant"]
     for other in study.configs.values():  # nothing at all: the study itself stops
         runs.pop(other.model, None)
-    monkeypatch.setattr(experiments, "fit", lambda config, **_: (_ for _ in ()).throw(MissingRunError("gone")))
+    monkeypatch.setattr(studies, "fit", lambda config, **_: (_ for _ in ()).throw(MissingRunError("gone")))
     with pytest.raises(MissingRunError, match="none of"):
         experiments.baseline_study(RunConfig(), [0]).train()
 

@@ -19,7 +19,8 @@ import pandas as pd
 from skinlib import explain
 from skinlib.evaluate import points
 from skinlib.inference import onnx_parity_of_run
-from skinlib.study.experiments import BEST_RECIPE, Study
+from skinlib.study.experiments import BEST_RECIPE
+from skinlib.study.studies import Study
 
 
 def interval_word(low: float, high: float) -> str:

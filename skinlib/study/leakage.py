@@ -24,7 +24,7 @@ from skinlib.evaluate import (
 )
 from skinlib.inference import arrays
 from skinlib.runs import Run
-from skinlib.study.experiments import Study
+from skinlib.study.studies import Study
 
 METRICS: dict[str, str] = {"accuracy": "accuracy", "bacc": "bacc", "auc_macro": "macro AUC"}
 """The metrics of the memorisation test (name: label); accuracy depends on the operating point, the others less

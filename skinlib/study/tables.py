@@ -23,7 +23,8 @@ from skinlib.inference import arrays, held_out_index
 from skinlib.losses import DEFAULT_JOINT
 from skinlib.paper import CACO, TABLE2, TABLE3, comparison, table3_labels
 from skinlib.runs import MissingRunError, Run
-from skinlib.study.experiments import JOINT_LOSSES, RecipeChoice, Study
+from skinlib.study.experiments import JOINT_LOSSES, RecipeChoice
+from skinlib.study.studies import Study
 
 log = logging.getLogger(__name__)
 
