@@ -382,3 +382,26 @@ def _score_layers(model: nn.Module, twin: nn.Module, images: torch.Tensor, masks
     table = table.assign(**layer_scores(twin_cams, masks, suffix="_random"),
                          random_map_corr=map_agreement(cams, twin_cams))
     return table, cams, grid, grid_last
+
+
+CAM_COLUMNS = {"cam_in_mask": "CAM mass in mask %", "mask_area": "mask area %", "other_mask": "another image's mask %"}
+"""The Grad-CAM score and its two nulls, as a table names them."""
+
+
+def cam_by_class(scores: pd.DataFrame) -> pd.DataFrame:
+    """One run's mean Grad-CAM score and both nulls per class and over all images, in percent
+    (``scores``: :attr:`CamScores.table`)."""
+    per_class = scores.groupby("dx")[list(CAM_COLUMNS)].mean().reindex(CLASSES)
+    per_class.loc["all"] = scores[list(CAM_COLUMNS)].mean()
+    return (100 * per_class).round(1).rename(columns=CAM_COLUMNS)
+
+
+def cam_by_model(scores: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Several models' mean Grad-CAM score per class (rows: models), then over all images, and each model's two
+    nulls, in percent (``scores``: each model's :attr:`CamScores.table`)."""
+    table = pd.DataFrame({label: t.groupby("dx")["cam_in_mask"].mean().reindex(CLASSES)
+                          for label, t in scores.items()}).T
+    table["all"] = [t["cam_in_mask"].mean() for t in scores.values()]
+    table["uniform map (null)"] = [t["mask_area"].mean() for t in scores.values()]
+    table["another image's mask (null)"] = [t["other_mask"].mean() for t in scores.values()]
+    return (100 * table).round(1)

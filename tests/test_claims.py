@@ -65,3 +65,18 @@ def test_a_gpu_measurement_is_absent_without_a_gpu(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert gpu_throughput() == (None, "not measured: this build ran without a GPU")
+
+
+def test_grad_cam_tables_read_per_class_and_per_model():
+    import pandas as pd
+
+    from skinlib.explain import cam_by_class, cam_by_model
+
+    scores = pd.DataFrame({"dx": ["mel", "mel", "nv"], "cam_in_mask": [0.5, 0.7, 0.2],
+                           "mask_area": [0.2, 0.2, 0.1], "other_mask": [0.3, 0.3, 0.1]})
+    per_class = cam_by_class(scores)
+    assert per_class.loc["mel", "CAM mass in mask %"] == 60.0 and per_class.loc["all", "mask area %"] == 16.7
+    assert per_class.loc["df"].isna().all()  # a class with no test image stays empty, never zero
+    per_model = cam_by_model({"a": scores, "b": scores.assign(cam_in_mask=0.1)})
+    assert per_model.loc["a", "mel"] == 60.0 and per_model.loc["b", "all"] == 10.0
+    assert per_model.loc["b", "uniform map (null)"] == per_model.loc["a", "uniform map (null)"] == 16.7

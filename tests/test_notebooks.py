@@ -526,3 +526,20 @@ def test_tables_are_numbered_in_the_order_a_chapter_shows_them(monkeypatch):
     assert html.count("<caption>") == 1 and "Table 6.1" in html and "a &lt;b&gt;" in html and "–" in html
     with pytest.raises(ValueError, match="no caption"):
         show_table(pd.DataFrame(), "06.nothing")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_table_a_chapter_numbers_is_shown(path):
+    """``show_table`` returns the numbered table; only a cell's last expression is displayed, so a call earlier
+    in a cell must be wrapped in ``display`` or the table silently vanishes from the page (and its number with
+    it)."""
+    import ast
+
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        body = ast.parse(cell.source).body
+        for statement in body[:-1]:
+            call = statement.value if isinstance(statement, ast.Expr) else None
+            name = getattr(getattr(call, "func", None), "id", "")
+            assert name != "show_table", f"{path.stem}: a show_table call that is not displayed: {cell.source[:80]}"

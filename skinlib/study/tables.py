@@ -165,12 +165,15 @@ def family_rows(table: pd.DataFrame) -> pd.DataFrame:
     return trained_rows(table)
 
 
-def every_metric(ci: pd.DataFrame, nulls: dict[str, dict[str, float]]) -> pd.DataFrame:
+def every_metric(ci: pd.DataFrame, nulls: dict[str, dict[str, float]], *, undefined: float | str = ""
+                 ) -> pd.DataFrame:
     """Every test metric of one run with its interval (percent), beside what learning nothing scores on the same
-    labels (:func:`~skinlib.evaluate.null_metrics`) where a constant defines it (blank elsewhere)."""
+    labels (:func:`~skinlib.evaluate.null_metrics`); ``undefined`` where no constant defines a null (blank, or
+    0.5 for AUC, a constant score's)."""
     table = (100 * ci).round(2).astype(object)
     for label, values in nulls.items():
-        table[label] = [round(100 * values[k], 2) if k in values else "" for k in ci.index]
+        table[label] = [round(100 * values.get(k, undefined), 2) if k in values or undefined != "" else ""
+                        for k in ci.index]
     return table.rename(index={"ece": "ece (x100)", "brier": "brier (x100)"})
 
 
