@@ -288,6 +288,6 @@ def test_every_study_a_chapter_builds_is_one_the_plan_says_it_reads():
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         declared = {s.name for s in plan.PLAN.values() if chapter in s.chapters}
         built = [BUILDERS[name] for name in re.findall(r"\b(\w+_study)\(", code) if name in BUILDERS]
-        built += [{name} for name in re.findall(r"(?:run|make)_study\(\s*\"(\w+)\"", code)]
+        built += [{name} for name in re.findall(r"(?:run_study|make_study|ctx\.study)\(\s*\"(\w+)\"", code)]
         for options in built:
             assert options & declared, f"{chapter} builds {sorted(options)}, which the plan does not list for it"

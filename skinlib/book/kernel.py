@@ -80,6 +80,13 @@ class Chapter:
 
         return profile_config(self.values)
 
+    def study(self, name: str) -> Any:
+        """One of the book's studies (:data:`skinlib.study.plan.PLAN`) at this chapter's profile and folders,
+        trained or reused: ``ctx.study("attention")``."""
+        from skinlib.study.experiments import run_study
+
+        return run_study(name, self.config, self.seeds, pretrained=self.pretrained, **self.where)
+
 
 def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None = None, data_dir: str | None = "",
             runs_dir: str | None = "", show: bool = True, **params: Any) -> Chapter:
