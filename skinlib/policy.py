@@ -1,6 +1,6 @@
 """What training may do in this process and in the processes it starts, as one frozen record.
 
-Four switches steer training from afar: a book rendering a results bundle forbids training (and, for a partial
+Five switches steer training from afar: a book rendering a results bundle forbids training (and, for a partial
 bundle, lets a study keep the variants it holds), a bundle decides which pre-trained rows the book asks for
 whatever weight files are present, and a GPU window gives each training process its deadline and first-epoch
 estimate. They must reach a chapter's kernel and a window's training processes, so the environment carries

@@ -56,6 +56,8 @@ def test_every_metric_sets_the_nulls_beside_the_run_where_a_constant_defines_the
     assert list(table.index) == ["accuracy", "bacc", "ece (x100)"]
     assert table.loc["accuracy", "estimate"] == 70.0 and table.loc["bacc", "majority class"] == 14.29
     assert table.loc["ece (x100)", "majority class"] == ""
+    auc = every_metric(pd.DataFrame({"estimate": [0.8]}, index=["macro_auc"]), {"uniform": {}}, undefined=0.5)
+    assert auc.loc["macro_auc", "uniform"] == 50.0  # a constant score's AUC where no constant defines the null
 
 
 def test_a_gpu_measurement_is_absent_without_a_gpu(monkeypatch):

@@ -2,8 +2,9 @@
 
 A chapter glues the sentence these functions return beside the numbers it rests on,
 so the prose says "higher", "lower" or "no difference shown" exactly when the
-interval does, at every profile. Each function takes plain numbers (fractions, as
-the metrics are stored) and returns text in percent points.
+interval does, at every profile. Most functions take plain numbers (fractions, as
+the metrics are stored) and return text in percent points; a few take a result (a
+study, a Grad-CAM scoring, a run) and return every sentence a chapter states about it.
 """
 
 from __future__ import annotations

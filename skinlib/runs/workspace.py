@@ -1,4 +1,4 @@
-"""The folders a build, a training window or a chapter works in, resolved once into one frozen record."""
+"""The folders a book build or a chapter works in, resolved once into one frozen record."""
 
 from __future__ import annotations
 

@@ -165,15 +165,15 @@ def family_rows(table: pd.DataFrame) -> pd.DataFrame:
     return trained_rows(table)
 
 
-def every_metric(ci: pd.DataFrame, nulls: dict[str, dict[str, float]], *, undefined: float | str = ""
+def every_metric(ci: pd.DataFrame, nulls: dict[str, dict[str, float]], *, undefined: float | None = None
                  ) -> pd.DataFrame:
     """Every test metric of one run with its interval (percent), beside what learning nothing scores on the same
-    labels (:func:`~skinlib.evaluate.null_metrics`); ``undefined`` where no constant defines a null (blank, or
-    0.5 for AUC, a constant score's)."""
+    labels (:func:`~skinlib.evaluate.null_metrics`); where no constant defines a null, ``undefined`` (0.5 for
+    AUC, a constant score's), else a blank."""
     table = (100 * ci).round(2).astype(object)
     for label, values in nulls.items():
-        table[label] = [round(100 * values.get(k, undefined), 2) if k in values or undefined != "" else ""
-                        for k in ci.index]
+        cells = [values.get(k, undefined) for k in ci.index]
+        table[label] = ["" if v is None else round(100 * v, 2) for v in cells]
     return table.rename(index={"ece": "ece (x100)", "brier": "brier (x100)"})
 
 
