@@ -3,7 +3,7 @@
 Trains MobileNetV3-Small (scratch, each BatchNorm at its own momentum: torchvision's
 0.01 in the backbone) at a reference batch and at ``--factor`` times that batch, the
 latter with each ``batch_scaling`` rule (none, linear, sqrt: learning rate and
-BatchNorm momentum follow the batch, see ``skinlib.train.batch_scaled``), all on the
+BatchNorm momentum follow the batch, see ``skinlib.optim.batch_scaled``), all on the
 same lesion-grouped subset for the same epochs, and prints each run's validation
 ``bacc`` per epoch and its best, plus the ratio of each large-batch run's best to
 the reference run's. A CPU-sized stand-in for batch 64 vs 256 on a GPU.
@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from skinlib.runs import Run, RunConfig
+from skinlib.runs.workspace import Workspace
 from skinlib.study.parallel import Job, train_many
 
 
@@ -43,7 +44,7 @@ def main() -> None:
             batch_size=args.batch * args.factor, batch_scaling=rule)
     with tempfile.TemporaryDirectory() as runs:
         start = time.perf_counter()
-        train_many([Job(config, runs_dir=runs) for config in variants.values()], jobs=args.jobs)
+        train_many([Job(config, Workspace.resolve(runs_dir=runs)) for config in variants.values()], jobs=args.jobs)
         wall = time.perf_counter() - start
         finished = [Run.open(p) for p in Path(runs).iterdir() if (p / "metrics.json").is_file()]
         figures = {}

@@ -3,7 +3,7 @@
 Three arms train the same model at the same image size and batch, with AdamW, for a fixed number
 of steps per round; rounds alternate the arms' order so a slow spell of the machine hits all of them:
 
-- ``skinlib``: :func:`skinlib.train.train_one_epoch` on :class:`~skinlib.data.pipeline.BatchIterator`
+- ``skinlib``: :func:`skinlib.loop.train_one_epoch` on :class:`~skinlib.data.pipeline.BatchIterator`
   batches of the decoded-image cache (real HAM10000 images) with :class:`~skinlib.data.augment.BatchAugment`,
   channels-last, as ``skinlib train`` runs on the CPU;
 - ``synthetic``: the same model and loop on random tensors already in memory and normalised, no
@@ -34,9 +34,9 @@ from skinlib.data import cached_images, load_ham10000
 from skinlib.data.augment import BatchAugment
 from skinlib.data.info import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.data.pipeline import BatchIterator
+from skinlib.loop import train_one_epoch
 from skinlib.models import create_model
 from skinlib.runtime import Precision
-from skinlib.train import train_one_epoch
 
 
 class _Steps:

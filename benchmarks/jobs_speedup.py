@@ -15,6 +15,7 @@ import time
 
 import yaml
 
+from skinlib.runs.workspace import Workspace
 from skinlib.study.experiments import profile_config, train_all
 from skinlib.study.profiles import get_profile
 
@@ -31,7 +32,8 @@ def main() -> None:
     for jobs in (1, args.jobs):
         with tempfile.TemporaryDirectory() as runs:
             start = time.perf_counter()
-            counts = train_all(config, values.seeds, pretrained=values.pretrained, runs_dir=runs, jobs=jobs)
+            counts = train_all(config, values.seeds, pretrained=values.pretrained,
+                                 workspace=Workspace.resolve(runs_dir=runs), jobs=jobs)
             seconds[jobs] = time.perf_counter() - start
             print(f"jobs={jobs}: {counts['trained']} runs trained in {seconds[jobs]:.1f} s", flush=True)
     print(json.dumps({"profile": args.profile, "overrides": dict(args.param), "seconds": seconds,

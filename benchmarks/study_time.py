@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from skinlib.runs import Run
+from skinlib.runs.workspace import Workspace
 from skinlib.study.experiments import profile_config, train_all
 from skinlib.study.parallel import resolve_jobs
 from skinlib.study.profiles import get_profile
@@ -43,7 +44,8 @@ def main() -> None:
     config = profile_config(measured)
     with tempfile.TemporaryDirectory() as runs:
         start = time.perf_counter()
-        train_all(config, [values.seeds[0]], pretrained=values.pretrained, runs_dir=runs, jobs=jobs)
+        train_all(config, [values.seeds[0]], pretrained=values.pretrained,
+                  workspace=Workspace.resolve(runs_dir=runs), jobs=jobs)
         wall = time.perf_counter() - start
         per_run = {}
         for folder in sorted(p for p in Path(runs).iterdir() if (p / "metrics.json").is_file()):

@@ -26,9 +26,9 @@ from skinlib.data.augment import BatchAugment
 from skinlib.data.info import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.data.pipeline import BatchIterator
 from skinlib.models import create_model
+from skinlib.optim import make_optimizer
 from skinlib.runs import RunConfig
 from skinlib.runtime import Precision, memory_format, resolve_device, to_device
-from skinlib.train import make_optimizer
 
 
 class NaiveDataset(torch.utils.data.Dataset):

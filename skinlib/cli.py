@@ -378,7 +378,7 @@ def _results_status(args: argparse.Namespace) -> int:
     from skinlib.study.inventory import profile_runs
     from skinlib.study.profiles import get_profile
 
-    runs = profile_runs(get_profile(args.profile, **_params(args)), data_dir=args.data_dir, runs_dir=args.runs_dir)
+    runs = profile_runs(get_profile(args.profile, **_params(args)), _workspace(args))
     bundled = sum(r.bundled for r in runs.finished)
     print(f"profile {args.profile}: {len(runs.finished)} runs finished ({bundled} from a bundle), "
           f"{len(runs.missing)} missing" + ("" if runs.final_known else ", final model not yet known"))
@@ -408,8 +408,8 @@ def _study(args: argparse.Namespace) -> int:
     if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--jobs trains several runs at once and torchrun one run on several processes: "
                          "use one or the other")
-    study = run_study(args.name, config, params.seeds, pretrained=params.pretrained,
-                      data_dir=args.data_dir, runs_dir=args.runs_dir, jobs=jobs)
+    study = run_study(args.name, config, params.seeds, pretrained=params.pretrained, workspace=_workspace(args),
+                      jobs=jobs)
     if int(os.environ.get("RANK", "0")) == 0:
         for label, runs in study.runs.items():
             print(f"{label}: " + ", ".join(f"{r.path.name} ({'trained' if r.trained else 'reused'})" for r in runs))
@@ -423,8 +423,8 @@ def _study_runs(args: argparse.Namespace, config: Any, params: Any) -> int:
     from skinlib.study.experiments import study_runs
     from skinlib.train import fit
 
-    runs = study_runs(args.name, config, params.seeds, pretrained=params.pretrained,
-                      data_dir=args.data_dir, runs_dir=args.runs_dir)
+    workspace = _workspace(args)
+    runs = study_runs(args.name, config, params.seeds, pretrained=params.pretrained, workspace=workspace)
     if args.list:
         base = ["skinlib", "study", args.name, "--profile", args.profile]
         for name, value in args.param or []:
@@ -438,9 +438,16 @@ def _study_runs(args: argparse.Namespace, config: Any, params: Any) -> int:
     if not 0 <= args.run < len(runs):
         raise ValueError(f"--run {args.run} is not a run of study {args.name}: it has runs 0..{len(runs) - 1} "
                          "(see --list)")
-    run = fit(runs[args.run], data_dir=args.data_dir, runs_dir=args.runs_dir)
+    run = fit(runs[args.run], data_dir=workspace.data, runs_dir=workspace.runs)
     print(f"{'trained' if run.trained else 'reused'} {run.path}")
     return 0
+
+
+def _workspace(args: argparse.Namespace) -> Any:
+    """The command's folders (``--data-dir``, ``--runs-dir``, else the environment's), resolved once."""
+    from skinlib.runs.workspace import Workspace
+
+    return Workspace.resolve(data_dir=args.data_dir, runs_dir=args.runs_dir)
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import rankdata
 from torch import nn
 
 from skinlib.data import CLASSES, cached_images
@@ -168,8 +169,6 @@ def layer_scores(cams: np.ndarray, masks: np.ndarray, *, seed: int = 0, suffix: 
 def map_agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per image, the Spearman rank correlation of two maps' pixels (NaN where either map is constant): how
     much a randomised model's map still looks like the trained model's."""
-    from scipy.stats import rankdata
-
     a = a.reshape(len(a), -1).astype(np.float64)
     b = b.reshape(len(b), -1).astype(np.float64)
     out = np.full(len(a), np.nan)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import logging
 import math
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -28,6 +30,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tqdm.auto import tqdm
 
 from skinlib.io import file_digest
 
@@ -172,8 +176,6 @@ def _malformed(url: str, exc: BaseException) -> DownloadError:
 
 def _within(seconds: float, url: str, call: Any) -> Any:
     """``call()`` in a helper thread, given up after ``seconds`` (its socket is left to its own timeout)."""
-    import threading
-
     box: dict[str, Any] = {}
 
     def run() -> None:
@@ -203,8 +205,6 @@ def head(url: str, *, mirror: str | None = None, timeout: float = 60.0, offline_
 
 def fetch_json(url: str, *, mirror: str | None = None, timeout: float = 60.0, offline_hint: str = "") -> Any:
     """GET ``url`` (through the mirror) and parse its JSON body."""
-    import json
-
     real = mirrored(url, mirror_url(mirror))
     with _open(real, start=0, timeout=timeout, offline_hint=offline_hint) as resp:
         body = _read_body(resp, real, timeout=timeout)
@@ -266,8 +266,6 @@ def _stream(resp: Any, part: Path, first: int, total: int | None, *, real: str, 
     """Write the response's body into ``part`` from byte ``first`` (a dropped connection ends it quietly: the
     caller resumes); return the bytes received. A transfer below ``min_rate`` over ``timeout`` seconds raises
     :class:`DownloadError`, what arrived kept."""
-    from tqdm.auto import tqdm
-
     received = 0
     with open(part, "r+b" if first else "wb") as fh, tqdm(
             total=total, initial=first, unit="B", unit_scale=True, unit_divisor=1024,

@@ -81,8 +81,6 @@ def evaluate_external(
     index = load_isic2018_test(data_dir)
     data = fingerprint(index, source=str(index.attrs.get("source", "")))
     if metrics_file.is_file() and preds_file.is_file() and not force:
-        import json
-
         cached = json.loads(metrics_file.read_text())
         if cached.get("data", {}).get("key") == data.key:
             return cached

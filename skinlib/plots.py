@@ -11,6 +11,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from skinlib.data.info import CLASSES
 from skinlib.evaluate import calibration_bins
@@ -112,8 +113,6 @@ def confusion_matrix(
 
 def roc_curves(y_true: np.ndarray, probs: np.ndarray, *, classes: Sequence[str] = CLASSES) -> Figure:
     """One-vs-rest ROC curve per class (classes absent from ``y_true`` are skipped), with the chance line."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     style()
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     colours = sns.color_palette(PALETTE, len(classes))

@@ -1,12 +1,17 @@
-"""Where and how a model executes: device choice, mixed precision, batches onto the device,
-and a batched prediction pass. Training and inference both import from here."""
+"""Where and how a model executes: device choice, mixed precision, batches onto the device, a batched prediction
+pass, seeding and determinism, and this process's place in a ``torchrun`` job. Training and inference both import
+from here."""
 
 from __future__ import annotations
 
+import os
+import random
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -78,3 +83,65 @@ def predict(model: nn.Module, batches: Any, loss_fn: nn.Module, precision: Preci
         labels.append(y)
     y_all = torch.cat(labels).cpu().numpy()
     return losses.item() / len(y_all), torch.cat(probs).cpu().numpy(), y_all
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_determinism(deterministic: bool, device: torch.device) -> None:
+    """Deterministic kernels (and no cuDNN autotuning) when asked; autotuning on CUDA otherwise. Set both ways,
+    so a run that does not ask for determinism after one that did (in one process) gets the fast kernels."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def init_distributed(device_type: str) -> Distributed:
+    """Join the process group ``torchrun`` describes in the environment (NCCL on CUDA, else gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
+
+
+def reduce_epoch_stats(stats: dict[str, float], distributed: Distributed, device: torch.device) -> dict[str, float]:
+    """Sum the per-process epoch statistics over all processes (seconds: the slowest)."""
+    if distributed.world_size == 1:
+        return stats
+    keys = ["loss_sum", "correct", "images", "steps"]
+    t = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=device)
+    dist.allreduce_epoch_stats(t)
+    out = dict(zip(keys, t.tolist()))
+    s = torch.tensor([stats["seconds"]], dtype=torch.float64, device=device)
+    dist.allreduce_epoch_stats(s, op=dist.ReduceOp.MAX)
+    out["seconds"] = s.item()
+    out["steps"] = stats["steps"]  # optimizer steps are shared, not summed
+    return out

@@ -1,11 +1,10 @@
 """Training: ``fit(config) -> Run``, readable top to bottom.
 
-``load_data`` builds batch iterators over the decoded-image cache,
-``train_one_epoch`` and ``predict`` do one pass each, and ``fit`` ties them to the
-run store: a checkpoint after every epoch (atomic), resume of an unfinished
-run, the best weights by validation ``bacc``, early stopping, and test
-predictions and metrics at the end. A finished run is reused, never retrained,
-unless ``force=True``.
+The loop's parts are in :mod:`skinlib.loop` (the batches, one epoch and its validation, the best epoch so far),
+the optimisation recipe in :mod:`skinlib.optim`, seeding and ``torchrun`` in :mod:`skinlib.runtime`. ``fit`` ties
+them to the run store: a checkpoint after every epoch (atomic), resume of an unfinished run, the best weights by
+validation ``bacc``, early stopping, a deadline, and test predictions and metrics at the end. A finished run is
+reused, never retrained, unless ``force=True``.
 
 On CUDA: mixed precision (bf16 where supported, else fp16 with a gradient
 scaler), channels-last, the training images moved to the GPU once and augmented
@@ -18,37 +17,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import platform
-import random
 import shutil
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
 from skinlib import __version__
-from skinlib.data import CLASSES, make_split
-from skinlib.data.augment import BatchAugment, Normalize
-from skinlib.data.pipeline import BatchIterator, WorkerBatches
-from skinlib.data.selection import DataSelection, part_tensors, select_data
+from skinlib.data import CLASSES
+from skinlib.data.selection import DataSelection, select_data
+from skinlib.data.snapshot import is_snapshot
 from skinlib.evaluate import classification_metrics
 from skinlib.io import remove_stale_temporaries
-from skinlib.losses import make_loss
-from skinlib.models import check_image_size, create_model
+from skinlib.loop import Data, Progress, Trainer, load_data, make_trainer, run_epoch
+from skinlib.models import check_image_size
+from skinlib.optim import load_optimizer_state
 from skinlib.policy import current as current_policy
 from skinlib.runs import (
     FILES,
-    OPTIMIZERS,
     MissingRunError,
     Run,
     RunConfig,
@@ -58,235 +51,17 @@ from skinlib.runs import (
     read_history,
     training_allowed,
 )
-from skinlib.runtime import Precision, memory_format, predict, resolve_device, to_device
+from skinlib.runtime import (
+    Distributed,
+    Precision,
+    configure_determinism,
+    init_distributed,
+    predict,
+    resolve_device,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
-
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def configure_determinism(deterministic: bool, device: torch.device) -> None:
-    """Deterministic kernels (and no cuDNN autotuning) when asked; autotuning on CUDA otherwise. Set both ways,
-    so a run that does not ask for determinism after one that did (in one process) gets the fast kernels."""
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not deterministic
-        torch.backends.cudnn.deterministic = deterministic
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-
-def init_distributed(device_type: str) -> Distributed:
-    """Join the process group ``torchrun`` describes in the environment (NCCL on CUDA, else gloo)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Distributed()
-    owns = not dist.is_initialized()
-    if owns:
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
-
-
-@dataclass
-class Data:
-    """A run's data: the index rows of each part, batch iterators and training class counts."""
-
-    parts: dict[str, pd.DataFrame]
-    train: BatchIterator | WorkerBatches
-    val: BatchIterator
-    test: BatchIterator
-    class_counts: list[int]
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
-
-
-def load_data(
-    config: RunConfig,
-    selection: DataSelection,
-    *,
-    device: torch.device,
-    cache_dir: str | os.PathLike | None = None,
-    distributed: Distributed = Distributed(),
-) -> tuple[Data, pd.DataFrame]:
-    """Split the selected rows, take their cached images and return the batch iterators and the split table."""
-    if config.batch_size % distributed.world_size:
-        raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible by the "
-                         f"{distributed.world_size} processes")
-    per_rank_batch = config.batch_size // distributed.world_size
-    if per_rank_batch < 2:
-        raise ValueError(f"batch_size {config.batch_size} gives {per_rank_batch} image per process; BatchNorm "
-                         f"needs at least 2: use a batch size of at least {2 * distributed.world_size}")
-    split = make_split(selection.index, scheme=config.split, fractions=config.fractions, seed=config.split_seed)
-    parts, tensors = part_tensors(selection, split, image_size=config.image_size, cache_dir=cache_dir)
-    train_x, train_y = tensors["train"]
-    if len(train_y) < per_rank_batch * distributed.world_size:
-        raise ValueError(f"the training part has {len(train_y)} images, fewer than one batch of "
-                         f"{config.batch_size}; lower the batch size or use more data")
-    counts = torch.bincount(train_y, minlength=len(CLASSES))
-    weights = (1.0 / counts.clamp(min=1).double())[train_y] if config.sampler == "balanced" else None
-    augment = BatchAugment(size=config.image_size)
-    if device.type == "cpu" and config.num_workers > 0 and distributed.world_size == 1:
-        train: BatchIterator | WorkerBatches = WorkerBatches(
-            train_x, train_y, batch_size=per_rank_batch, transform=augment, num_workers=config.num_workers,
-            sample_weights=weights)
-    else:
-        train = BatchIterator(train_x, train_y, batch_size=per_rank_batch, transform=augment, device=device,
-                              shuffle=True, drop_last=True, sample_weights=weights,
-                              rank=distributed.rank, world_size=distributed.world_size)
-    normalize = Normalize(size=config.image_size)
-    evals = {name: BatchIterator(*tensors[name], batch_size=max(config.batch_size, 64), transform=normalize,
-                                 device=device) for name in ("val", "test")}
-    return Data(parts, train, evals["val"], evals["test"], counts.tolist()), split
-
-
-def batch_scaled(config: RunConfig) -> tuple[float, float]:
-    """The learning rate and BatchNorm step-count factor for the config's batch size.
-
-    With ``batch_scaling`` ``linear`` (Goyal et al., 2017) the learning rate grows
-    with ``k = batch_size / reference_batch_size``, with ``sqrt`` with sqrt(k) (the rule
-    often preferred for Adam); ``none`` keeps ``lr``. The second value is ``k`` itself
-    (1 for ``none``): a batch ``k`` times larger makes ``k`` times fewer steps per
-    epoch, so :func:`scale_bn_momentum` lets the running statistics move as far per
-    epoch as they would at the reference batch.
-    """
-    if config.batch_scaling == "none":
-        return config.lr, 1.0
-    k = config.batch_size / config.reference_batch_size
-    return config.lr * (k if config.batch_scaling == "linear" else math.sqrt(k)), k
-
-
-def scale_bn_momentum(model: nn.Module, steps_factor: float) -> nn.Module:
-    """Give every BatchNorm the momentum ``1 - (1 - m) ** k``: ``k`` steps at ``m`` in one step.
-
-    ``m`` is the layer's own momentum (0.01 in torchvision's MobileNetV3, 0.1 elsewhere,
-    or the profile's ``bn_momentum``); a layer with cumulative averaging (``None``)
-    is left alone.
-    """
-    if steps_factor != 1.0:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
-                module.momentum = min(1.0, 1.0 - (1.0 - module.momentum) ** steps_factor)
-    return model
-
-
-def compile_model(model: nn.Module, mode: bool | str) -> nn.Module:
-    """``torch.compile`` the model in ``mode`` (``True``: ``"default"``); ``False`` returns it as it is.
-
-    ``reduce-overhead`` records the step as CUDA graphs, removing the per-kernel launch cost that
-    dominates a 1.5 M-parameter model at batch 64; on a CPU it compiles like ``default``.
-    Compiled or not, the weights are the same module's, so checkpoints do not change.
-    """
-    if mode is False:
-        return model
-    return torch.compile(model, mode="default" if mode is True else mode)
-
-
-def make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW or SGD (Nesterov momentum 0.9) with the config's weight decay and learning rate
-    (scaled with the batch size as :func:`batch_scaled` says).
-
-    On CUDA AdamW uses its fused kernel (one launch per step instead of several per parameter
-    tensor, which dominates a 1.5 M-parameter model at small batch); elsewhere PyTorch's default.
-    """
-    lr, _ = batch_scaled(config)
-    if config.optimizer == "adamw":
-        on_cuda = all(p.is_cuda for p in model.parameters())
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay,
-                                 fused=True if on_cuda else None)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
-        )
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-
-
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Resume an optimizer from a checkpoint but keep the kernels chosen for this device: a checkpoint saved on
-    the CPU (unfused AdamW) resumes fused on CUDA, one saved on CUDA resumes unfused on the CPU."""
-    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
-    optimizer.load_state_dict(state)
-    for group, chosen in zip(optimizer.param_groups, kernels):
-        group.update(chosen)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int) -> Any:
-    """Linear warm-up, then cosine decay to 1 % of the base learning rate, stepped per batch."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def train_one_epoch(
-    model: nn.Module,
-    batches: Any,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    loss_fn: nn.Module,
-    precision: Precision,
-    *,
-    progress: bool = False,
-) -> dict[str, float]:
-    """One pass over the training batches; returns sums (loss, correct, images), steps and seconds."""
-    model.train()
-    device = precision.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = steps = 0
-    start = time.perf_counter()
-    for x, y in tqdm(batches, desc="train", leave=False, disable=not progress, mininterval=2):
-        x, y = to_device(x, device), y.to(device, non_blocking=True)
-        with precision.autocast():
-            logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        precision.scaler.scale(loss).backward()
-        precision.scaler.step(optimizer)
-        precision.scaler.update()
-        scheduler.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-        steps += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    total = loss_sum.item()
-    if not math.isfinite(total):
-        raise FloatingPointError(
-            f"training loss became {total}; lower the learning rate (now {scheduler.get_last_lr()[0]:.2e})")
-    return {"loss_sum": total, "correct": float(correct.item()), "images": seen, "steps": steps,
-            "seconds": seconds}
 
 
 def _environment(device: torch.device, precision: Precision, distributed: Distributed) -> dict[str, Any]:
@@ -297,21 +72,6 @@ def _environment(device: torch.device, precision: Precision, distributed: Distri
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
-
-
-def _reduce(stats: dict[str, float], distributed: Distributed, device: torch.device) -> dict[str, float]:
-    """Sum the per-process epoch statistics over all processes (seconds: the slowest)."""
-    if distributed.world_size == 1:
-        return stats
-    keys = ["loss_sum", "correct", "images", "steps"]
-    t = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    out = dict(zip(keys, t.tolist()))
-    s = torch.tensor([stats["seconds"]], dtype=torch.float64, device=device)
-    dist.all_reduce(s, op=dist.ReduceOp.MAX)
-    out["seconds"] = s.item()
-    out["steps"] = stats["steps"]  # optimizer steps are shared, not summed
-    return out
 
 
 class DeadlineReached(RuntimeError):
@@ -370,8 +130,6 @@ def fit(
         log.info("reusing finished run %s (no training)", run.path)
         return run
     if not training_allowed():
-        from skinlib.data.snapshot import is_snapshot
-
         images_here = not is_snapshot(Path(selection.full.attrs.get("source", "")).parent)
         get = "" if images_here else (" Training needs the HAM10000 images, which are not here (only the bundle's "
                                       "data summary): get them with `skinlib data download` (README: Data) first.")
@@ -441,91 +199,7 @@ def _train(run: Run, selection: DataSelection, *, device: torch.device, distribu
         raise
 
 
-def _is_better(val: dict[str, float], val_loss: float, state: dict[str, Any]) -> bool:
-    """Higher validation ``bacc`` wins; a tie goes to the lower validation loss."""
-    if val["bacc"] != state["best_bacc"]:
-        return val["bacc"] > state["best_bacc"]
-    return val_loss < state.get("best_loss", math.inf)
-
-
-@dataclass
-class _Progress:
-    """Where a run stands after its last finished epoch (saved in ``last.pt`` under these keys)."""
-
-    epoch: int = 0
-    best_bacc: float = -1.0
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-
-    def update(self, epoch: int, val: dict[str, float], val_loss: float) -> bool:
-        """Record a finished epoch; whether it is the best so far (:func:`_is_better`)."""
-        self.epoch = epoch
-        improved = _is_better(val, val_loss, dataclasses.asdict(self))
-        if improved:
-            self.best_bacc, self.best_loss, self.best_epoch, self.bad_epochs = val["bacc"], val_loss, epoch, 0
-        else:
-            self.bad_epochs += 1
-        return improved
-
-
-@dataclass
-class _Trainer:
-    """What an epoch needs: the model (and its compiled or distributed wrapper), optimiser, schedule, loss and
-    precision."""
-
-    model: nn.Module
-    trained_model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    loss_fn: nn.Module
-    precision: Precision
-
-
-def _make_trainer(config: RunConfig, data: Data, *, device: torch.device, distributed: Distributed) -> _Trainer:
-    model = create_model(config.model, num_classes=len(CLASSES), pretrained=config.pretrained, **config.model_kwargs)
-    lr, steps_factor = batch_scaled(config)
-    scale_bn_momentum(model, steps_factor)
-    if config.batch_scaling != "none":
-        log.info("batch %d with %s scaling: lr %.3g, BatchNorm momentum for %.2fx fewer steps",
-                 config.batch_size, config.batch_scaling, lr, steps_factor)
-    model = model.to(device, memory_format=memory_format(device))
-    trained_model = compile_model(model, config.compile)
-    if distributed.world_size > 1:
-        trained_model = nn.parallel.DistributedDataParallel(
-            trained_model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = make_optimizer(config, model)
-    steps = len(data.train)
-    scheduler = make_scheduler(optimizer, warmup_steps=config.warmup_epochs * steps, total_steps=config.epochs * steps)
-    return _Trainer(model, trained_model, optimizer, scheduler, make_loss(config.loss, data.class_counts).to(device),
-                    Precision(device))
-
-
-def _run_epoch(t: _Trainer, data: Data, epoch: int, config: RunConfig, *, device: torch.device,
-               distributed: Distributed) -> tuple[dict[str, Any], dict[str, float]]:
-    """Train one epoch (seeded from (seed, epoch): a resumed run gives the same result) and validate; the
-    history row and the validation metrics."""
-    torch.manual_seed(_epoch_seed(config.seed, epoch))
-    data.train.set_epoch(_epoch_seed(config.seed, epoch))
-    tr = _reduce(train_one_epoch(t.trained_model, data.train, t.optimizer, t.scheduler, t.loss_fn, t.precision,
-                                 progress=config.progress and distributed.main), distributed, device)
-    if distributed.world_size > 1:  # identical BatchNorm statistics on every process before evaluating
-        for buffer in t.model.buffers():
-            dist.broadcast(buffer, 0)
-    eval_start = time.perf_counter()
-    val_loss, val_probs, val_y = predict(t.model, data.val, t.loss_fn, t.precision)
-    val = classification_metrics(val_y, val_probs)
-    row = {
-        "epoch": epoch + 1, "train_loss": tr["loss_sum"] / tr["images"],
-        "train_accuracy": tr["correct"] / tr["images"], "val_loss": val_loss, "val_accuracy": val["accuracy"],
-        "val_bacc": val["bacc"], "lr": t.optimizer.param_groups[0]["lr"], "steps": int(tr["steps"]),
-        "seconds": tr["seconds"], "images_per_s": tr["images"] / tr["seconds"],
-        "eval_seconds": time.perf_counter() - eval_start,
-    }
-    return row, val
-
-
-def _checkpoint(run: Run, t: _Trainer, progress: _Progress, history: list[dict[str, Any]], *,
+def _checkpoint(run: Run, t: Trainer, progress: Progress, history: list[dict[str, Any]], *,
                 improved: bool) -> None:
     """Write the epoch's files (main process only): ``best.pt`` when it improved, the history, ``last.pt``."""
     config = run.config
@@ -546,14 +220,14 @@ def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | N
     data, split = load_data(config, selection, device=device, cache_dir=cache_dir, distributed=distributed)
     if distributed.main:
         run.write_split(split)
-    t = _make_trainer(config, data, device=device, distributed=distributed)
-    progress, history = _Progress(), []
+    t = make_trainer(config, data, device=device, distributed=distributed)
+    progress, history = Progress(), []
     if resume is not None:
         t.model.load_state_dict(resume["model"])
         load_optimizer_state(t.optimizer, resume["optimizer"])
         t.scheduler.load_state_dict(resume["scheduler"])
         t.precision.scaler.load_state_dict(resume["scaler"])
-        progress = _Progress(**{k: resume.get(k, v) for k, v in dataclasses.asdict(progress).items()})
+        progress = Progress(**{k: resume.get(k, v) for k, v in dataclasses.asdict(progress).items()})
         history = list(resume["history"])
         log.info("resuming %s after epoch %d", run.path, progress.epoch)
 
@@ -562,7 +236,7 @@ def _train_epochs(run: Run, selection: DataSelection, resume: dict[str, Any] | N
     bar = tqdm(range(progress.epoch, config.epochs), desc=run.path.name,
                disable=not (config.progress and distributed.main), initial=progress.epoch, total=config.epochs)
     for epoch in bar:
-        row, val = _run_epoch(t, data, epoch, config, device=device, distributed=distributed)
+        row, val = run_epoch(t, data, epoch, config, device=device, distributed=distributed)
         history.append(row)
         improved = progress.update(epoch + 1, val, row["val_loss"])
         if distributed.main:

@@ -85,13 +85,13 @@ def tiny_dataset(tmp_path) -> Path:
 def interrupt_epoch(monkeypatch):
     """``interrupt_epoch(n)``: the n-th call of ``train_one_epoch`` raises KeyboardInterrupt (as Ctrl-C would);
     ``interrupt_epoch(None)`` restores training."""
-    import skinlib.train as train
+    import skinlib.loop as loop
 
-    real = train.train_one_epoch
+    real = loop.train_one_epoch
 
     def arm(n: int | None) -> None:
         if n is None:
-            monkeypatch.setattr(train, "train_one_epoch", real)
+            monkeypatch.setattr(loop, "train_one_epoch", real)
             return
         calls = {"n": 0}
 
@@ -101,7 +101,7 @@ def interrupt_epoch(monkeypatch):
                 raise KeyboardInterrupt
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(train, "train_one_epoch", interrupted)
+        monkeypatch.setattr(loop, "train_one_epoch", interrupted)
 
     return arm
 

@@ -12,7 +12,7 @@ import skinlib.book.execute as execute
 import skinlib.data.selection as selection
 import skinlib.train as train
 from skinlib import cli
-from skinlib.runs import RunFileError
+from skinlib.runs import OPTIMIZERS, RunFileError
 from skinlib.study.profiles import parse_value
 
 
@@ -138,7 +138,7 @@ def test_every_option_has_help_and_registries_give_the_choices():
     actions = {(prog, a.dest): a for prog, a in _all_actions(parser)}
     assert list(actions[("skinlib study", "name")].choices) == list(STUDIES)
     assert list(actions[("skinlib book", "profile")].choices) == list(PROFILES)
-    assert list(actions[("skinlib train", "optimizer")].choices) == list(train.OPTIMIZERS)
+    assert list(actions[("skinlib train", "optimizer")].choices) == list(OPTIMIZERS)
 
 
 def test_version(capsys):

@@ -14,6 +14,7 @@ import yaml
 from skinlib import paper
 from skinlib.data import CLASSES
 from skinlib.runs import ABSENT_ROW, Run, RunConfig, predictions_frame
+from skinlib.runs.workspace import Workspace
 from skinlib.study import experiments, studies, tables
 from skinlib.study.experiments import choose_joint_loss, run_name, variant
 
@@ -170,7 +171,7 @@ def test_a_study_refuses_a_size_one_of_its_models_cannot_take_before_training_an
 
     study = baseline_study(RunConfig(image_size=32, epochs=1, device="cpu"), [0])
     with pytest.raises(ValueError, match="ghostnetv2_100 needs image_size >= 64"):
-        study.train(runs_dir=tmp_path)
+        study.train(Workspace.resolve(runs_dir=tmp_path))
     assert not any(tmp_path.iterdir())  # ResNet18 and ShuffleNetV2 were not trained first
 
 

@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("fetch",),
     ("data", "models"),
     ("runs", "evaluate"),
-    ("train", "paper", "plots", "subgroups"),
+    ("optim", "loop", "train", "paper", "plots", "subgroups"),
     ("efficiency",),
     ("inference",),
     ("explain",),
@@ -103,3 +103,41 @@ def test_only_the_policy_spells_the_training_switches():
             text = path.read_text()
             assert not [name for name in ENV.values() if name in text], path.relative_to(ROOT)
 
+
+
+# what may be imported inside a function instead of at the top of a module: packages that are optional or heavy
+# and needed by few functions (the book's execution and grading stack, Grad-CAM, ONNX, safetensors, Sphinx, timm's
+# hub code), fcntl (absent on Windows), and torch where the run store is read without training. The CLI imports
+# inside its commands, so that `skinlib --help` and a mistyped command answer before the library loads.
+DEFERRED = {"IPython", "myst_nb", "nbclient", "nbformat", "papermill", "pytorch_grad_cam", "onnx", "onnxruntime",
+            "safetensors", "sphinx", "timm", "fcntl"}
+DEFERRED_IN = {"runs/store.py": {"torch"}, "cli.py": {"*"}}
+
+
+def inner_imports(path: Path) -> list[tuple[int, str]]:
+    """Each import inside a function of ``path``: its line and the top-level package it names."""
+    found = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import):
+                    found.update({(inner.lineno, a.name.split(".")[0]): None for a in inner.names})
+                elif isinstance(inner, ast.ImportFrom):
+                    found[inner.lineno, "." if inner.level else (inner.module or "").split(".")[0]] = None
+    return sorted(found)
+
+
+def test_imports_are_at_the_top_of_modules_but_for_optional_heavy_packages():
+    late = []
+    for path in sorted(ROOT.rglob("*.py")):
+        allowed = DEFERRED | DEFERRED_IN.get(path.relative_to(ROOT).as_posix(), set())
+        late += [f"{path.relative_to(ROOT)}:{line} imports {package} inside a function"
+                 for line, package in inner_imports(path) if "*" not in allowed and package not in allowed]
+    assert not late, "move these imports to the top of their modules:\n" + "\n".join(late)
+
+
+def test_the_deferred_imports_check_can_fail(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    import json\n    from skinlib.data import CLASSES\n    import nbformat\n")
+    assert inner_imports(bad) == [(2, "json"), (3, "skinlib"), (4, "nbformat")]
+    assert [package for _, package in inner_imports(bad) if package not in DEFERRED] == ["json", "skinlib"]

@@ -76,7 +76,7 @@ def test_chapter_takes_unset_parameters_from_the_profile():
     # the build's pre-training does), never RunConfig's default
     assert from_cell.config.sampler == PROFILES["smoke"].sampler == "balanced"
     assert from_cell.config.batch_size == PROFILES["smoke"].batch_size and from_cell.config.epochs == 4
-    assert from_cell.where["runs_dir"] == "/r" and from_cell.overrides == {"epochs": 4}  # the folders resolved once
+    assert str(from_cell.workspace.runs) == "/r" and from_cell.overrides == {"epochs": 4}  # the folders resolved once
     assert from_cell.workspace.runs == Path("/r") and from_cell.workspace.cache.is_absolute()
     with pytest.raises(ValueError, match="needs a profile"):
         chapter({"epochs": 4}, show=False)
@@ -454,15 +454,16 @@ def test_the_weights_note_names_only_the_missing_files_and_how_to_fetch_them(mon
     assert weights_note(models, consequence="") is None
 
 
-def test_the_pretraining_study_has_scratch_rows_only_when_asked(monkeypatch):
+def test_the_pretraining_study_has_both_scratch_rows_and_the_pretrained_rows_whose_weights_are_present(monkeypatch):
     from skinlib.runs import RunConfig
-    from skinlib.study.experiments import make_study, pretraining_study
+    from skinlib.study.experiments import make_study
 
     monkeypatch.setenv("SKINLIB_PRETRAINED_MODELS", "resnet18")
-    both = pretraining_study(RunConfig(), [0], scratch=True)
-    assert list(both.configs) == ["ResNet18 (no pre-training)", "MobileNetV3 (no pre-training)",
-                                  "ResNet18 (pre-trained)"]
-    assert list(make_study("pretraining", RunConfig(), [0]).configs) == ["ResNet18 (pre-trained)"]
+    study = make_study("pretraining", RunConfig(), [0])
+    assert list(study.configs) == ["ResNet18 (no pre-training)", "MobileNetV3 (no pre-training)",
+                                   "ResNet18 (pre-trained)"]
+    scratch = make_study("scratch", RunConfig(), [0]).configs  # the same runs as the scratch baselines'
+    assert study.configs["ResNet18 (no pre-training)"] == scratch["ResNet18"]
     with pytest.raises(ValueError, match="unknown study 'nope'; valid: baselines, scratch, pretraining"):
         make_study("nope", RunConfig(), [0])
 

@@ -7,6 +7,7 @@ import pytest
 
 from skinlib import cli
 from skinlib.runs import RunConfig
+from skinlib.runs.workspace import Workspace
 from skinlib.study import experiments
 from skinlib.study.experiments import Study, variant
 from skinlib.study.parallel import Job, resolve_jobs, threads_per_job, train_many
@@ -22,18 +23,18 @@ def small_study() -> Study:
 
 @pytest.mark.slow  # multi-process or a whole chapter: CI's slow step
 def test_two_jobs_train_each_run_once_and_give_the_same_table(tmp_path):
-    parallel = small_study().train(runs_dir=tmp_path / "a", jobs=2, threads=1)
+    parallel = small_study().train(Workspace.resolve(runs_dir=tmp_path / "a"), jobs=2, threads=1)
     assert all(r.finished and r.trained for runs in parallel.runs.values() for r in runs)
-    serial = small_study().train(runs_dir=tmp_path / "b", jobs=1, threads=1)
+    serial = small_study().train(Workspace.resolve(runs_dir=tmp_path / "b"), jobs=1, threads=1)
     pd.testing.assert_frame_equal(parallel.table(n_boot=20), serial.table(n_boot=20))
-    again = small_study().train(runs_dir=tmp_path / "a", jobs=2, threads=1)
+    again = small_study().train(Workspace.resolve(runs_dir=tmp_path / "a"), jobs=2, threads=1)
     assert not any(r.trained for runs in again.runs.values() for r in runs), "a finished run is never retrained"
     assert [r.path for rs in again.runs.values() for r in rs] == [r.path for rs in parallel.runs.values() for r in rs]
 
 
 @pytest.mark.usefixtures("data_dir")  # needs the real images
 def test_the_same_run_asked_twice_is_trained_once(tmp_path):
-    job = Job(variant(TINY, loss="cb"), runs_dir=str(tmp_path))
+    job = Job(variant(TINY, loss="cb"), Workspace.resolve(runs_dir=tmp_path))
     trained = train_many([job, job], jobs=2, threads=1)
     assert trained == {0: True}
     assert len(list(tmp_path.glob("mobilenet_v3_small-loss_cb-*"))) == 1
@@ -66,7 +67,8 @@ def test_final_study_waits_for_the_loss_study(tmp_path, monkeypatch):
     monkeypatch.setattr(Study, "train", record)
     monkeypatch.setattr(experiments, "LOSS_VARIANTS", {"CE": "ce", "CB + focal (joint)": "cb+focal"})
     monkeypatch.setattr(experiments, "JOINT_LOSSES", ["CB + focal (joint)"])
-    study = experiments.run_study("final", TINY, [0], runs_dir=tmp_path, jobs=2)
+    study = experiments.run_study("final", TINY, [0], workspace=Workspace.resolve(runs_dir=tmp_path),
+                                  jobs=2)
     # only the joint losses choose the final model: they are trained first, the rest of the loss study is not
     assert order[0] == ["CB + focal (joint)"] and order[1] == ["MobileNetV3-CaCo"]
     [run] = study.runs["MobileNetV3-CaCo"]

@@ -13,6 +13,7 @@ from skinlib.explain import cam_mask_scores
 from skinlib.inference import evaluate_external, load_model
 from skinlib.policy import ENV
 from skinlib.runs import MissingRunError, RunConfig
+from skinlib.runs.workspace import Workspace
 from skinlib.study import bundles
 from skinlib.study import pack as pack_module
 from skinlib.train import fit
@@ -164,7 +165,7 @@ def test_the_committed_smoke_bundle_is_in_step_with_the_code(tmp_path, data_dir)
     assert (bundle / "bundle.json").is_file(), \
         "results/smoke is missing: make book && skinlib results pack --profile smoke"
     restored = bundles.unpack(bundle, data_dir=data_dir, runs_dir=tmp_path)  # checksums and data fingerprint
-    state = bundles.profile_runs(get_profile("smoke"), data_dir=data_dir, runs_dir=tmp_path)
+    state = bundles.profile_runs(get_profile("smoke"), Workspace.resolve(data_dir=data_dir, runs_dir=tmp_path))
     stale = "results/smoke is stale: run `make book` and `skinlib results pack --profile smoke`, then commit it"
     assert state.final_known and not state.missing, f"{stale} (missing: {[c.name for c in state.missing]})"
     assert sorted(r.path.name for r in state.finished) == sorted(restored.restored), stale
@@ -176,14 +177,14 @@ def test_the_committed_smoke_bundle_is_in_step_with_the_code(tmp_path, data_dir)
 def test_a_run_whose_derivation_fails_is_skipped_not_fatal(trained, monkeypatch, caplog, data_dir):
     import logging
 
-    import skinlib.explain
+    from skinlib.study import pack
 
     run, _ = trained
 
     def no_masks(*args, **kwargs):
         raise FileNotFoundError("no lesion masks under /srv/secret/data/masks")
 
-    monkeypatch.setattr(skinlib.explain, "cam_mask_scores", no_masks)
+    monkeypatch.setattr(pack, "cam_mask_scores", no_masks)
     with caplog.at_level(logging.WARNING):
         why = bundles.derive_run(run, derived=("gradcam",), data_dir=data_dir)
     assert why == "Grad-CAM: FileNotFoundError: no lesion masks under masks"  # the reason, without the folders
@@ -259,14 +260,14 @@ def test_the_bundle_commit_never_comes_from_a_repository_above_the_project(tmp_p
     """A staged copy without .git inside another repository records 'unknown', or the commit it was told."""
     import subprocess
 
-    import skinlib.data.paths
+    import skinlib.study.bundle_format
 
     outer = tmp_path / "outer"
     (outer / "copy").mkdir(parents=True)
     subprocess.run(["git", "init", "-q", str(outer)], check=True)
     subprocess.run(["git", "-C", str(outer), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
                     "--allow-empty", "-m", "x"], check=True)
-    monkeypatch.setattr(skinlib.data.paths, "project_root", lambda: outer / "copy")
+    monkeypatch.setattr(skinlib.study.bundle_format, "project_root", lambda: outer / "copy")
     monkeypatch.delenv(bundles.COMMIT_ENV, raising=False)
     assert bundles.git_commit() == "unknown"
     monkeypatch.setenv(bundles.COMMIT_ENV, "2c81ab6")
@@ -274,7 +275,7 @@ def test_the_bundle_commit_never_comes_from_a_repository_above_the_project(tmp_p
     monkeypatch.setenv(bundles.COMMIT_ENV, "../../etc/passwd")
     assert bundles.git_commit() == "unknown"
     monkeypatch.delenv(bundles.COMMIT_ENV)
-    monkeypatch.setattr(skinlib.data.paths, "project_root", lambda: outer)  # its own .git: read
+    monkeypatch.setattr(skinlib.study.bundle_format, "project_root", lambda: outer)  # its own .git: read
     head = subprocess.run(["git", "-C", str(outer), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
     assert bundles.git_commit() == head

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-import skinlib.train as train
+import skinlib.optim as optim
 from skinlib.runs import Run, RunConfig
 from skinlib.runtime import resolve_device
 from skinlib.train import fit
@@ -147,16 +147,16 @@ def test_device_and_option_errors():
     with pytest.raises(ValueError, match="ghostnetv2_100 needs image_size >= 64"):
         fit(RunConfig(model="ghostnetv2_100", image_size=32))
     with pytest.raises(ValueError, match="valid: adamw, sgd"):
-        train.make_optimizer(RunConfig(optimizer="lamb"), torch.nn.Linear(2, 2))
+        optim.make_optimizer(RunConfig(optimizer="lamb"), torch.nn.Linear(2, 2))
 
 
 @pytest.mark.parametrize("rule, lr, steps", [("none", 1e-3, 1.0), ("linear", 4e-3, 4.0), ("sqrt", 2e-3, 4.0)])
 def test_batch_scaling_of_lr_and_batchnorm_momentum(rule, lr, steps):
     config = RunConfig(batch_size=256, lr=1e-3, batch_scaling=rule)
-    assert train.batch_scaled(config) == pytest.approx((lr, steps))
-    assert train.make_optimizer(config, torch.nn.Linear(2, 2)).param_groups[0]["lr"] == pytest.approx(lr)
+    assert optim.batch_scaled(config) == pytest.approx((lr, steps))
+    assert optim.make_optimizer(config, torch.nn.Linear(2, 2)).param_groups[0]["lr"] == pytest.approx(lr)
     model = torch.nn.Sequential(torch.nn.BatchNorm2d(3, momentum=0.01), torch.nn.BatchNorm2d(3, momentum=None))
-    train.scale_bn_momentum(model, steps)
+    optim.scale_bn_momentum(model, steps)
     # four EMA steps at 0.01 move a statistic as far as one step at 1 - 0.99**4
     assert model[0].momentum == pytest.approx(1 - 0.99 ** steps)
     assert model[1].momentum is None
@@ -179,9 +179,9 @@ def test_compile_modes(monkeypatch):
     seen = []
     monkeypatch.setattr(torch, "compile", lambda model, mode: seen.append(mode) or model)
     model = torch.nn.Linear(2, 2)
-    assert train.compile_model(model, False) is model and seen == []
-    train.compile_model(model, True)
-    train.compile_model(model, "reduce-overhead")
+    assert optim.compile_model(model, False) is model and seen == []
+    optim.compile_model(model, True)
+    optim.compile_model(model, "reduce-overhead")
     assert seen == ["default", "reduce-overhead"]
     with pytest.raises(ValueError, match="valid: default, reduce-overhead, max-autotune"):
         RunConfig(compile="fast")
@@ -190,7 +190,7 @@ def test_compile_modes(monkeypatch):
 
 def test_resuming_keeps_the_optimizer_kernels_of_this_device():
     """A checkpoint from another device carries its AdamW `fused` flag; resuming here keeps this device's."""
-    from skinlib.train import load_optimizer_state
+    from skinlib.optim import load_optimizer_state
 
     model = torch.nn.Linear(3, 2)
     saved = torch.optim.AdamW(model.parameters(), lr=1e-3).state_dict()
@@ -201,7 +201,7 @@ def test_resuming_keeps_the_optimizer_kernels_of_this_device():
 
 
 def test_determinism_is_switched_off_again_for_a_run_that_does_not_ask():
-    from skinlib.train import configure_determinism
+    from skinlib.runtime import configure_determinism
 
     configure_determinism(True, torch.device("cpu"))
     assert torch.are_deterministic_algorithms_enabled()

@@ -14,6 +14,7 @@ from skinlib.runs import RunConfig
 from skinlib.study.experiments import LOSS_SAMPLER, LOSS_VARIANTS, independent_runs, profile_config
 from skinlib.study.experiments import variant as make_variant
 from skinlib.study.plan import PLAN, Where, run_key, window_order
+from skinlib.study.processes import Timeline
 from skinlib.study.profiles import get_profile
 from skinlib.study.schedule import (
     Clock,
@@ -29,7 +30,6 @@ from skinlib.study.schedule import (
     key_of,
     uncovered,
 )
-from skinlib.study.window import _Timeline
 
 BUDGET, RESERVE, STARTUP, JOBS, POLL, DT = 470.0, 90.0, 30.0, 8, 2.0, 0.25
 IMAGES = Images(7010, 1001)
@@ -117,7 +117,7 @@ def simulate(factor: float, monkeypatch: pytest.MonkeyPatch, *, die: str | None 
     clock = {"now": 0.0}
     monkeypatch.setattr(train.time, "time", lambda: clock["now"])
     monkeypatch.setenv(ENV["deadline"], str(timing.training_ends))
-    out, live, observed, timeline = Outcome(), [], [], _Timeline()
+    out, live, observed, timeline = Outcome(), [], [], Timeline()
     final_known, now, next_poll = False, 0.0, 0.0
 
     def slowdown() -> float:

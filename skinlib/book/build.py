@@ -39,7 +39,7 @@ from skinlib.policy import Policy, applied
 from skinlib.runs import Run
 from skinlib.runs.workspace import Workspace
 from skinlib.study.bundle_format import BUNDLE_FILE, bundle_dir
-from skinlib.study.experiments import profile_models
+from skinlib.study.experiments import profile_config, profile_models, train_all
 from skinlib.study.inventory import profile_runs
 from skinlib.study.profiles import Profile, get_profile
 from skinlib.study.unpack import data_snapshot, unpack
@@ -167,7 +167,7 @@ def _open_bundle(source: Path, values: Profile, workspace: Workspace
         return bundle, None, policy
     # a partial bundle: the chapters that lack runs show what it holds and name what it lacks
     with applied(train=False, pretrained_models=policy.pretrained_models):
-        state = profile_runs(values, **workspace.where)
+        state = profile_runs(values, workspace)
     lacking = state.missing_by_chapter()
     for chapter, studies in state.chapters_lacking().items():
         log.warning("partial bundle: %s lacks runs of %s; it shows the rest", chapter, ", ".join(studies))
@@ -200,7 +200,7 @@ def _write_pages(profile: str, values: Profile, stamps: dict[str, Any], workspac
     atomic_write_text(executed_dir / FINDINGS_FILE, findings_page(profile, executed_dir))
     atomic_write_text(executed_dir / MODEL_CARD_FILE, model_card_page(profile, executed_dir))
     atomic_write_text(executed_dir / PROVENANCE_FILE,
-                      provenance_page(profile, values, stamps, **workspace.where, bundle=bundle,
+                      provenance_page(profile, values, stamps, workspace=workspace, bundle=bundle,
                                       executed=executed_dir, from_snapshot=workspace.isic_test is not None))
 
 
@@ -251,10 +251,8 @@ def build_book(
         if jobs > 1 and only:
             log.info("--jobs applies to whole builds; with --only the chapters train their own runs, one at a time")
         if jobs > 1 and source is None and not only:
-            from skinlib.study.experiments import profile_config, train_all
-
             config = profile_config(values)
-            train_all(config, values.seeds, pretrained=values.pretrained, **workspace.where, jobs=jobs)
+            train_all(config, values.seeds, pretrained=values.pretrained, workspace=workspace, jobs=jobs)
         for name in chapters:
             stamps.pop(name, None)
         atomic_write_json(stamp_file, stamps)

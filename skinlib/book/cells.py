@@ -18,6 +18,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from skinlib.book.figures import apply_figure_metadata
 from skinlib.study.profiles import PARAMETERS
 
@@ -79,8 +81,6 @@ REPOSITORY_FILES = ("pyproject.toml", "CITATION.cff", "book/teachers.md")
 def repository_setting(root: Path) -> tuple[str, str]:
     """The repository URL and branch the book's buttons use: ``_config.yml``'s ``repository`` (the one setting a
     fork changes)."""
-    import yaml
-
     repo = (yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8")) or {}).get("repository") or {}
     url, branch = str(repo.get("url", "")), str(repo.get("branch", "main"))
     if not REPO_URL.fullmatch(url):

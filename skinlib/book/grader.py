@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 import skinlib
 from skinlib.book import sandbox
@@ -313,8 +314,6 @@ BY_HAND = "by hand"
 
 def read_rubric(path: str | os.PathLike) -> dict[str, RubricItem]:
     """A rubric file (YAML: ``question: {points: N, criteria: "..."}``) for the written exercises, checked."""
-    import yaml
-
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:

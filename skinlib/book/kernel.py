@@ -3,6 +3,8 @@ glued values and admonitions a page shows."""
 
 from __future__ import annotations
 
+import ast
+import difflib
 import json
 import logging
 import os
@@ -13,9 +15,26 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+from PIL import Image
+
+from skinlib.book.figures import TABLES
+from skinlib.data import fingerprint, load_ham10000
 from skinlib.data.paths import project_root
+from skinlib.data.snapshot import LICENCE, is_snapshot
+from skinlib.models.weights import expected_weights_file, weights_available
 from skinlib.runs.workspace import Workspace
-from skinlib.study.profiles import PARAMETERS, PROFILES, SUMMARIES, Profile, comparable_with_paper, get_profile
+from skinlib.study.experiments import profile_config, run_study
+from skinlib.study.profiles import (
+    PARAMETERS,
+    PROFILES,
+    SUMMARIES,
+    Profile,
+    check_parameter,
+    comparable_with_paper,
+    get_profile,
+    parse_value,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +88,20 @@ class Chapter:
         return self.values.overrides
 
     @property
-    def where(self) -> dict[str, str | None]:
-        """The data and run-store folders as keyword arguments of the training functions."""
-        return self.workspace.where
+    def data(self) -> Path | None:
+        """The folder the chapter reads its images and tables from (the HAM10000 data, or a results bundle's data
+        summary); ``None`` where there is neither."""
+        return self.workspace.data
 
     @property
     def config(self) -> Any:
         """The base :class:`~skinlib.runs.RunConfig` of the chapter's runs."""
-        from skinlib.study.experiments import profile_config
-
         return profile_config(self.values)
 
     def study(self, name: str) -> Any:
         """One of the book's studies (:data:`skinlib.study.plan.PLAN`) at this chapter's profile and folders,
         trained or reused: ``ctx.study("attention")``."""
-        from skinlib.study.experiments import run_study
-
-        return run_study(name, self.config, self.seeds, pretrained=self.pretrained, **self.where)
+        return run_study(name, self.config, self.seeds, pretrained=self.pretrained, workspace=self.workspace)
 
 
 def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None = None, data_dir: str | None = "",
@@ -108,8 +124,6 @@ def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None =
     if profile is None:
         raise ValueError(f"chapter() needs a profile; valid: {', '.join(PROFILES)}")
     logging.basicConfig(level=logging.WARNING, force=True)
-    import pandas as pd
-
     pd.set_option("display.max_colwidth", None)  # a table's text cells whole, never cut to "stratified by..."
     values = get_profile(profile, **{k: v for k, v in params.items() if v is not None})
     used = {k: getattr(values, k) for k in params}
@@ -121,8 +135,6 @@ def chapter(namespace: Mapping[str, Any] | None = None, *, profile: str | None =
         from IPython.display import display
 
         display(profile_note(profile, used, values.overrides))
-        from skinlib.data import load_ham10000
-
         try:  # the data's notes read the index once
             index = load_ham10000(workspace.data)
         except (FileNotFoundError, ValueError):
@@ -138,8 +150,6 @@ def as_parameter(name: str, value: Any) -> Any:
     """A profile parameter's value as papermill may pass it: ``-p pretrained true`` arrives as the string
     ``"true"``, ``-p seeds "[0, 1]"`` as a string too. A string the parameter cannot take is parsed the way
     ``skinlib book -p`` parses it (:func:`~skinlib.study.profiles.parse_value`), so both dialects mean the same."""
-    from skinlib.study.profiles import check_parameter, parse_value
-
     if not isinstance(value, str):
         return value
     try:
@@ -156,9 +166,6 @@ def check_injected(namespace: Mapping[str, Any]) -> None:
     """Refuse a parameter papermill injected that the notebook does not declare (``-p epoch 3``: papermill only
     warns, and the chapter would run on defaults). Reads the cells executed so far (IPython's ``In``): the
     declared names from the ``parameters`` cell, the given ones from papermill's ``# Parameters`` cell."""
-    import ast
-    import difflib
-
     cells = [c for c in namespace.get("In", []) if isinstance(c, str)]
     injected = next((c for c in cells if c.lstrip().startswith(PARAMETERS_HEADER)), None)
     declared = next((c for c in cells if "profile: str =" in c and c is not injected), None)
@@ -189,8 +196,6 @@ def check_injected(namespace: Mapping[str, Any]) -> None:
 def size_note(image_size: int, index: Any) -> Any | None:
     """When the profile trains at a larger size than the data's images (of ``index``) have, the warning that says
     the models saw them upsampled (with both sizes); else ``None``."""
-    from PIL import Image
-
     present = next((p for p in index["path"] if os.path.isfile(p)), None)
     if present is None:
         return None
@@ -207,9 +212,6 @@ def size_note(image_size: int, index: Any) -> Any | None:
 def data_note(index: Any) -> Any | None:
     """When ``index`` comes from a results bundle's data summary (no images here), the admonition that says so,
     with the data key the runs were checked against and the data's licence; else ``None``."""
-    from skinlib.data import fingerprint
-    from skinlib.data.snapshot import LICENCE, is_snapshot
-
     if not is_snapshot(Path(index.attrs.get("source", "")).parent):
         return None
     return admonition(
@@ -263,8 +265,6 @@ class Table:
 def show_table(frame: Any, key: str, **fill: Any) -> Table:
     """Show ``frame`` as the next numbered table of its chapter (``key`` is ``"NN.name"``, its caption
     :data:`skinlib.book.figures.TABLES` ``[key]`` with ``fill`` in its fields)."""
-    from skinlib.book.figures import TABLES
-
     if key not in TABLES:
         raise ValueError(f"table {key!r} has no caption in skinlib.book.figures.TABLES; add one (keys: "
                          f"'chapter number.name', e.g. {next(iter(TABLES))!r})")
@@ -305,8 +305,6 @@ def admonition(kind: str, title: str, text: str) -> Any:
 def weights_note(models: Mapping[str, str], *, consequence: str) -> Any | None:
     """A warning naming, for ``models`` (label: registered name), the ImageNet weight files missing on this
     machine, where each is expected and how to fetch it, then ``consequence``; ``None`` when all are present."""
-    from skinlib.models.weights import expected_weights_file, weights_available
-
     missing = {label: m for label, m in models.items() if not weights_available(m)}
     if not missing:
         return None

@@ -16,6 +16,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from skinlib.book.cells import pinned_install, repository_setting
+from skinlib.study.bundle_format import git_commit
+
 EXECUTED = "book/executed/"
 SOURCE = "notebooks/"
 LAUNCH = "_launch"  # the site's folder of chapters pinned to the built commit (what the Colab button opens)
@@ -47,8 +50,6 @@ def built_commit(root: Path | None = None) -> str:
     """The full commit of the checkout the book is built from (``root``, the book's source folder; by default the
     one skinlib runs from), or ``""`` when it is unknown or has uncommitted changes (a link to it would lead
     nowhere)."""
-    from skinlib.study.bundle_format import git_commit
-
     commit = git_commit(full=True, root=root)
     return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else ""
 
@@ -65,8 +66,6 @@ def _rewrite(app: Any, pagename: str, templatename: str, context: dict[str, Any]
 def write_launch_copies(root: Path, out: Path, commit: str) -> list[Path]:
     """Every chapter of ``root/notebooks`` copied to ``out/_launch`` with its install line pinned to ``commit``
     (the notebooks the Colab buttons open); nothing without a commit (the buttons then keep the branch)."""
-    from skinlib.book.cells import pinned_install, repository_setting
-
     if not commit:
         return []
     url, _ = repository_setting(root)

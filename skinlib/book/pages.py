@@ -4,13 +4,13 @@ come from (``provenance.md``)."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from skinlib.book.export import glued_values
 from skinlib.book.notebooks import CHAPTERS
 from skinlib.evaluate import ECE_BINS
+from skinlib.runs.workspace import Workspace
 from skinlib.study.inventory import profile_runs
 from skinlib.study.profiles import SUMMARIES, Profile, comparable_with_paper
 
@@ -101,12 +101,12 @@ def findings_page(profile: str, executed: Path) -> str:
 
 
 def provenance_page(profile: str, values: Profile, stamps: dict[str, Any], *,
-                    data_dir: str | os.PathLike | None, runs_dir: str | os.PathLike | None,
+                    workspace: Workspace,
                     bundle: dict[str, Any] | None, executed: Path | None = None, from_snapshot: bool = False) -> str:
     """The landing page's "Where these numbers come from": profile per chapter, when and on which device the
     runs were computed (from the runs' metrics, or the results bundle's metadata), and the command to redo it."""
 
-    runs = profile_runs(values, data_dir=data_dir, runs_dir=runs_dir).finished
+    runs = profile_runs(values, workspace).finished
     envs = [r.metrics().get("environment", {}) for r in runs]
     times = sorted(e["finished_utc"] for e in envs if e.get("finished_utc"))
     devices = sorted({e.get("gpu") or e.get("device", "unknown") for e in envs})

@@ -9,6 +9,9 @@ from typing import Any
 
 from torch import nn
 
+from skinlib.models.attention import ATTENTIONS
+from skinlib.models.weights import load_pretrained
+
 log = logging.getLogger(__name__)
 
 Builder = Callable[..., nn.Module]
@@ -62,8 +65,6 @@ def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
                                  or not 0 < momentum <= 1):
         raise ValueError(f"bn_momentum must be a number in (0, 1] (or none: each layer's own), got {momentum!r}")
     if "attention" in kwargs:
-        from skinlib.models.attention import ATTENTIONS
-
         if kwargs["attention"] not in ATTENTIONS:
             raise ValueError(f"unknown attention {kwargs['attention']!r}; valid: {', '.join(ATTENTIONS)}")
 
@@ -107,7 +108,5 @@ def create_model(name: str, num_classes: int = 7, pretrained: bool | str = False
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     model = set_bn_momentum(_REGISTRY[name](num_classes=num_classes, **kwargs), bn_momentum)
     if pretrained:
-        from skinlib.models.weights import load_pretrained
-
         load_pretrained(model, name, pretrained, **kwargs)
     return model

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 from torch import nn
 
 from skinlib.fetch import Checksum, FetchResult, download, fetch_json
@@ -73,8 +74,6 @@ def weights_url(base: str) -> str:
     """Where the published ImageNet checkpoint of a base model lives (torchvision's or timm's Hugging Face hub)."""
     kind, ident = SOURCES[base]
     if kind == "torchvision":
-        import torchvision
-
         enum_name, member = ident.split(".")
         return getattr(torchvision.models, enum_name)[member].url
     return f"{HF_HUB}/timm/{ident}/resolve/main/model.safetensors"

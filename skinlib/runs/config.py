@@ -24,11 +24,13 @@ from typing import Any
 
 from skinlib.data.cache import MAX_IMAGE_SIZE
 from skinlib.data.split import SCHEMES, check_fractions
+from skinlib.losses import check_loss_spec
+from skinlib.models import check_model_kwargs
 
 MAX_NAME = 100
 RUN_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{MAX_NAME - 1}}}")
 
-# how the learning rate and BatchNorm momentum follow the batch size (see skinlib.train.batch_scaled)
+# how the learning rate and BatchNorm momentum follow the batch size (see skinlib.optim.batch_scaled)
 BATCH_SCALINGS: tuple[str, ...] = ("none", "linear", "sqrt")
 # torch.compile modes (True means "default"); reduce-overhead records CUDA graphs of the step
 COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune")
@@ -101,8 +103,6 @@ def _check_name(name: str) -> None:
 
 
 def _check_loss(spec: Any) -> None:
-    from skinlib.losses import check_loss_spec
-
     check_loss_spec(spec)
 
 
@@ -164,8 +164,6 @@ class RunConfig:
             spec.validate(name, value)
             if type(value) is int and _matches(0.5, spec.type):
                 object.__setattr__(self, name, float(value))  # lr: 1 and lr: 1.0 are one config
-        from skinlib.models import check_model_kwargs
-
         check_model_kwargs(self.model, self.model_kwargs)  # depends on the model: checked with it
         if self.subset == 1:
             object.__setattr__(self, "subset", None)  # all data, one identity

@@ -10,6 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from skinlib.data.paths import project_root
 from skinlib.runs import DATA_FILE, FILES
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ class BundleError(ValueError):
 
 def results_root(root: str | os.PathLike | None = None) -> Path:
     """``results/`` in the project (or the working directory)."""
-    from skinlib.data.paths import project_root
-
     if root is not None:
         return Path(root)
     base = project_root()
@@ -55,8 +54,6 @@ def git_commit(*, full: bool = False, root: Path | None = None) -> str:
     """The commit this code is from: :data:`COMMIT_ENV` when set, else ``git rev-parse`` in this project's own
     ``.git`` (never a repository above it; or in ``root``'s, a checkout the book is built from), else
     ``"unknown"``; ``-dirty`` when tracked files were changed; the whole hash with ``full``."""
-    from skinlib.data.paths import project_root
-
     given = os.environ.get(COMMIT_ENV, "").strip()
     if given:
         return given if re.fullmatch(r"[0-9a-f]{7,40}(-dirty)?", given) else "unknown"

@@ -8,7 +8,6 @@ from finished runs.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from scipy import stats
 from skinlib.models.weights import weights_available
 from skinlib.paper import TABLE3_MODELS
 from skinlib.runs import RunConfig, specs
+from skinlib.runs.workspace import Workspace
 from skinlib.study.parallel import Job, train_many
 from skinlib.study.plan import DERIVED, PLAN, Need, Where, dependent, get_step, independent, step
 from skinlib.study.profiles import Profile
@@ -103,31 +103,22 @@ def choose_joint_loss(study: Study) -> str:
     return best_by_validation(joint)
 
 
-def joint_loss_runs(config: RunConfig, seeds: Sequence[int]) -> list[RunConfig]:
-    """The loss study's joint-loss runs, one per (loss, seed): all the final model's choice depends on."""
-    study = loss_study(config, seeds)
-    return [study.configs[label].replace(seed=s) for label in JOINT_LOSSES for s in seeds]
 
 
-def loss_study_runs(config: RunConfig, seeds: Sequence[int]) -> list[RunConfig]:
-    """Every run of the loss study, one per (row, seed): all the best-recipe final's choice depends on."""
-    study = loss_study(config, seeds)
-    return [c.replace(seed=s) for c in study.configs.values() for s in seeds]
 
 
-def final_study(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
-                runs_dir: str | os.PathLike | None = None, jobs: int = 1) -> tuple[Study, str]:
+def final_study(config: RunConfig, seeds: Sequence[int], *, workspace: Workspace | None = None,
+                jobs: int = 1) -> Study:
     """MobileNetV3-CaCo with the joint loss chosen on validation by the loss study's joint-loss runs (trained
     first if needed; the final model depends on nothing else, so a GPU window can start it early).
 
-    Returns the (untrained) final study and the label of the chosen joint loss.
+    Returns the untrained final study; its ``choice`` is the label of the chosen joint loss.
     """
     losses = loss_study(config, seeds)
-    joint = Study({k: losses.configs[k] for k in JOINT_LOSSES}, seeds).train(data_dir=data_dir, runs_dir=runs_dir,
-                                                                              jobs=jobs)
+    joint = Study({k: losses.configs[k] for k in JOINT_LOSSES}, seeds).train(workspace, jobs=jobs)
     label = best_by_validation(joint)
     final = variant(config.replace(sampler=LOSS_SAMPLER), model="mobilenet_v3_small_caco", loss=LOSS_VARIANTS[label])
-    return Study({"MobileNetV3-CaCo": final}, seeds), label
+    return Study({"MobileNetV3-CaCo": final}, seeds, choice=label)
 
 
 RECIPE_COMPLEXITY: dict[str, int] = {"ce": 0, **{spec: 2 if "+" in spec else 1 for spec in LOSS_VARIANTS.values()
@@ -184,28 +175,23 @@ PAPER_RECIPE = "paper's recipe"
 BEST_RECIPE = "best recipe"
 
 
-def recipe_study(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
-                 runs_dir: str | os.PathLike | None = None, jobs: int = 1) -> tuple[Study, RecipeChoice]:
+def recipe_study(config: RunConfig, seeds: Sequence[int], *, workspace: Workspace | None = None,
+                 jobs: int = 1) -> Study:
     """MobileNetV3-CaCo twice: with the paper's recipe (:func:`final_study`: the best joint loss, random
     sampler) and with the recipe the whole loss study picks on validation (:func:`choose_recipe`: sampler and
     loss together). The loss study is trained (or reused) first. When both recipes coincide the study has one
-    row. Returns the untrained study and the choice."""
-    losses = loss_study(config, seeds).train(data_dir=data_dir, runs_dir=runs_dir, jobs=jobs)
-    paper_final, _ = final_study(config, seeds, data_dir=data_dir, runs_dir=runs_dir, jobs=jobs)
+    row. Returns the untrained study; its ``choice`` is the :class:`RecipeChoice`."""
+    losses = loss_study(config, seeds).train(workspace, jobs=jobs)
+    paper_final = final_study(config, seeds, workspace=workspace, jobs=jobs)
     choice = choose_recipe(losses)
     picked = losses.configs[choice.chosen]
     best = variant(config, model="mobilenet_v3_small_caco", loss=picked.loss, sampler=picked.sampler)
     configs = {PAPER_RECIPE: paper_final.configs["MobileNetV3-CaCo"]}
     if best != configs[PAPER_RECIPE]:
         configs[BEST_RECIPE] = best
-    return Study(configs, seeds), choice
+    return Study(configs, seeds, choice=choice)
 
 
-def recipe_runs(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
-                runs_dir: str | os.PathLike | None = None) -> list[RunConfig]:
-    """Both finals' runs (:func:`recipe_study`); the whole loss study is reused, or trained first if missing."""
-    study, _ = recipe_study(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
-    return [c.replace(seed=s) for c in study.configs.values() for s in seeds]
 
 
 def leakage_study(config: RunConfig, seeds: Sequence[int]) -> Study:
@@ -218,40 +204,37 @@ PRETRAINING_MODELS: dict[str, str] = {"ResNet18": "resnet18", "MobileNetV3": "mo
 """Table 2's models: the two the paper trains both from scratch and from ImageNet weights."""
 
 
-def pretraining_study(config: RunConfig, seeds: Sequence[int], *, scratch: bool = False) -> Study:
-    """Table 2: ResNet18 and MobileNetV3-Small from ImageNet weights (those present on this machine), and with
-    ``scratch`` from random weights too (those runs are the baselines' own, shared through the run store)."""
+def pretraining_study(config: RunConfig, seeds: Sequence[int]) -> Study:
+    """Table 2: ResNet18 and MobileNetV3-Small from random weights (the scratch baselines' own runs, shared through
+    the run store) and from the ImageNet weights that are present."""
 
-    configs = {f"{label} (no pre-training)": variant(config, model=m)
-               for label, m in PRETRAINING_MODELS.items()} if scratch else {}
+    configs = {f"{label} (no pre-training)": variant(config, model=m) for label, m in PRETRAINING_MODELS.items()}
     configs.update({f"{label} (pre-trained)": variant(config, model=m, pretrained=True)
                     for label, m in PRETRAINING_MODELS.items() if weights_available(m)})
     return Study(configs, seeds)
 
 
 def make_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
-               data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
-               jobs: int = 1) -> Study:
+               workspace: Workspace | None = None, jobs: int = 1) -> Study:
     """One of the book's studies by name, untrained (one that needs another, as the final model needs the loss
     study's choice, trains or reuses that one first)."""
-    return get_step(name).build(Where(config, tuple(seeds), pretrained, data_dir, runs_dir, jobs))
+    return get_step(name).build(Where(config, tuple(seeds), pretrained, workspace, jobs))
 
 
 def run_study(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
-              data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
-              jobs: int = 1) -> Study:
-    """Train one of the book's studies by name (what ``skinlib study`` and ``torchrun`` call), ``jobs`` runs
-    at a time."""
-    where = {"data_dir": data_dir, "runs_dir": runs_dir, "jobs": jobs}
-    return make_study(name, config, seeds, pretrained=pretrained, **where).train(**where)
+              workspace: Workspace | None = None, jobs: int = 1) -> Study:
+    """Train one of the book's studies by name (what ``skinlib study``, ``torchrun`` and a chapter's
+    ``ctx.study`` call), ``jobs`` runs at a time."""
+    workspace = workspace or Workspace.resolve()
+    return make_study(name, config, seeds, pretrained=pretrained, workspace=workspace, jobs=jobs).train(
+        workspace, jobs=jobs)
 
 
 def study_runs(name: str, config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
-               data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None
-               ) -> list[RunConfig]:
+               workspace: Workspace | None = None) -> list[RunConfig]:
     """Every run of a study, one configuration per (variant, seed), in a fixed order (a study that needs another
     trains or reuses that one first)."""
-    return get_step(name).runs(Where(config, tuple(seeds), pretrained, data_dir, runs_dir))
+    return get_step(name).runs(Where(config, tuple(seeds), pretrained, workspace))
 
 
 def profile_models(params: Profile) -> list[str]:
@@ -267,30 +250,23 @@ def independent_runs(config: RunConfig, seeds: Sequence[int], *, pretrained: boo
     return [c for entry in independent() for c in entry.runs(where)]
 
 
-def final_runs(config: RunConfig, seeds: Sequence[int], *, data_dir: str | os.PathLike | None = None,
-               runs_dir: str | os.PathLike | None = None) -> list[RunConfig]:
-    """The final model's runs (the loss study's runs are reused, or trained first if missing)."""
-    final, _ = final_study(config, seeds, data_dir=data_dir, runs_dir=runs_dir)
-    return [c.replace(seed=s) for c in final.configs.values() for s in seeds]
 
 
 def train_all(config: RunConfig, seeds: Sequence[int], *, pretrained: bool = True,
-              data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
-              jobs: int = 1, threads: int | None = None) -> dict[str, int]:
+              workspace: Workspace | None = None, jobs: int = 1, threads: int | None = None) -> dict[str, int]:
     """Train every run the book's chapters use, ``jobs`` at a time: the plan's independent studies in one pool,
     then each study that needs others (both finals, once the loss study has chosen).
 
     Returns how many runs were trained and reused.
     """
 
-    where = {"data_dir": None if data_dir is None else str(data_dir),
-             "runs_dir": None if runs_dir is None else str(runs_dir)}
-    todo = [Job(c, **where) for c in independent_runs(config, seeds, pretrained=pretrained)]
+    workspace = workspace or Workspace.resolve()
+    todo = [Job(c, workspace) for c in independent_runs(config, seeds, pretrained=pretrained)]
     trained = train_many(todo, jobs=jobs, threads=threads)
     for entry in dependent():  # each after what it needs: its builder reads (or trains) those runs first
-        runs = entry.runs(Where(config, tuple(seeds), pretrained, data_dir, runs_dir))
+        runs = entry.runs(Where(config, tuple(seeds), pretrained, workspace))
         start = len(trained)
-        trained.update({start + i: t for i, t in train_many([Job(c, **where) for c in runs], jobs=jobs,
+        trained.update({start + i: t for i, t in train_many([Job(c, workspace) for c in runs], jobs=jobs,
                                                               threads=threads).items()})
     counts = {"trained": sum(trained.values()), "reused": sum(not t for t in trained.values())}
     log.info("all runs of the book: %d trained, %d reused", counts["trained"], counts["reused"])
@@ -347,7 +323,7 @@ def _plan_scratch(w: Where) -> Study:
     return baseline_study(w.config, w.seeds)
 
 
-@step("pretraining", about="Table 2: ResNet18 and MobileNetV3-Small from the ImageNet weights present",
+@step("pretraining", about="Table 2: ResNet18 and MobileNetV3-Small from scratch and from the ImageNet weights present",
       chapters=("03_pretraining",), priority=6)
 def _plan_pretraining(w: Where) -> Study:
     return pretraining_study(w.config, w.seeds)
@@ -386,7 +362,7 @@ def _recipe_candidates(w: Where) -> Study:
       needs=(Need("losses", tuple(JOINT_LOSSES), priority=0),), priority=2, derived=DERIVED,
       candidates=_final_candidates)
 def _plan_final(w: Where) -> Study:
-    return final_study(w.config, w.seeds, data_dir=w.data_dir, runs_dir=w.runs_dir, jobs=w.jobs)[0]
+    return final_study(w.config, w.seeds, workspace=w.workspace, jobs=w.jobs)
 
 
 # its paper-recipe row is the final's own run; the other row is known once the whole loss study has finished
@@ -394,7 +370,7 @@ def _plan_final(w: Where) -> Study:
       chapters=("06_final_model", "08_reproduction"), needs=("losses",), priority=3, derived=DERIVED,
       candidates=_recipe_candidates)
 def _plan_recipes(w: Where) -> Study:
-    return recipe_study(w.config, w.seeds, data_dir=w.data_dir, runs_dir=w.runs_dir, jobs=w.jobs)[0]
+    return recipe_study(w.config, w.seeds, workspace=w.workspace, jobs=w.jobs)
 
 
 @step("leakage", about="MobileNetV3-Small on the lesion-grouped and on the image-level split",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from skinlib.data.selection import select_data
 from skinlib.policy import applied
 from skinlib.runs import MissingRunError, Run, RunConfig
+from skinlib.runs.workspace import Workspace
 from skinlib.study.experiments import profile_config
 from skinlib.study.plan import PLAN, Where, get_step, needing
 from skinlib.study.profiles import Profile
@@ -58,12 +58,12 @@ class ProfileRuns:
 UNKNOWN_FINAL = "the final model (after the loss study)"
 
 
-def profile_runs(params: Profile, *, data_dir: str | os.PathLike | None = None,
-                 runs_dir: str | os.PathLike | None = None) -> ProfileRuns:
-    """Which of the book's runs for these profile parameters are in the store, study by study of the plan;
-    trains nothing."""
+def profile_runs(params: Profile, workspace: Workspace | None = None) -> ProfileRuns:
+    """Which of the book's runs for these profile parameters are in ``workspace``'s store (default: the folders
+    the environment names), study by study of the plan; trains nothing."""
 
-    where = Where(profile_config(params), tuple(params.seeds), params.pretrained, data_dir, runs_dir)
+    workspace = workspace or Workspace.resolve()
+    where = Where(profile_config(params), tuple(params.seeds), params.pretrained, workspace)
     state = ProfileRuns([], [], True)
     seen: dict[str, bool] = {}
     keys: dict[tuple, str] = {}
@@ -77,9 +77,9 @@ def profile_runs(params: Profile, *, data_dir: str | os.PathLike | None = None,
                 continue
             for c in configs:
                 if (c.subset, c.split_seed) not in keys:
-                    keys[c.subset, c.split_seed] = select_data(data_dir, subset=c.subset,
+                    keys[c.subset, c.split_seed] = select_data(workspace.data, subset=c.subset,
                                                                seed=c.split_seed).fingerprint.key
-                run = Run.for_config(c, keys[c.subset, c.split_seed], runs_dir)
+                run = Run.for_config(c, keys[c.subset, c.split_seed], workspace.runs)
                 if run.path.name not in seen:
                     seen[run.path.name] = run.finished
                     (state.finished if run.finished else state.missing).append(run if run.finished else c)

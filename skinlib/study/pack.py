@@ -12,22 +12,24 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from skinlib.data import load_ham10000, load_isic2018_test, montage_rows
 from skinlib.data.index import find_isic2018_test_dir
 from skinlib.data.snapshot import ATTRIBUTION, LICENCE, write_snapshot
-from skinlib.explain import CAM_EXAMPLES_FILE
-from skinlib.inference import held_out_index
+from skinlib.explain import CAM_EXAMPLES_FILE, cam_mask_scores
+from skinlib.inference import evaluate_external, held_out_index, record_onnx_parity
 from skinlib.io import atomic_write_json, file_digest, replace_dir
 from skinlib.models.weights import expected_weights_file
 from skinlib.runs import FILES, MissingRunError, Run, RunConfig
+from skinlib.runs.workspace import Workspace
 from skinlib.study.bundle_format import (
     BINARY_FILES,
     BUNDLE_FILE,
@@ -122,8 +124,6 @@ def _weights_digest(config: RunConfig) -> str | None:
 
 def _source_image_size(index: Any) -> list[int]:
     """Width and height of the data's first image: the resolution the runs' images were resized from."""
-    from PIL import Image
-
     with Image.open(index["path"].iloc[0]) as im:
         return list(im.size)
 
@@ -283,8 +283,7 @@ def missing_optional() -> dict[str, str]:
 
 
 
-def derive(params: Profile, *, data_dir: str | os.PathLike | None = None,
-           runs_dir: str | os.PathLike | None = None, device: str = "auto",
+def derive(params: Profile, workspace: Workspace | None = None, *, device: str = "auto",
            not_derived: dict[str, str] | None = None) -> list[str]:
     """Compute, while the weights are at hand, what the plan derives from its studies' first-seed runs
     (:attr:`~skinlib.study.plan.Step.derived`): the finals' ISIC 2018 test predictions, ONNX parity and Grad-CAM
@@ -295,7 +294,8 @@ def derive(params: Profile, *, data_dir: str | os.PathLike | None = None,
     ``not_derived`` (with why), never raised.
     """
 
-    where = Where(profile_config(params), tuple(params.seeds), params.pretrained, data_dir, runs_dir)
+    workspace = workspace or Workspace.resolve()
+    where = Where(profile_config(params), tuple(params.seeds), params.pretrained, workspace)
     wanted: dict[tuple[str, str, int], tuple[RunConfig, set[str]]] = {}
     done = []
     with no_training():
@@ -309,12 +309,12 @@ def derive(params: Profile, *, data_dir: str | os.PathLike | None = None,
                     wanted.setdefault(run_key(c), (c, set()))[1].update(entry.derived)
         for c, derived in wanted.values():
             try:
-                run = fit(c, data_dir=data_dir, runs_dir=runs_dir)
+                run = fit(c, data_dir=workspace.data, runs_dir=workspace.runs)
             except MissingRunError:
                 continue
             if run.bundled:
                 continue
-            why = derive_run(run, derived=derived, data_dir=data_dir, device=device)
+            why = derive_run(run, derived=derived, data_dir=workspace.data, device=device)
             if why is None:
                 done.append(run.path.name)
                 if not_derived is not None:
@@ -341,15 +341,15 @@ def derive_run(run: Run, *, derived: Collection[str], data_dir: str | os.PathLik
         except FileNotFoundError:
             lacking.append("ISIC 2018 predictions: no ISIC 2018 test set where the window ran")
         else:
-            lacking += _derive_step("ISIC 2018 predictions", run, "evaluate_external", data_dir=data_dir,
+            lacking += _derive_step("ISIC 2018 predictions", run, evaluate_external, data_dir=data_dir,
                                     device=device)
     if "onnx" in derived:
-        lacking += _derive_step("ONNX parity", run, "record_onnx_parity", data_dir=data_dir)
+        lacking += _derive_step("ONNX parity", run, record_onnx_parity, data_dir=data_dir)
     if {"gradcam", "gradcam_examples"} & set(derived):
         if "pytorch_grad_cam" in missing_optional():
             lacking.append("Grad-CAM: the package pytorch_grad_cam is not installed where the window ran")
         else:
-            lacking += _derive_step("Grad-CAM", run, "cam_mask_scores", data_dir=data_dir, device=device,
+            lacking += _derive_step("Grad-CAM", run, cam_mask_scores, data_dir=data_dir, device=device,
                                     examples=CAM_EXAMPLES if "gradcam_examples" in derived else 0)
     for why in lacking:
         log.warning("%s is packed without %s", run.path.name, why)
@@ -357,16 +357,10 @@ def derive_run(run: Run, *, derived: Collection[str], data_dir: str | os.PathLik
 
 
 
-def _derive_step(what: str, run: Run, function: str, **kwargs: Any) -> list[str]:
-    """Call ``skinlib.explain.cam_mask_scores``, ``skinlib.inference.evaluate_external`` or
-    ``skinlib.inference.record_onnx_parity`` on ``run``; the reason it failed, if it did."""
+def _derive_step(what: str, run: Run, step: Callable[..., Any], **kwargs: Any) -> list[str]:
+    """Call ``step`` (Grad-CAM scores, the ISIC 2018 predictions, ONNX parity) on ``run``; the reason it failed,
+    if it did."""
     try:
-        if function == "cam_mask_scores":
-            from skinlib.explain import cam_mask_scores as step
-        elif function == "record_onnx_parity":
-            from skinlib.inference import record_onnx_parity as step
-        else:
-            from skinlib.inference import evaluate_external as step
         step(run, **kwargs)
     except Exception as exc:  # an optional derivation: whatever goes wrong, the run is packed without it
         first = str(exc).splitlines()[0] if str(exc) else ""
@@ -384,12 +378,13 @@ def pack_profile(profile: str, *, out: str | os.PathLike | None = None, data_dir
     ``allow_missing`` (a GPU window that made part of the runs)."""
 
     params = get_profile(profile, **overrides)
-    derive(params, data_dir=data_dir, runs_dir=runs_dir, device=device)
-    runs = profile_runs(params, data_dir=data_dir, runs_dir=runs_dir)
+    workspace = Workspace.resolve(data_dir=data_dir, runs_dir=runs_dir)
+    derive(params, workspace, device=device)
+    runs = profile_runs(params, workspace)
     missing = runs.missing_names()
     if missing and not allow_missing:
         raise BundleError(f"{len(missing)} runs of profile {profile} are not finished: {', '.join(missing)}; "
                           f"train them (skinlib book --profile {profile}, or benchmarks/gpu_window.py) or pass "
                           f"--allow-missing to pack the finished ones")
     return pack_runs(runs.finished, out or bundle_dir(profile), profile=profile, parameters=params.to_dict(),
-                     missing=missing,                     data_dir=data_dir)
+                     missing=missing, data_dir=workspace.data)

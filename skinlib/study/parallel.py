@@ -20,9 +20,12 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from skinlib.models import create_model
 from skinlib.policy import current as current_policy
-from skinlib.runs import RunConfig
+from skinlib.runs import Run, RunConfig
+from skinlib.runs.workspace import Workspace
 from skinlib.study.profiles import Profile
 from skinlib.train import fit
 
@@ -40,8 +43,6 @@ def training_memory_gib(model: str, image_size: int, batch_size: int, *, amp: bo
     """GPU memory one training run of ``model`` needs, estimated on the CPU: the outputs every module keeps
     for the backward pass (one image, scaled to the batch; half precision under ``amp``), the weights, their
     gradients and AdamW's two moments in float32, the CUDA context, and :data:`MEMORY_MARGIN` on top."""
-    import torch
-
 
     net = create_model(model, num_classes=7).train()
     kept = 0
@@ -67,8 +68,6 @@ def auto_jobs(device: str = "auto", *, per_job_gib: float | None = None) -> int:
     run's :func:`training_memory_gib`; default :data:`GPU_MEMORY_PER_JOB_GIB`), at most ``MAX_JOBS`` and one
     per two CPU cores, which feed the processes; else one per CPU core with one thread each (on 2 cores, 2 jobs
     trained the smoke book's runs 1.22x faster than 1 job with 2 threads)."""
-    import torch
-
     cores = os.cpu_count() or 1
     if device in ("auto", "cuda") and torch.cuda.is_available():
         free, _ = torch.cuda.mem_get_info()
@@ -102,8 +101,6 @@ def resolve_jobs(jobs: int | str, device: str = "auto", *, params: Profile | Non
     """``jobs`` as a positive integer (``"auto"``: :func:`auto_jobs`, on CUDA sized by the memory the largest
     run of the profile ``params`` over its ``models`` needs); anything else is a ``ValueError``."""
     if jobs == "auto":
-        import torch
-
         if params is not None and models and device in ("auto", "cuda") and torch.cuda.is_available():
             need = profile_memory_gib(params, models)
             log.info("--jobs auto: the largest run of this profile needs about %.1f GiB of GPU memory", need)
@@ -123,24 +120,27 @@ def threads_per_job(jobs: int) -> int:
 
 @dataclass(frozen=True)
 class Job:
-    """One run to train: its configuration and where its data and run store are."""
+    """One run to train: its configuration and the workspace holding its data and run store (``None``: the
+    folders the environment names)."""
 
     config: RunConfig
-    data_dir: str | None = None
-    runs_dir: str | None = None
+    workspace: Workspace | None = None
+
+    def fit(self) -> Run:
+        """Train (or reuse) the run here."""
+        where = self.workspace or Workspace.resolve()
+        return fit(self.config, data_dir=where.data, runs_dir=where.runs)
 
 
-def train_in_child(config: dict[str, Any], data_dir: str | None, runs_dir: str | None, threads: int,
+def train_in_child(config: dict[str, Any], workspace: Workspace | None, threads: int,
                     epoch_estimate: float | None = None) -> tuple[str, bool]:
     """Worker: train (or reuse) one run with ``threads`` CPU threads; return its folder and whether it trained.
     ``epoch_estimate``: a window's estimate of one epoch's seconds, for the deadline check before the first."""
-    import torch
-
 
     os.environ.update(current_policy().replace(epoch_estimate=epoch_estimate).env())
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
-    run = fit(RunConfig.from_dict(config), data_dir=data_dir, runs_dir=runs_dir)
+    run = Job(RunConfig.from_dict(config), workspace).fit()
     return str(run.path), run.trained
 
 
@@ -155,29 +155,24 @@ def train_many(jobs_list: Sequence[Job], *, jobs: int = 1, threads: int | None =
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     unique: dict[tuple, int] = {}
     for i, job in enumerate(jobs_list):  # the same run asked twice is trained once
-        unique.setdefault((job.config.to_dict().__repr__(), job.data_dir, job.runs_dir), i)
+        unique.setdefault((job.config.to_dict().__repr__(), job.workspace), i)
     todo = sorted(unique.values())
     threads = threads or threads_per_job(jobs)
     trained: dict[int, bool] = {}
     if jobs == 1:
-        import torch
-
-        from skinlib.train import fit
-
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
             for i in todo:
-                job = jobs_list[i]
-                trained[i] = fit(job.config, data_dir=job.data_dir, runs_dir=job.runs_dir).trained
+                trained[i] = jobs_list[i].fit().trained
         finally:
             torch.set_num_threads(before)
         return trained
     log.info("training %d run(s), %d at a time with %d CPU thread(s) each", len(todo), jobs, threads)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: safe with CUDA
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(train_in_child, jobs_list[i].config.to_dict(), jobs_list[i].data_dir,
-                               jobs_list[i].runs_dir, threads): i for i in todo}
+        futures = {pool.submit(train_in_child, jobs_list[i].config.to_dict(), jobs_list[i].workspace, threads): i
+                   for i in todo}
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()

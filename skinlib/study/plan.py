@@ -9,7 +9,6 @@ book, the list of runs a profile needs, and the identity test.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from skinlib.runs import RunConfig
+from skinlib.runs.workspace import Workspace
 
 Study = Any  # a skinlib.study.experiments.Study: that module registers its studies here, so this one cannot import it
 
@@ -29,13 +29,13 @@ scores against the lesion masks, Grad-CAM example maps, the ISIC 2018 test, ONNX
 @dataclass(frozen=True)
 class Where:
     """What a study's builder may use: the profile's base configuration and seeds, whether pre-trained rows are
-    wanted, and where the data and the runs a dependent study reads live (it may train them first)."""
+    wanted, and the workspace holding the runs a dependent study reads (it may train them first, ``jobs`` at a
+    time; ``None``: the folders the environment names)."""
 
     config: RunConfig
     seeds: tuple[int, ...]
     pretrained: bool = True
-    data_dir: str | os.PathLike | None = None
-    runs_dir: str | os.PathLike | None = None
+    workspace: Workspace | None = None
     jobs: int = 1
 
 

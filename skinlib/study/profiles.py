@@ -95,7 +95,7 @@ DIFFERENCES: dict[str, dict[str, Any]] = {
     "cpu": {"image_size": 96, "epochs": 12, "lr": 3e-3, "sampler": "balanced", "bn_momentum": 0.1},
     # one short GPU window (<= 9 minutes of training on one H100/H200 with --jobs auto): all images,
     # 224 px, one seed, 30 epochs at batch 256 with the square-root learning-rate rule and BatchNorm
-    # momentum following the 4x fewer steps (see skinlib.train.batch_scaled)
+    # momentum following the 4x fewer steps (see skinlib.optim.batch_scaled)
     "gpu": {"epochs": 30, "batch_size": 256, "batch_scaling": "sqrt", "seeds": [0]},
     # one CUDA GPU: full data, 224 px, the paper's ~100 epochs
     "paper": {},

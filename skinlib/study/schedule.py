@@ -29,6 +29,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from skinlib.models import create_model
 from skinlib.runs import Run, RunConfig
 
@@ -201,9 +204,6 @@ def earlier_estimates(finished: Sequence[Run]) -> dict[Key, Estimate]:
 @lru_cache(maxsize=64)
 def model_flops(model: str, image_size: int) -> float:
     """Forward FLOPs of one image through ``model`` at ``image_size`` (counted once per process)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
 
     net = create_model(model).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:

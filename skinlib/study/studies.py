@@ -4,7 +4,6 @@ table and its seed-paired comparisons. The book's studies are defined in :mod:`s
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from skinlib.evaluate import (
 from skinlib.inference import arrays
 from skinlib.models.registry import check_image_size
 from skinlib.runs import ABSENT_ROW, MissingRunError, Run, RunConfig, partial_bundle
+from skinlib.runs.workspace import Workspace
 from skinlib.study.parallel import Job, train_many
 from skinlib.train import fit
 
@@ -47,38 +47,40 @@ class StudyRuns(dict):
 class Study:
     """Variants of one experiment, each trained for several seeds; runs come from the run store. Rendering a
     partial bundle (:func:`~skinlib.runs.partial_bundle`), a variant whose runs are missing is left out of
-    ``runs`` and named in ``absent`` (its tables show it as :data:`ABSENT_ROW`)."""
+    ``runs`` and named in ``absent`` (its tables show it as :data:`ABSENT_ROW`). A study whose variants were
+    chosen on validation results keeps the choice in ``choice`` (the final model's joint loss, the recipes'
+    :class:`~skinlib.study.experiments.RecipeChoice`)."""
 
     configs: dict[str, RunConfig]
     seeds: Sequence[int]
     runs: dict[str, list[Run]] = field(default_factory=StudyRuns)
+    choice: Any = None
 
     @property
     def absent(self) -> dict[str, str]:
         return getattr(self.runs, "absent", {})
 
-    def train(self, *, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
-              jobs: int = 1, threads: int | None = None) -> Study:
-        """Train (or reuse) every variant for every seed, ``jobs`` runs at a time (see :mod:`skinlib.study.parallel`).
+    def train(self, workspace: Workspace | None = None, *, jobs: int = 1, threads: int | None = None) -> Study:
+        """Train (or reuse) every variant for every seed in ``workspace`` (default: the folders the environment
+        names), ``jobs`` runs at a time (see :mod:`skinlib.study.parallel`).
 
         Every variant's image size is checked against its model first, so a size one model cannot take stops
         the study before any run trains (not after the others have)."""
 
         for config in self.configs.values():
             check_image_size(config.model, config.image_size)
+        workspace = workspace or Workspace.resolve()
         trained: dict[int, bool] = {}
         if jobs > 1 or threads is not None:
-            where = {"data_dir": None if data_dir is None else str(data_dir),
-                     "runs_dir": None if runs_dir is None else str(runs_dir)}
-            trained = train_many([Job(c.replace(seed=s), **where) for c in self.configs.values() for s in self.seeds],
-                                 jobs=jobs, threads=threads)
+            trained = train_many([Job(c.replace(seed=s), workspace) for c in self.configs.values()
+                                  for s in self.seeds], jobs=jobs, threads=threads)
         position, partial = 0, partial_bundle()
         self.runs = StudyRuns()
         for label, config in self.configs.items():
             runs = []
             for s in self.seeds:  # after a parallel pass every run is finished: these calls only open them
                 try:
-                    run = fit(config.replace(seed=s), data_dir=data_dir, runs_dir=runs_dir)
+                    run = fit(config.replace(seed=s), data_dir=workspace.data, runs_dir=workspace.runs)
                 except MissingRunError as exc:
                     if not partial:
                         raise

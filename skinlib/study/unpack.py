@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from skinlib.data.cache import cache_folder
 from skinlib.data.selection import select_data
 from skinlib.data.snapshot import SNAPSHOT_FILE
@@ -221,8 +223,6 @@ MAX_SUMMARY_PIXELS = 4_000_000
 def _check_summary_image(path: Path, shown: Path) -> None:
     """A data summary's image must decode and stay within :data:`MAX_SUMMARY_PIXELS` (a decompression bomb or a
     damaged file is refused, naming it, before any chapter opens it)."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_SUMMARY_PIXELS:
