@@ -292,3 +292,31 @@ def test_every_study_a_chapter_builds_is_one_the_plan_says_it_reads():
         built += [{name} for name in re.findall(r"(?:run_study|make_study|ctx\.study)\(\s*\"(\w+)\"", code)]
         for options in built:
             assert options & declared, f"{chapter} builds {sorted(options)}, which the plan does not list for it"
+
+
+def test_a_section_is_a_studys_table_with_the_words_its_chapter_reads(loss_study, monkeypatch):
+    """``show(section, key)`` glues the words the functions of ``skinlib.book.sections`` compute and numbers the
+    table; the words follow the runs (here: the test set's size and its majority class)."""
+    from skinlib.book import kernel, sections
+
+    study, y, good, poor = loss_study
+    runs = sections.study_runs(study, n_boot=50)
+    majority = CLASSES[np.bincount(y).argmax()]
+    assert runs.words["n_test"] == 120 and runs.words["n_lesions"] == 60 and runs.words["n_boot_used"] == 50
+    assert runs.words["majority"] == f"majority class ({majority})"
+    assert runs.words["majority_acc"] == f"{100 * np.mean(y == np.bincount(y).argmax()):.1f} %"
+    assert list(runs.table.columns) == list(tables.public(runs.data).columns)  # shown: no numeric helper columns
+    glued = {}
+    monkeypatch.setattr(kernel, "glue_text", lambda **values: glued.update(values))
+    monkeypatch.setattr(kernel, "_SHOWN", {})
+    shown = kernel.show(runs, "05.runs")
+    assert glued == dict(runs.words) and shown.number == "5.1" and shown.frame is runs.table
+
+
+def test_the_melanoma_section_says_what_its_table_shows(loss_study):
+    from skinlib.book import sections
+
+    study, *_ = loss_study
+    mel = sections.melanoma(study.runs["CB + LS (joint)"][0], n_boot=50)
+    low, high = mel.table.iloc[0][["low", "high"]]
+    assert mel.words["mel_80"].endswith(f"[{low:.1f}, {high:.1f}]") and mel.words["mel_n"] > 0

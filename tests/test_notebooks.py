@@ -495,8 +495,8 @@ def test_papermill_and_skinlib_read_parameters_in_one_dialect(tmp_path):
 
 
 def test_every_table_caption_is_shown_exactly_once_by_its_chapter():
-    """Each caption of ``TABLES`` is used by one ``show_table(...)`` call of its own chapter, and every key a chapter
-    uses has a caption: no result table goes without a number and a caption."""
+    """Each caption of ``TABLES`` is used by one ``show_table(...)`` (or ``show(...)``) call of its chapter, and
+    every key a chapter uses has a caption: no result table goes without a number and a caption."""
     import re
 
     from skinlib.book.figures import TABLES
@@ -504,7 +504,7 @@ def test_every_table_caption_is_shown_exactly_once_by_its_chapter():
     used: dict[str, list[str]] = {}
     for path in NOTEBOOKS:
         code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
-        for key in re.findall(r'show_table\((?:[^"]|"(?!\d\d\.))*"(\d\d\.[a-z_]+)"', code, flags=re.S):
+        for key in re.findall(r'show(?:_table)?\((?:[^"]|"(?!\d\d\.))*"(\d\d\.[a-z_]+)"', code, flags=re.S):
             used.setdefault(key, []).append(path.stem)
     assert set(used) == set(TABLES), set(used) ^ set(TABLES)
     for key, chapters in used.items():
@@ -543,4 +543,4 @@ def test_every_table_a_chapter_numbers_is_shown(path):
         for statement in body[:-1]:
             call = statement.value if isinstance(statement, ast.Expr) else None
             name = getattr(getattr(call, "func", None), "id", "")
-            assert name != "show_table", f"{path.stem}: a show_table call that is not displayed: {cell.source[:80]}"
+            assert name not in ("show_table", "show"), f"{path.stem}: a table that is not displayed: {cell.source[:80]}"

@@ -273,6 +273,13 @@ def show_table(frame: Any, key: str, **fill: Any) -> Table:
     return Table(frame, f"{int(chapter)}.{_SHOWN[chapter]}", TABLES[key].format(**fill))
 
 
+def show(section: Any, key: str, **fill: Any) -> Table:
+    """Glue a section's words and show its table as the next numbered table of the chapter (a
+    :class:`~skinlib.book.sections.Section`, as the functions of :mod:`skinlib.book.sections` return it)."""
+    glue_text(**section.words)
+    return show_table(section.table, key, **fill)
+
+
 def glue_text(**values: Any) -> None:
     """Glue each value, formatted as a string, for ``{glue:md}`` (and ``{glue:text}``) references in the
     chapter's prose (:class:`GluedText`)."""
