@@ -299,7 +299,7 @@ def test_a_section_is_a_studys_table_with_the_words_its_chapter_reads(loss_study
     table; the words follow the runs (here: the test set's size and its majority class)."""
     from skinlib.book import kernel, sections
 
-    study, y, good, poor = loss_study
+    study, y, *_ = loss_study
     runs = sections.study_runs(study, n_boot=50)
     majority = CLASSES[np.bincount(y).argmax()]
     assert runs.words["n_test"] == 120 and runs.words["n_lesions"] == 60 and runs.words["n_boot_used"] == 50

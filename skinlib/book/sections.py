@@ -16,14 +16,20 @@ from skinlib import data, paper
 from skinlib import subgroups as subgroup_stats
 from skinlib.book.claims import (
     best_vs_paper_sentence,
+    clock_phrase,
     finals_against_baseline,
+    latency_phrase,
     null_sentence,
     overlap_sentence,
     paired_sentence,
     recipe_sentence,
 )
+from skinlib.efficiency import compare_latency, count_flops, count_parameters, parameter_audit
 from skinlib.evaluate import bootstrap_ci, format_ci, null_metrics, sensitivity_at_specificity_ci
 from skinlib.inference import arrays, evaluate_external, external_predictions
+from skinlib.losses import DEFAULT_JOINT
+from skinlib.models import create_model
+from skinlib.models.attention import coord_attention_parameters
 from skinlib.runs import Run
 from skinlib.study import experiments, leakage, tables
 from skinlib.study.studies import Study
@@ -205,3 +211,103 @@ def memorisation(leak: Study, *, n_boot: int) -> Section:
     return Section(memo.naive, {"memorisation": memo.sentence, "n_seen": memo.images["all_seen"],
                                 "n_multi_seen": memo.images["seen"], "n_multi_unseen": memo.images["unseen"],
                                 "n_reference": memo.images["reference"]}, data=memo.table)
+
+
+def dataset(index: pd.DataFrame) -> Section:
+    """The first rows of the HAM10000 index (without the file paths: they say where the data lies, not what it
+    is), its size and its imbalance; ``data``: the class table."""
+    classes = data.class_table(index)
+    return Section(index.drop(columns="path").head(), {
+        "n_images": f"{len(index):,}", "n_lesions": f"{index['lesion_id'].nunique():,}",
+        "nv_share": f"{classes.loc['nv', 'share %']:.1f} %", "df_share": f"{classes.loc['df', 'share %']:.1f} %",
+        "imbalance": f"{classes.loc['nv', 'images'] / classes.loc['df', 'images']:.0f}"}, data=classes)
+
+
+def image_split_leaks(index: pd.DataFrame) -> Section:
+    """How many lesions an image-level split puts in more than one part, and the share of test images whose
+    lesion is also in training."""
+    leaks = data.leakage_table(index)
+    return Section(leaks, {"leaky_lesions": f"{leaks.loc['image', 'lesions in more than one part']:.0f}",
+                           "leaky_test_share": f"{leaks.loc['image', 'share of test images %']:.1f} %"})
+
+
+def lesion_split(index: pd.DataFrame, *, seed: int) -> Section:
+    """The lesion-grouped split's parts per class, and how far a part's share of a class strays from its target
+    for the three most common classes and for the rest; ``data``: the three most common classes."""
+    split = data.make_split(index, scheme="lesion", seed=seed)
+    deviation = data.split_deviation(split)
+    common = index["dx"].value_counts().index[:3]
+    return Section(data.split_table(split), {"split_dev_common": f"{deviation[common].max():.1f}",
+                                             "split_dev_rare": f"{deviation.drop(common).max():.1f}"}, data=common)
+
+
+def isic_classes(isic: pd.DataFrame, index: pd.DataFrame) -> Section:
+    """The ISIC 2018 test set's classes, its size and how far its class mix lies from HAM10000's."""
+    return Section(data.class_table(isic).drop(columns="lesions"),
+                   {"n_isic": f"{len(isic):,}", "isic_mix": f"{data.mix_distance(isic, index):.1f}"})
+
+
+def pretraining_vs_paper(study: Study) -> Section:
+    """Table 2 of the paper beside ours (both readings of its accuracy); a dash where a row was not trained
+    (the ImageNet weights were not present)."""
+    table = paper.comparison(paper.TABLE2, study, labels=paper.TABLE2_LABELS, absent="weights not present")
+    return Section(table.astype(object).where(table.notna(), "–"))
+
+
+def attention_cost() -> Section:
+    """Parameters and FLOPs at 224 px of MobileNetV3-Small with each attention module, and what CaCo adds over SE
+    and CA saves."""
+    cost = pd.DataFrame({a: {"parameters (M)": count_parameters(create_model(m)) / 1e6,
+                             "GFLOPs at 224 px": count_flops(create_model(m), image_size=224) / 1e9}
+                         for a, m in experiments.ATTENTION_MODELS.items()}).T
+    cost["vs SE (M)"] = cost["parameters (M)"] - cost.loc["se", "parameters (M)"]
+    return Section(cost.round(4), {"caco_extra": f"{1000 * cost.loc['caco', 'vs SE (M)']:.0f} k",
+                                   "ca_less": f"{-1000 * cost.loc['ca', 'vs SE (M)']:.0f} k",
+                                   "ca_576": f"{coord_attention_parameters(576):,}"})
+
+
+def latency(models: Mapping[str, Any], *, reference: str, caco: str, rounds: int, called: str | None = None
+            ) -> Section:
+    """CPU latency on one thread at 224 px, interleaved over ``rounds`` rounds, as ratios to ``reference`` (named
+    ``called`` in the prose), with the noise floor an identical-model control measured; the words say CaCo's
+    (row ``caco``) ratio and whether it is shown faster or slower."""
+    timing = compare_latency(models, reference=reference, image_size=224, rounds=rounds, threads=1)
+    row = timing.loc[caco]
+    return Section(timing.round(3), {
+        "noise_floor": f"{100 * timing.attrs['noise_floor']:.0f} %", "rounds": timing.attrs["rounds"],
+        "per_round": timing.attrs["per_round"], "clock": clock_phrase(timing.attrs["clock"]),
+        "caco_ratio": f"{row['ratio']:.2f} [{row['ratio low']:.2f}, {row['ratio high']:.2f}]",
+        "caco_latency": latency_phrase(row["verdict"], called or reference)})
+
+
+def losses_versus_ce(study: Study, *, n_boot: int) -> Section:
+    """Each loss (and the balanced sampler) minus CE, paired by seed and test image, with how many losses are
+    shown higher, lower or not different (the sampler row is not a loss)."""
+    paired = tables.paired_table(study, "CE", n_boot=n_boot)
+    losses_only = paired.drop(index=experiments.SAMPLER_ROW)
+    return Section(tables.public(paired), {
+        "bacc_words": tables.word_counts(losses_only, "bacc"), "acc_words": tables.word_counts(losses_only, "accuracy"),
+        "n_losses": len(losses_only), "family": len(paired),
+        "sampler_bacc": paired.loc[experiments.SAMPLER_ROW, "Δ bacc (points)"],
+        "sampler_word": paired.loc[experiments.SAMPLER_ROW, "bacc"]})
+
+
+def joint_choice(study: Study, table: pd.DataFrame) -> Section:
+    """The joint losses' validation and test ``bacc`` (``table``: :func:`study_runs`' data), the one chosen on
+    validation, and how coarse the validation part is (one image of the rarest class, in points of recall)."""
+    chosen = experiments.choose_joint_loss(study)
+    val = tables.part_counts(study.runs["CE"][0], "val")
+    rarest = val[val > 0].idxmin()
+    return Section(table.loc[experiments.JOINT_LOSSES, ["val bacc %", "bacc %"]], {
+        "chosen_loss": chosen, "chosen_spec": experiments.LOSS_VARIANTS[chosen], "default_joint": DEFAULT_JOINT,
+        "n_val": int(val.sum()), "val_rare": ", ".join(f"{c} {val[c]}" for c in ("df", "vasc", "akiec")),
+        "one_image": f"{100 / (len(val[val > 0]) * val[rarest]):.1f}", "rarest": rarest})
+
+
+def parameter_audit_section() -> Section:
+    """Each model's parameters with a 7-class and a 1000-class head beside the paper's count, and how many of the
+    paper's counts match either head."""
+    audit = parameter_audit(image_size=224)
+    return Section(audit, {"n_match_7": (audit["matches"] == "7-class head").sum(),
+                           "n_match_1000": (audit["matches"] == "1000-class head").sum(),
+                           "n_match_none": (audit["matches"] == "neither").sum()})
