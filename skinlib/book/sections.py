@@ -233,12 +233,12 @@ def image_split_leaks(index: pd.DataFrame) -> Section:
 
 def lesion_split(index: pd.DataFrame, *, seed: int) -> Section:
     """The lesion-grouped split's parts per class, and how far a part's share of a class strays from its target
-    for the three most common classes and for the rest; ``data``: the three most common classes."""
+    for the three most common classes and for the rest."""
     split = data.make_split(index, scheme="lesion", seed=seed)
     deviation = data.split_deviation(split)
     common = index["dx"].value_counts().index[:3]
     return Section(data.split_table(split), {"split_dev_common": f"{deviation[common].max():.1f}",
-                                             "split_dev_rare": f"{deviation.drop(common).max():.1f}"}, data=common)
+                                             "split_dev_rare": f"{deviation.drop(common).max():.1f}"})
 
 
 def isic_classes(isic: pd.DataFrame, index: pd.DataFrame) -> Section:
