@@ -12,6 +12,7 @@ import skinlib.book.execute as execute
 import skinlib.data.selection as selection
 import skinlib.train as train
 from skinlib import cli
+from skinlib.commands.train import flag
 from skinlib.runs import OPTIMIZERS, RunFileError
 from skinlib.study.profiles import parse_value
 
@@ -164,7 +165,7 @@ def test_train_flags_come_from_one_table_with_runconfigs_defaults():
     for field, spec in cli.train_fields().items():
         assert field in defaults, f"--{field} sets no RunConfig field"
         action = actions[field]
-        assert action.option_strings == [cli._flag(field)]
+        assert action.option_strings == [flag(field)]
         assert action.help.endswith(f"default {spec.get('default_text', defaults[field])}"), action.help
     args = cli.build_parser().parse_args(["train", "--image-size", "96", "--lr", "0.01", "--sampler", "balanced"])
     config = cli.config_from_args(args)

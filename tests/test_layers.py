@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("explain",),
     ("study",),
     ("book",),
-    ("cli", "__main__"),
+    ("cli", "commands", "__main__"),
 ]
 
 
@@ -107,11 +107,13 @@ def test_only_the_policy_spells_the_training_switches():
 
 # what may be imported inside a function instead of at the top of a module: packages that are optional or heavy
 # and needed by few functions (the book's execution and grading stack, Grad-CAM, ONNX, safetensors, Sphinx, timm's
-# hub code), fcntl (absent on Windows), and torch where the run store is read without training. The CLI imports
-# inside its commands, so that `skinlib --help` and a mistyped command answer before the library loads.
+# hub code), fcntl (absent on Windows), and torch where the run store is read without training. The CLI's commands
+# (skinlib/commands/) import inside themselves, so that `skinlib --help` and a mistyped command answer before the
+# library loads.
 DEFERRED = {"IPython", "myst_nb", "nbclient", "nbformat", "papermill", "pytorch_grad_cam", "onnx", "onnxruntime",
             "safetensors", "sphinx", "timm", "fcntl"}
-DEFERRED_IN = {"runs/store.py": {"torch"}, "cli.py": {"*"}}
+DEFERRED_IN = {"runs/store.py": {"torch"}, "cli.py": {"*"},
+               **{f"commands/{path.name}": {"*"} for path in (ROOT / "commands").glob("*.py")}}
 
 
 def inner_imports(path: Path) -> list[tuple[int, str]]:
