@@ -60,9 +60,9 @@ def test_final_study_waits_for_the_loss_study(tmp_path, monkeypatch):
     order = []
     real_train = Study.train
 
-    def record(self, **kwargs):
+    def record(self, *args, **kwargs):
         order.append(sorted(self.configs))
-        return real_train(self, **kwargs)
+        return real_train(self, *args, **kwargs)
 
     monkeypatch.setattr(Study, "train", record)
     monkeypatch.setattr(experiments, "LOSS_VARIANTS", {"CE": "ce", "CB + focal (joint)": "cb+focal"})
