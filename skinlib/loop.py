@@ -149,7 +149,7 @@ class Progress:
     bad_epochs: int = 0
 
     def update(self, epoch: int, val: dict[str, float], val_loss: float) -> bool:
-        """Record a finished epoch; whether it is the best so far (:func:`_is_better`)."""
+        """Record a finished epoch; whether it is the best so far (:func:`is_better`)."""
         self.epoch = epoch
         improved = is_better(val, val_loss, dataclasses.asdict(self))
         if improved:

@@ -138,10 +138,10 @@ def reduce_epoch_stats(stats: dict[str, float], distributed: Distributed, device
         return stats
     keys = ["loss_sum", "correct", "images", "steps"]
     t = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=device)
-    dist.allreduce_epoch_stats(t)
+    dist.all_reduce(t)
     out = dict(zip(keys, t.tolist()))
     s = torch.tensor([stats["seconds"]], dtype=torch.float64, device=device)
-    dist.allreduce_epoch_stats(s, op=dist.ReduceOp.MAX)
+    dist.all_reduce(s, op=dist.ReduceOp.MAX)
     out["seconds"] = s.item()
     out["steps"] = stats["steps"]  # optimizer steps are shared, not summed
     return out
