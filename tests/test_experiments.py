@@ -317,6 +317,8 @@ def test_the_melanoma_section_says_what_its_table_shows(loss_study):
     from skinlib.book import sections
 
     study, *_ = loss_study
-    mel = sections.melanoma(study.runs["CB + LS (joint)"][0], n_boot=50)
+    from skinlib.inference import arrays
+
+    mel = sections.melanoma(*arrays(study.runs["CB + LS (joint)"][0].predictions()), n_boot=50)
     low, high = mel.table.iloc[0][["low", "high"]]
     assert mel.words["mel_80"].endswith(f"[{low:.1f}, {high:.1f}]") and mel.words["mel_n"] > 0

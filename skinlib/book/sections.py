@@ -78,10 +78,9 @@ def final_runs(final: Study, *, n_boot: int) -> Section:
         "n_final_seeds": len(final.seeds)})
 
 
-def every_metric(run: Run, *, n_boot: int) -> Section:
-    """Every metric of one run with its lesion-bootstrap interval beside what learning nothing scores, and
-    whether accuracy and ``bacc`` beat those nulls."""
-    y, probs, lesions = arrays(run.predictions())
+def every_metric(y: Any, probs: Any, lesions: Any, *, n_boot: int) -> Section:
+    """Every metric of one run's test predictions (:func:`~skinlib.inference.arrays`) with its lesion-bootstrap
+    interval beside what learning nothing scores, and whether accuracy and ``bacc`` beat those nulls."""
     ci = bootstrap_ci(y, probs, groups=lesions, n_boot=n_boot)
     nulls = null_metrics(y)
     majority, chance = nulls.values()
@@ -124,9 +123,9 @@ def recipes_vs_baseline(recipes: Study, baselines: Study, *, n_boot: int) -> Sec
                                                 paper=f"CaCo, {experiments.PAPER_RECIPE}", n_boot=n_boot)})
 
 
-def melanoma(run: Run, *, n_boot: int) -> Section:
-    """Melanoma sensitivity at 80 % and 90 % specificity, with intervals, in percent."""
-    y, probs, lesions = arrays(run.predictions())
+def melanoma(y: Any, probs: Any, lesions: Any, *, n_boot: int) -> Section:
+    """Melanoma sensitivity at 80 % and 90 % specificity of one run's test predictions, with intervals, in
+    percent."""
     mel = sensitivity_at_specificity_ci(y, probs, data.CLASSES.index("mel"), groups=lesions, n_boot=n_boot)
     return Section((100 * mel).round(1), {
         "mel_80": format_ci(*mel.iloc[0][["sensitivity", "low", "high"]]),
@@ -194,20 +193,19 @@ def readings(run: Run) -> Section:
                       f"this profile"}, data=table)
 
 
-def split_gap(leak: Study, *, n_boot: int) -> Section:
-    """How much the image-level split inflates accuracy and ``bacc`` over the lesion split, over seeds;
-    ``data``: the gap's values."""
-    image_test, lesion_test = leakage.leakage_tests(leak)
+def split_gap(image_test: Any, lesion_test: Any, *, n_boot: int) -> Section:
+    """How much the image-level split inflates accuracy and ``bacc`` over the lesion split, over seeds (the arms
+    of :func:`~skinlib.study.leakage.leakage_tests`); ``data``: the gap's values."""
     gap = leakage.split_gap(image_test, lesion_test, n_boot=n_boot)
     return Section(gap.table, {"gap_acc": gap.spans["accuracy"], "gap_bacc": gap.spans["bacc"],
                                "gap_acc_word": gap.words["accuracy"], "gap_bacc_word": gap.words["bacc"]},
                    data=gap.values)
 
 
-def memorisation(leak: Study, *, n_boot: int) -> Section:
+def memorisation(image_test: Any, lesion_test: Any, *, n_boot: int) -> Section:
     """Whether the image split's gain comes from lesions seen in training: the naive comparison, and (``data``)
     the one within multi-image lesions."""
-    memo = leakage.memorisation(*leakage.leakage_tests(leak), n_boot=n_boot)
+    memo = leakage.memorisation(image_test, lesion_test, n_boot=n_boot)
     return Section(memo.naive, {"memorisation": memo.sentence, "n_seen": memo.images["all_seen"],
                                 "n_multi_seen": memo.images["seen"], "n_multi_unseen": memo.images["unseen"],
                                 "n_reference": memo.images["reference"]}, data=memo.table)
